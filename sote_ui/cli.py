@@ -1,0 +1,222 @@
+"""The headless command line: ``python -m sote_ui generate ...``.
+
+Example::
+
+    python -m sote_ui generate --prompt "1girl, solo, smile" --seed 42 --out smile.png
+    python -m sote_ui generate --preset fast --count 4 --out outputs/
+    python -m sote_ui info smile.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import tags
+from .request import InputError
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+EXIT_CANCELLED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see --help)\n")
+
+
+# Flag -> request key. Values stay text here; the request validates them.
+REQUEST_FLAGS = {
+    "--prompt": "prompt",
+    "--negative-prompt": "negative_prompt",
+    "--aesthetic": "aesthetic",
+    "--quality": "quality",
+    "--date": "date",
+    "--rating": "rating",
+    "--custom": "custom",
+    "--artist": "artist",
+    "--width": "width",
+    "--height": "height",
+    "--seed": "seed",
+    "--prior-steps": "prior_steps",
+    "--prior-cfg": "prior_cfg",
+    "--decoder-steps": "decoder_steps",
+    "--decoder-cfg": "decoder_cfg",
+    "--count": "count",
+}
+
+_HELP = {
+    "prompt": "your tags, e.g. '1girl, solo, smile' (picked tags are added in the dataset's order)",
+    "negative_prompt": f"negative prompt (default: {tags.DEFAULT_NEGATIVE!r})",
+    "aesthetic": "aesthetic tag: none or " + ", ".join(tags.AESTHETIC) + " (default: very aesthetic)",
+    "quality": "quality tag: none or " + ", ".join(tags.QUALITY) + " (default: best quality)",
+    "date": "date tag: none or " + ", ".join(f"{k} ({v})" for k, v in tags.DATE.items()) + " (default: newest)",
+    "rating": "rating tag: none or " + ", ".join(tags.RATING),
+    "custom": "custom tag: none or " + ", ".join(tags.CUSTOM),
+    "artist": "pixiv artist: adds 'art by NAME'",
+    "width": "width, a multiple of 128 (default 1024)",
+    "height": "height, a multiple of 128 (default 1536)",
+    "seed": "seed; -1 or omitted picks one (images use seed, seed+1, ...)",
+    "prior_steps": "prior (stage C) steps (default 40)",
+    "prior_cfg": "prior CFG (default 8)",
+    "decoder_steps": "decoder (stage B) steps (default 10)",
+    "decoder_cfg": "decoder ('secondary') CFG (default 1.0; applied only above 1)",
+    "count": "images in this run (default 1)",
+}
+
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    from .memory import Mode
+
+    group = parser.add_argument_group("model and memory")
+    group.add_argument("--model", help="a name from models.json, a Hub id, or a folder whose card names its partner")
+    group.add_argument("--prior", help="prior (stage C) folder or Hub id")
+    group.add_argument("--decoder", help="decoder (stage B + VQGAN) folder or Hub id")
+    group.add_argument("--mode", default="auto", help="memory mode: " + ", ".join(m.value for m in Mode))
+    group.add_argument("--device", default=None, help="auto (default), cuda, cuda:N, xpu, mps or cpu")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m sote_ui", description="Sote Studio: SoteDiffusion Wuerstchen3 on your own GPU")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    gen = commands.add_parser("generate", help="generate images")
+    for flag, key in REQUEST_FLAGS.items():
+        gen.add_argument(flag, dest=key, default=None, help=_HELP[key])
+    gen.add_argument("--preset", help="start from this preset (flags given override it)")
+    gen.add_argument("--presets-dir", default=None, help="user presets folder (default ~/.sote-studio/presets)")
+    gen.add_argument("--from-image", help="start from the settings stored in a PNG")
+    gen.add_argument("--out", default="outputs", help="a .png file, or a folder (default: outputs/)")
+    gen.add_argument("--quiet", action="store_true", help="no progress output")
+    add_model_flags(gen)
+
+    tiny = commands.add_parser("make-tiny", help="build the tiny random-weight test model in a folder")
+    tiny.add_argument("folder")
+
+    info = commands.add_parser("info", help="print the generation settings stored in a PNG")
+    info.add_argument("image")
+
+    pre = commands.add_parser("presets", help="list presets")
+    pre.add_argument("--presets-dir", default=None)
+    return parser
+
+
+def _request_values(args: argparse.Namespace) -> dict:
+    return {key: getattr(args, key) for key in REQUEST_FLAGS.values() if getattr(args, key) is not None}
+
+
+def _store(presets_dir):
+    from .presets import DEFAULT_USER_DIR, PresetStore
+
+    return PresetStore(user_dir=Path(presets_dir).expanduser() if presets_dir else DEFAULT_USER_DIR)
+
+
+def _output_paths(out: str, seeds: list[int]) -> list[Path]:
+    from .outputs import unique_path
+
+    target = Path(out).expanduser()
+    if target.suffix.lower() == ".png":
+        if len(seeds) == 1:
+            return [unique_path(target)]
+        return [unique_path(target.with_name(f"{target.stem}-{seed}.png")) for seed in seeds]
+    return [unique_path(target / f"sote-{seed}.png") for seed in seeds]
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .metadata import parse_parameters, read_parameters
+    from .request import FIELD_NAMES, build_request
+
+    values: dict = {}
+    base = None
+    if args.preset:
+        base = _store(args.presets_dir).request(args.preset)
+    if args.from_image:
+        from .outputs import open_image
+
+        text = read_parameters(open_image(args.from_image))
+        if not text:
+            raise InputError(f"{args.from_image} carries no generation settings")
+        values.update({k: v for k, v in parse_parameters(text).items() if k in FIELD_NAMES})
+    values.update(_request_values(args))
+    request = build_request(values, base=base).with_seed()
+
+    from .engine import Engine
+    from .models import resolve_source
+    from .outputs import save_png
+
+    source = resolve_source(args.model, args.prior, args.decoder)
+    engine = Engine(source, mode=args.mode, device=args.device)
+
+    def status(message: str) -> None:
+        if not args.quiet:
+            print(message, file=sys.stderr)
+
+    def progress(p) -> None:
+        if not args.quiet:
+            print(f"\rimage {p.image + 1}/{p.images}  {p.stage} {p.step}/{p.steps}  [{p.done}/{p.total}]",
+                  end="", file=sys.stderr, flush=True)
+
+    engine.load(status)
+    result = engine.generate(request, on_progress=progress)
+    if not args.quiet:
+        print(file=sys.stderr)
+    paths = _output_paths(args.out, [img.request.seed for img in result.images])
+    for item, path in zip(result.images, paths):
+        save_png(item.image, item.parameters, path)
+        print(path)
+    status(f"{len(result.images)} image(s) in {result.seconds:.1f} s ({engine.plan.mode.value})")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .metadata import parse_parameters, read_parameters
+    from .outputs import open_image
+
+    text = read_parameters(open_image(args.image))
+    if not text:
+        raise InputError(f"{args.image} carries no generation settings")
+    print(json.dumps(parse_parameters(text), indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    presets, errors = _store(args.presets_dir).load()
+    for name, preset in presets.items():
+        where = "shipped" if preset.shipped else "user"
+        print(f"{name:24} {where:8} {preset.description}")
+    for error in errors:
+        print(f"skipped: {error}", file=sys.stderr)
+    return 0
+
+
+def cmd_make_tiny(args: argparse.Namespace) -> int:
+    from .tiny import build_tiny_pair
+
+    prior, decoder = build_tiny_pair(args.folder)
+    print(f"--prior {prior} --decoder {decoder}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    handler = {"generate": cmd_generate, "info": cmd_info, "presets": cmd_presets,
+               "make-tiny": cmd_make_tiny}[args.command]
+    from .errors import Cancelled, GenerationError
+
+    try:
+        return handler(args)
+    except InputError as exc:  # includes ModelError
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except GenerationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except (KeyboardInterrupt, Cancelled):
+        print("\ncancelled", file=sys.stderr)
+        return EXIT_CANCELLED

@@ -1,0 +1,121 @@
+"""Find the device to run on: NVIDIA (CUDA), AMD (ROCm), Intel (XPU), Apple (MPS) or CPU.
+
+Example::
+
+    info = detect_device()          # the best available
+    info = detect_device("cpu")     # forced
+"""
+
+from __future__ import annotations
+
+import os
+
+from .memory import DeviceInfo
+from .request import InputError
+
+
+def _system_memory() -> tuple[int, int]:
+    try:
+        import psutil
+
+        vm = psutil.virtual_memory()
+        return int(vm.total), int(vm.available)
+    except ImportError:  # pragma: no cover - psutil ships with gradio
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return pages, pages // 2
+
+
+def _cuda(index: int) -> DeviceInfo:
+    import torch
+
+    props = torch.cuda.get_device_properties(index)
+    free, total = torch.cuda.mem_get_info(index)
+    kind = "rocm" if torch.version.hip else "cuda"
+    bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+    return DeviceInfo(kind, f"cuda:{index}", props.name, int(total), int(free), bool(bf16),
+                      (props.major, props.minor))
+
+
+def _xpu(index: int) -> DeviceInfo:
+    import torch
+
+    props = torch.xpu.get_device_properties(index)
+    total = int(props.total_memory)
+    free = total - int(torch.xpu.memory_reserved(index))
+    if hasattr(torch.xpu, "mem_get_info"):
+        free, total = (int(v) for v in torch.xpu.mem_get_info(index))
+    return DeviceInfo("xpu", f"xpu:{index}", props.name, total, free, True)
+
+
+def _mps() -> DeviceInfo:
+    import torch
+
+    total, available = _system_memory()
+    budget = int(torch.mps.recommended_max_memory()) if hasattr(torch.mps, "recommended_max_memory") else total
+    return DeviceInfo("mps", "mps", "Apple GPU (MPS)", budget, min(budget, available), True)
+
+
+def _cpu() -> DeviceInfo:
+    total, available = _system_memory()
+    return DeviceInfo("cpu", "cpu", "CPU", total, available, True)
+
+
+def detect_device(requested: str | None = None) -> DeviceInfo:
+    """Describe ``requested`` (cuda, cuda:1, xpu, mps, cpu) or the best device present.
+
+    Raises InputError when the requested device is not available.
+    """
+    import torch
+
+    requested = (requested or "auto").strip().lower()
+    kind, _, index_text = requested.partition(":")
+    try:
+        index = int(index_text) if index_text else 0
+    except ValueError:
+        raise InputError(f"device {requested!r} is not like cuda, cuda:1, xpu, mps or cpu") from None
+    xpu = hasattr(torch, "xpu") and torch.xpu.is_available()
+    mps = hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+    if kind == "auto":
+        if torch.cuda.is_available():
+            return _cuda(0)
+        if xpu:
+            return _xpu(0)
+        if mps:
+            return _mps()
+        return _cpu()
+    if kind in ("cuda", "rocm"):
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise InputError(f"no {requested} GPU found (torch {torch.__version__} sees "
+                             f"{torch.cuda.device_count() if torch.cuda.is_available() else 0}); use --device cpu")
+        return _cuda(index)
+    if kind == "xpu":
+        if not xpu:
+            raise InputError("no Intel XPU found; install torch with XPU support or use --device cpu")
+        return _xpu(index)
+    if kind == "mps":
+        if not mps:
+            raise InputError("Apple MPS is not available here; use --device cpu")
+        return _mps()
+    if kind == "cpu":
+        return _cpu()
+    raise InputError(f"unknown device {requested!r}; use auto, cuda, cuda:N, xpu, mps or cpu")
+
+
+def free_memory(device: DeviceInfo) -> None:
+    """Give cached allocator memory back after models are dropped."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if device.kind in ("cuda", "rocm") and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif device.kind == "xpu" and hasattr(torch, "xpu") and torch.xpu.is_available():
+        torch.xpu.empty_cache()
+    elif device.kind == "mps" and hasattr(torch, "mps"):
+        torch.mps.empty_cache()
+
+
+def refresh(device: DeviceInfo) -> DeviceInfo:
+    """The same device with its free memory read again."""
+    return detect_device(device.torch_device if device.kind != "cpu" else "cpu")

@@ -1,0 +1,119 @@
+"""Prompt encoding past CLIP's 77 tokens, with emphasis weights.
+
+The model was trained with ``max_token_length 225``: three 75-token chunks,
+each wrapped in start/end tokens and encoded on its own, the hidden states
+concatenated. Prompts are split into such chunks (at a comma near the end of
+a chunk where there is one, so tags stay whole); the negative prompt is
+padded to the same number of chunks. A prompt that fits one chunk is encoded
+exactly as diffusers' Stable Cascade pipeline encodes it.
+
+Example::
+
+    embeds = encode_pair(tokenizer, text_encoder, "very aesthetic, (1girl:1.2), ...", "worst quality", "cpu")
+    embeds.prompt.shape   # (1, 77 * chunks, hidden)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .emphasis import parse_emphasis
+
+CHUNK = 75  # tokens between the start and end token of each 77-token window
+COMMA_LOOKBACK = 20
+
+
+@dataclass
+class PromptEmbeds:
+    prompt: torch.Tensor
+    prompt_pooled: torch.Tensor
+    negative: torch.Tensor
+    negative_pooled: torch.Tensor
+    chunks: int
+    tokens: int
+
+    def to(self, device) -> "PromptEmbeds":
+        return PromptEmbeds(self.prompt.to(device), self.prompt_pooled.to(device), self.negative.to(device),
+                            self.negative_pooled.to(device), self.chunks, self.tokens)
+
+
+def tokenize_weighted(tokenizer, text: str) -> tuple[list[int], list[float]]:
+    """Token ids of ``text`` (no start/end tokens) and each token's emphasis weight."""
+    ids: list[int] = []
+    weights: list[float] = []
+    for piece, weight in parse_emphasis(text):
+        piece_ids = tokenizer(piece, add_special_tokens=False, truncation=False).input_ids
+        ids += piece_ids
+        weights += [weight] * len(piece_ids)
+    return ids, weights
+
+
+def count_tokens(tokenizer, text: str) -> int:
+    return len(tokenize_weighted(tokenizer, text)[0])
+
+
+def _split(ids: list[int], weights: list[float], comma_id: int | None) -> list[tuple[list[int], list[float]]]:
+    chunks = []
+    while len(ids) > CHUNK:
+        cut = CHUNK
+        if comma_id is not None:
+            window = ids[CHUNK - COMMA_LOOKBACK:CHUNK]
+            if comma_id in window:
+                cut = CHUNK - COMMA_LOOKBACK + len(window) - window[::-1].index(comma_id)
+        chunks.append((ids[:cut], weights[:cut]))
+        ids, weights = ids[cut:], weights[cut:]
+    chunks.append((ids, weights))
+    return chunks
+
+
+def _comma_id(tokenizer) -> int | None:
+    ids = tokenizer(",", add_special_tokens=False).input_ids
+    return ids[0] if len(ids) == 1 else None
+
+
+@torch.no_grad()
+def _encode_chunks(tokenizer, text_encoder, chunks, device) -> tuple[torch.Tensor, torch.Tensor]:
+    length = tokenizer.model_max_length
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    hidden_states = []
+    pooled = None
+    for ids, weights in chunks:
+        row = [bos] + ids + [eos]
+        mask = [1] * len(row) + [0] * (length - len(row))
+        row = row + [pad] * (length - len(row))
+        output = text_encoder(
+            torch.tensor([row], device=device),
+            attention_mask=torch.tensor([mask], device=device),
+            output_hidden_states=True,
+        )
+        states = output.hidden_states[-1]
+        if any(w != 1.0 for w in weights):
+            # Scale emphasised tokens, then restore the chunk's mean so the
+            # overall magnitude the model expects is kept.
+            original_mean = states.float().mean()
+            factors = torch.tensor([1.0] + weights + [1.0] * (length - 1 - len(weights)), device=states.device)
+            scaled = states.float() * factors[None, :, None]
+            scaled = scaled * (original_mean / scaled.mean())
+            states = scaled.to(states.dtype)
+        hidden_states.append(states)
+        if pooled is None:
+            pooled = output.text_embeds.unsqueeze(1)
+    return torch.cat(hidden_states, dim=1), pooled
+
+
+def encode_pair(tokenizer, text_encoder, prompt: str, negative_prompt: str, device) -> PromptEmbeds:
+    """Encode prompt and negative prompt to the same number of 77-token chunks."""
+    comma = _comma_id(tokenizer)
+    pos_ids, pos_weights = tokenize_weighted(tokenizer, prompt)
+    neg_ids, neg_weights = tokenize_weighted(tokenizer, negative_prompt)
+    pos_chunks = _split(pos_ids, pos_weights, comma)
+    neg_chunks = _split(neg_ids, neg_weights, comma)
+    count = max(len(pos_chunks), len(neg_chunks))
+    pos_chunks += [([], [])] * (count - len(pos_chunks))
+    neg_chunks += [([], [])] * (count - len(neg_chunks))
+    prompt_embeds, prompt_pooled = _encode_chunks(tokenizer, text_encoder, pos_chunks, device)
+    negative_embeds, negative_pooled = _encode_chunks(tokenizer, text_encoder, neg_chunks, device)
+    return PromptEmbeds(prompt_embeds, prompt_pooled, negative_embeds, negative_pooled, count, len(pos_ids))

@@ -1,0 +1,234 @@
+"""Memory modes, and the automatic choice among them.
+
+A mode is a placement (everything on the device, model CPU offload, or
+sequential CPU offload) and a weight format (bf16, fp8, fp32). ``auto`` picks
+the fastest mode whose estimated peak fits the device's free memory,
+computed from the real component sizes, and says why.
+
+Pure logic: no torch, no gradio. The device is described by :class:`DeviceInfo`
+(see ``devices.detect_device``), so any device can be simulated.
+
+Example::
+
+    plan = choose_mode("auto", DeviceInfo("cuda", "cuda:0", "RTX 3060", 12 * GiB, 11 * GiB, True),
+                       ComponentSizes(text_encoder=695e6, prior=3.6e9, decoder=1.56e9, vqgan=18e6),
+                       width=1024, height=1536)
+    plan.mode, plan.reason
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from .request import InputError
+
+GiB = 1024**3
+
+
+class Placement(str, Enum):
+    DEVICE = "device"
+    OFFLOAD = "offload"
+    SEQUENTIAL = "sequential"
+
+
+class Weights(str, Enum):
+    BF16 = "bf16"
+    FP8 = "fp8"
+    FP32 = "fp32"
+
+
+class Mode(str, Enum):
+    """The memory modes, fastest first (the order ``auto`` tries them in)."""
+
+    AUTO = "auto"
+    BF16 = "bf16"
+    FP32 = "fp32"
+    FP8 = "fp8"
+    OFFLOAD_BF16 = "offload-bf16"
+    OFFLOAD_FP32 = "offload-fp32"
+    OFFLOAD_FP8 = "offload-fp8"
+    SEQUENTIAL_BF16 = "sequential-bf16"
+    SEQUENTIAL_FP32 = "sequential-fp32"
+
+    @property
+    def placement(self) -> Placement:
+        if self.value.startswith("offload"):
+            return Placement.OFFLOAD
+        if self.value.startswith("sequential"):
+            return Placement.SEQUENTIAL
+        return Placement.DEVICE
+
+    @property
+    def weights(self) -> Weights:
+        return Weights(self.value.rsplit("-", 1)[-1])
+
+
+MODE_HELP = {
+    Mode.AUTO: "pick the fastest mode that fits this device",
+    Mode.BF16: "all models on the GPU in bf16: fastest, needs the most memory",
+    Mode.FP32: "all models on the GPU in fp32: for GPUs without native bf16",
+    Mode.FP8: "all models on the GPU with fp8 weights: about half the memory of bf16",
+    Mode.OFFLOAD_BF16: "one model on the GPU at a time (model CPU offload), bf16",
+    Mode.OFFLOAD_FP32: "one model on the GPU at a time, fp32",
+    Mode.OFFLOAD_FP8: "one model on the GPU at a time, fp8 weights: smallest fast mode",
+    Mode.SEQUENTIAL_BF16: "layer by layer from CPU memory (sequential offload): fits almost anything, slow",
+    Mode.SEQUENTIAL_FP32: "layer by layer from CPU memory, fp32",
+}
+
+
+def parse_mode(value: str | Mode | None) -> Mode:
+    if isinstance(value, Mode):
+        return value
+    text = (value or "auto").strip().lower()
+    try:
+        return Mode(text)
+    except ValueError:
+        raise InputError(f"unknown memory mode {text!r}; choose one of: {', '.join(m.value for m in Mode)}") from None
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What generation runs on. ``kind`` is cuda, rocm, xpu, mps or cpu."""
+
+    kind: str
+    torch_device: str
+    name: str
+    total_bytes: int
+    free_bytes: int
+    bf16: bool = True
+    compute_capability: tuple[int, int] | None = None
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.kind != "cpu"
+
+    def describe(self) -> str:
+        if not self.is_gpu:
+            return f"CPU ({self.free_bytes / GiB:.1f} GiB RAM free)"
+        return f"{self.name} ({self.kind}, {self.free_bytes / GiB:.1f} of {self.total_bytes / GiB:.1f} GiB free)"
+
+
+@dataclass(frozen=True)
+class ComponentSizes:
+    """Parameter counts of the components generation loads."""
+
+    text_encoder: int
+    prior: int
+    decoder: int
+    vqgan: int
+
+    @property
+    def total(self) -> int:
+        return self.text_encoder + self.prior + self.decoder + self.vqgan
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A resolved mode for one device: what runs where, and why."""
+
+    mode: Mode
+    compute_dtype: str  # "bfloat16" or "float32"
+    fp8_backend: str | None  # "quanto" or "layerwise" when weights are fp8
+    estimate_bytes: int
+    reason: str
+
+
+# Bytes per parameter as stored. fp8 keeps norms, embeddings and the VQGAN in bf16,
+# and quanto stores one scale per output row: ~1.15 bytes on average.
+_BYTES = {Weights.BF16: 2.0, Weights.FP32: 4.0, Weights.FP8: 1.15}
+_OVERHEAD = int(0.6 * GiB)  # CUDA context, allocator slack
+
+
+def activation_bytes(width: int, height: int, weights: Weights) -> int:
+    """Peak activation memory; the VQGAN's full-resolution decode dominates."""
+    scale = (width * height) / (1024 * 1536)
+    base = 1.2 * GiB + 1.8 * GiB * scale
+    return int(base * (2 if weights == Weights.FP32 else 1))
+
+
+def estimate(mode: Mode, sizes: ComponentSizes, width: int, height: int) -> int:
+    """Estimated peak device memory of ``mode`` at ``width`` x ``height``."""
+    weights = mode.weights
+    per_param = _BYTES[weights]
+    if mode.placement == Placement.DEVICE:
+        params = sizes.total * per_param
+    elif mode.placement == Placement.OFFLOAD:
+        params = max(sizes.text_encoder, sizes.prior, sizes.decoder, sizes.vqgan) * per_param
+    else:  # sequential: only the layer running is resident
+        params = 0.25 * GiB * per_param / 2
+    return int(params + activation_bytes(width, height, weights) + _OVERHEAD)
+
+
+def unsupported_reason(mode: Mode, device: DeviceInfo) -> str | None:
+    """Why ``mode`` can't run on ``device``, or None if it can."""
+    if mode == Mode.AUTO:
+        return None
+    if not device.is_gpu and mode.placement != Placement.DEVICE:
+        return f"{mode.value} moves models between CPU and GPU memory, and there is no GPU here; use fp32, bf16 or fp8"
+    if device.kind == "mps" and mode.weights == Weights.FP8:
+        return "fp8 weights are not available on Apple MPS (no float8 type); use offload-bf16 or bf16"
+    return None
+
+
+def fp8_backend(device: DeviceInfo) -> str:
+    """Which fp8 weight implementation to use on ``device``.
+
+    optimum-quanto's qfloat8 weights everywhere, except NVIDIA GPUs of compute
+    capability 8 and newer: there quanto switches to its fp8 Marlin kernel,
+    which compiles at first use (needs nvcc and ninja) and has noise reports,
+    so diffusers' layerwise casting (fp8 storage, bf16 compute) is used instead.
+    """
+    if device.kind == "cuda" and device.compute_capability and device.compute_capability[0] >= 8:
+        return "layerwise"
+    return "quanto"
+
+
+def _candidates(device: DeviceInfo) -> list[Mode]:
+    if not device.is_gpu:
+        return [Mode.FP32, Mode.BF16, Mode.FP8]
+    full = Mode.BF16 if device.bf16 else Mode.FP32
+    offload = Mode.OFFLOAD_BF16 if device.bf16 else Mode.OFFLOAD_FP32
+    sequential = Mode.SEQUENTIAL_BF16 if device.bf16 else Mode.SEQUENTIAL_FP32
+    modes = [full, Mode.FP8, offload, Mode.OFFLOAD_FP8, sequential]
+    return [m for m in modes if unsupported_reason(m, device) is None]
+
+
+def _plan(mode: Mode, device: DeviceInfo, sizes: ComponentSizes, width: int, height: int, reason: str) -> Plan:
+    compute = "float32" if mode.weights == Weights.FP32 or (mode.weights == Weights.FP8 and not device.bf16
+                                                               and device.is_gpu) else "bfloat16"
+    backend = fp8_backend(device) if mode.weights == Weights.FP8 else None
+    return Plan(mode, compute, backend, estimate(mode, sizes, width, height), reason)
+
+
+def choose_mode(requested: str | Mode, device: DeviceInfo, sizes: ComponentSizes, width: int = 1024,
+                height: int = 1536) -> Plan:
+    """Resolve ``requested`` (``auto`` or an explicit mode) for ``device``.
+
+    An explicit mode that can't work raises InputError with the reason.
+    ``auto`` picks the first candidate, fastest first, whose estimate fits
+    the free memory; if none fits it takes the smallest and says so.
+    """
+    mode = parse_mode(requested)
+    if mode != Mode.AUTO:
+        why = unsupported_reason(mode, device)
+        if why:
+            raise InputError(why)
+        need = estimate(mode, sizes, width, height)
+        note = f"{mode.value} as asked; needs ~{need / GiB:.1f} GiB, {device.describe()}"
+        if device.is_gpu and mode.weights == Weights.BF16 and not device.bf16:
+            note += "; this GPU has no native bf16, so it is emulated and slow (fp32 modes are faster)"
+        return _plan(mode, device, sizes, width, height, note)
+    tried: list[str] = []
+    for candidate in _candidates(device):
+        need = estimate(candidate, sizes, width, height)
+        if need <= device.free_bytes:
+            skipped = f" ({'; '.join(tried)})" if tried else ""
+            reason = (f"auto picked {candidate.value}: needs ~{need / GiB:.1f} GiB at {width}x{height}, "
+                      f"{device.describe()}{skipped}")
+            return _plan(candidate, device, sizes, width, height, reason)
+        tried.append(f"{candidate.value} needs ~{need / GiB:.1f} GiB")
+    smallest = _candidates(device)[-1]
+    reason = (f"auto picked {smallest.value}, the smallest mode, but even it may not fit: "
+              f"{'; '.join(tried)}; {device.describe()}")
+    return _plan(smallest, device, sizes, width, height, reason)

@@ -1,0 +1,213 @@
+"""The generation request: one vocabulary for presets, the CLI, the Gradio API,
+PNG metadata and the engine, validated in one place.
+
+Pure data and logic: no torch, no gradio.
+
+Example::
+
+    >>> req = build_request({"prompt": "1girl, solo", "prior_cfg": 6, "seed": 7})
+    >>> req.composed_prompt()
+    'very aesthetic, best quality, newest, 1girl, solo'
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from . import tags
+
+MAX_SEED = 2**32 - 1
+
+
+class InputError(ValueError):
+    """Bad user input; the message is one line meant for the user."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for. Hosted deployments tighten these."""
+
+    max_pixels: int = 2048 * 2048
+    max_side: int = 4096
+    min_side: int = 128
+    max_count: int = 16
+    max_prior_steps: int = 150
+    max_decoder_steps: int = 100
+    max_cfg: float = 30.0
+    max_prompt_chars: int = 8000
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Everything that decides the pixels of an image, given a model and a mode.
+
+    Defaults are the model card's: 1024x1536, prior 40 steps at CFG 8,
+    decoder 10 steps at CFG 1.0, its quality tags and negative prompt.
+    ``seed`` -1 means "pick one at random" (see :meth:`with_seed`).
+    """
+
+    prompt: str = ""
+    negative_prompt: str = tags.DEFAULT_NEGATIVE
+    aesthetic: str = tags.DEFAULT_TAGS["aesthetic"]
+    quality: str = tags.DEFAULT_TAGS["quality"]
+    date: str = tags.DEFAULT_TAGS["date"]
+    custom: str = tags.NONE
+    rating: str = tags.NONE
+    artist: str = ""
+    width: int = 1024
+    height: int = 1536
+    seed: int = -1
+    prior_steps: int = 40
+    prior_cfg: float = 8.0
+    decoder_steps: int = 10
+    decoder_cfg: float = 1.0
+    count: int = 1
+
+    def composed_prompt(self) -> str:
+        return tags.compose_prompt(
+            self.prompt, aesthetic=self.aesthetic, quality=self.quality, date=self.date,
+            custom=self.custom, rating=self.rating, artist=self.artist,
+        )
+
+    def with_seed(self, rng: random.Random | None = None) -> "GenerationRequest":
+        """Return a copy whose seed is concrete (a random one replaces -1)."""
+        if self.seed >= 0:
+            return self
+        return replace(self, seed=(rng or random.SystemRandom()).randint(0, MAX_SEED))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def differences(self, other: "GenerationRequest") -> dict[str, tuple[Any, Any]]:
+        """The keys whose values differ, with (self's, other's) values."""
+        a, b = self.to_dict(), other.to_dict()
+        return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(GenerationRequest))
+PRIOR_KEYS = ("prompt", "negative_prompt", "aesthetic", "quality", "date", "custom", "rating", "artist",
+              "width", "height", "seed", "prior_steps", "prior_cfg")
+DECODER_KEYS = ("decoder_steps", "decoder_cfg")
+_INT_FIELDS = {"width", "height", "seed", "prior_steps", "decoder_steps", "count"}
+_FLOAT_FIELDS = {"prior_cfg", "decoder_cfg"}
+_TEXT_FIELDS = {"prompt", "negative_prompt", "artist"}
+_CHOICE_FIELDS = {"aesthetic", "quality", "date", "custom", "rating"}
+
+
+def _as_int(key: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise InputError(f"{key} must be a whole number, got {value!r}")
+    if isinstance(value, float):
+        if not math.isfinite(value) or value != int(value):
+            raise InputError(f"{key} must be a whole number, got {value!r}")
+        return int(value)
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        raise InputError(f"{key} must be a whole number, got {str(value)[:40]!r}") from None
+
+
+def _as_float(key: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise InputError(f"{key} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{key} must be a number, got {str(value)[:40]!r}") from None
+    if not math.isfinite(number):
+        raise InputError(f"{key} must be a finite number, got {value!r}")
+    return number
+
+
+def build_request(values: dict[str, Any] | None = None, *, base: GenerationRequest | None = None,
+                  limits: Limits = DEFAULT_LIMITS) -> GenerationRequest:
+    """Merge ``values`` over ``base`` (the defaults), convert and validate.
+
+    Keys with value ``None`` are ignored. Raises :class:`InputError` with a
+    one-line message on the first problem found.
+    """
+    merged = (base or GenerationRequest()).to_dict()
+    for key, value in (values or {}).items():
+        if key not in merged:
+            raise InputError(f"unknown setting {key!r}; known settings: {', '.join(FIELD_NAMES)}")
+        if value is None:
+            continue
+        if key in _INT_FIELDS:
+            merged[key] = _as_int(key, value)
+        elif key in _FLOAT_FIELDS:
+            merged[key] = _as_float(key, value)
+        elif key in _CHOICE_FIELDS:
+            try:
+                merged[key] = tags.check_choice(key, str(value))
+            except ValueError as exc:
+                raise InputError(str(exc)) from None
+        else:
+            if not isinstance(value, str):
+                raise InputError(f"{key} must be text")
+            merged[key] = value
+    request = GenerationRequest(**merged)
+    validate(request, limits)
+    return request
+
+
+def validate(request: GenerationRequest, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Raise :class:`InputError` if ``request`` is outside what can be generated."""
+    for key in ("width", "height"):
+        side = getattr(request, key)
+        if side % 128:
+            lower = max(128, side // 128 * 128)
+            raise InputError(f"{key} {side} is not a multiple of 128; try {lower} or {lower + 128}")
+        if not limits.min_side <= side <= limits.max_side:
+            raise InputError(f"{key} {side} is outside {limits.min_side}..{limits.max_side}")
+    pixels = request.width * request.height
+    if pixels > limits.max_pixels:
+        raise InputError(
+            f"{request.width}x{request.height} is {pixels / 1e6:.1f} MP, over the {limits.max_pixels / 1e6:.1f} MP "
+            "budget; pick a smaller size"
+        )
+    if not -1 <= request.seed <= MAX_SEED:
+        raise InputError(f"seed must be -1 (random) or 0..{MAX_SEED}, got {request.seed}")
+    for key, top in (("prior_steps", limits.max_prior_steps), ("decoder_steps", limits.max_decoder_steps)):
+        steps = getattr(request, key)
+        if not 1 <= steps <= top:
+            raise InputError(f"{key} must be between 1 and {top}, got {steps}")
+    for key in ("prior_cfg", "decoder_cfg"):
+        cfg = getattr(request, key)
+        if not math.isfinite(cfg) or not 0 <= cfg <= limits.max_cfg:
+            raise InputError(f"{key} must be between 0 and {limits.max_cfg:g}, got {cfg}")
+    if not 1 <= request.count <= limits.max_count:
+        raise InputError(f"count must be between 1 and {limits.max_count}, got {request.count}")
+    for key in _TEXT_FIELDS:
+        text = getattr(request, key)
+        if len(text) > limits.max_prompt_chars:
+            raise InputError(f"{key} is {len(text)} characters long; the limit is {limits.max_prompt_chars}")
+        if "\x00" in text:
+            raise InputError(f"{key} contains a NUL character")
+    if not request.composed_prompt().strip():
+        raise InputError("the prompt is empty: type some tags or pick a tag")
+
+
+# Parameters that only the decoder reads: changing them can reuse the prior's output.
+def decoder_only_difference(a: GenerationRequest, b: GenerationRequest) -> bool:
+    diff = a.differences(b)
+    return bool(diff) and all(k in DECODER_KEYS for k in diff)
+
+
+__all__ = [
+    "DECODER_KEYS",
+    "DEFAULT_LIMITS",
+    "FIELD_NAMES",
+    "GenerationRequest",
+    "InputError",
+    "Limits",
+    "PRIOR_KEYS",
+    "build_request",
+    "decoder_only_difference",
+    "validate",
+]

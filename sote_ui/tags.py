@@ -1,0 +1,141 @@
+"""The tags SoteDiffusion Wuerstchen3 was trained with, and the prompt composer.
+
+Pure data and logic: no torch, no gradio. The tables come from the model card;
+the composer writes them in the dataset's tag order (aesthetic, quality, date,
+custom, rating, then the user's own tags).
+
+Example::
+
+    >>> compose_prompt("1girl, solo", aesthetic="very aesthetic", quality="best quality", date="newest")
+    'very aesthetic, best quality, newest, 1girl, solo'
+"""
+
+from __future__ import annotations
+
+NONE = "none"
+
+# Aesthetic score (shadowlilac/aesthetic-shadow-v2), best first.
+AESTHETIC: tuple[str, ...] = (
+    "extremely aesthetic",
+    "very aesthetic",
+    "aesthetic",
+    "slightly aesthetic",
+    "not displeasing",
+    "not aesthetic",
+    "slightly displeasing",
+    "displeasing",
+    "very displeasing",
+)
+
+# Quality score (waifu-diffusion aes-B32), best first.
+QUALITY: tuple[str, ...] = (
+    "best quality",
+    "high quality",
+    "great quality",
+    "medium quality",
+    "normal quality",
+    "bad quality",
+    "low quality",
+    "worst quality",
+)
+
+# Date tag -> the years it covers, newest first.
+DATE: dict[str, str] = {
+    "newest": "2022-2024",
+    "recent": "2019-2021",
+    "mid": "2015-2018",
+    "early": "2011-2014",
+    "oldest": "2005-2010",
+}
+
+RATING: tuple[str, ...] = ("general", "sensitive", "nsfw", "explicit nsfw")
+
+# Custom tags of the dataset's sources (pixiv artists get "art by NAME").
+CUSTOM: tuple[str, ...] = ("visual novel cg", "anime wallpaper")
+
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    "aesthetic": AESTHETIC,
+    "quality": QUALITY,
+    "date": tuple(DATE),
+    "custom": CUSTOM,
+    "rating": RATING,
+}
+
+ALL_KNOWN_TAGS: tuple[str, ...] = AESTHETIC + QUALITY + tuple(DATE) + CUSTOM + RATING
+
+DEFAULT_TAGS = {"aesthetic": "very aesthetic", "quality": "best quality", "date": "newest", "custom": NONE,
+                "rating": NONE, "artist": ""}
+DEFAULT_NEGATIVE = "very displeasing, worst quality, oldest, monochrome, sketch, realistic,"
+
+# The model was trained with max_token_length 225: three 75-token CLIP chunks.
+TOKEN_BUDGET = 225
+
+ARTIST_PREFIX = "art by "
+
+
+def split_tags(text: str) -> list[str]:
+    """Split a comma-separated prompt into stripped, non-empty tags."""
+    return [t.strip() for t in text.replace("\n", ",").split(",") if t.strip()]
+
+
+def check_choice(category: str, value: str | None) -> str:
+    """Return the normalised choice for a tag category, or raise ValueError."""
+    value = (value or NONE).strip().lower()
+    if value in ("", NONE):
+        return NONE
+    choices = CATEGORIES[category]
+    if value not in choices:
+        raise ValueError(f"unknown {category} tag {value!r}; choose one of: none, " + ", ".join(choices))
+    return value
+
+
+def compose_prompt(
+    prompt: str = "",
+    *,
+    aesthetic: str | None = None,
+    quality: str | None = None,
+    date: str | None = None,
+    custom: str | None = None,
+    rating: str | None = None,
+    artist: str | None = None,
+) -> str:
+    """Compose the final prompt in the dataset's tag order.
+
+    Picked tags already present in the user's prompt are not repeated.
+    """
+    user_tags = split_tags(prompt)
+    present = {t.lower() for t in user_tags}
+    picked: list[str] = []
+    for category, value in (("aesthetic", aesthetic), ("quality", quality), ("date", date)):
+        choice = check_choice(category, value)
+        if choice != NONE:
+            picked.append(choice)
+    if artist and artist.strip():
+        picked.append(ARTIST_PREFIX + artist.strip())
+    for category, value in (("custom", custom), ("rating", rating)):
+        choice = check_choice(category, value)
+        if choice != NONE:
+            picked.append(choice)
+    picked = [t for t in picked if t.lower() not in present]
+    return ", ".join(picked + user_tags)
+
+
+def decompose_prompt(prompt: str) -> dict[str, str]:
+    """Split a composed prompt back into picker choices and the user's own tags.
+
+    The inverse of :func:`compose_prompt` for prompts it wrote; for any other
+    prompt, known tags are picked out and the rest is kept in order.
+    """
+    result = {"aesthetic": NONE, "quality": NONE, "date": NONE, "custom": NONE, "rating": NONE, "artist": ""}
+    rest: list[str] = []
+    for tag in split_tags(prompt):
+        low = tag.lower()
+        category = next((c for c, values in CATEGORIES.items() if low in values), None)
+        if category is not None and result[category] == NONE:
+            result[category] = low
+        elif low.startswith(ARTIST_PREFIX) and not result["artist"]:
+            result["artist"] = tag[len(ARTIST_PREFIX):].strip()
+        else:
+            rest.append(tag)
+    result["prompt"] = ", ".join(rest)
+    return result

@@ -1,0 +1,271 @@
+"""Build a tiny random-weight Stable Cascade pair on disk, offline.
+
+The pair has the same on-disk layout as the published SoteDiffusion repos (a
+prior folder and a decoder folder, each a diffusers pipeline folder with
+``model_index.json``, a model card and one subfolder per component, the
+decoder's VQGAN declared as ``["wuerstchen", "PaellaVQModel"]``), so the app,
+the CLI and the tests load it through exactly the code path used for the real
+model. Its images are noise: it exists to exercise the pipeline, not to draw.
+
+Example::
+
+    python -m sote_ui make-tiny ./tiny-model
+    python -m sote_ui generate --prior ./tiny-model/prior --decoder ./tiny-model/decoder \
+        --width 256 --height 256 --prior-steps 2 --decoder-steps 2 --out noise.png
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .tags import ALL_KNOWN_TAGS
+
+TINY_HIDDEN = 32
+PRIOR_NAME = "prior"
+DECODER_NAME = "decoder"
+
+# Words that get a whole-word token in the tiny vocabulary, so token counts
+# of tag prompts look roughly like the real CLIP tokenizer's.
+_COMMON_WORDS = """
+1girl 1boy 2girls solo looking at viewer smile open mouth long hair short hair blue eyes red eyes
+blush hat dress shirt skirt school uniform hoodie indoors outdoors sky cloud flower cowboy shot
+straight hair slight casual furniture doorway upper body full standing sitting holding white black
+monochrome sketch realistic art by display name visual novel cg anime wallpaper cat ears tail
+""".split()
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    # The byte-to-printable-character table every CLIP BPE vocabulary is built on.
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
+        range(ord("®"), ord("ÿ") + 1)
+    )
+    codes = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            codes.append(256 + extra)
+            extra += 1
+    return {b: chr(c) for b, c in zip(printable, codes)}
+
+
+def _tiny_vocabulary() -> tuple[dict[str, int], list[str]]:
+    alphabet = list(_bytes_to_unicode().values())
+    vocab: dict[str, int] = {}
+    for ch in alphabet:
+        vocab.setdefault(ch, len(vocab))
+    for ch in alphabet:
+        vocab.setdefault(ch + "</w>", len(vocab))
+    merges: list[str] = []
+    words: set[str] = set(_COMMON_WORDS)
+    for tag in ALL_KNOWN_TAGS:
+        words.update(tag.split())
+    for word in sorted(words):
+        if len(word) < 2 or not word.isalpha():
+            continue
+        symbols = list(word[:-1]) + [word[-1] + "</w>"]
+        left = symbols[0]
+        for right in symbols[1:]:
+            merged = left + right
+            if merged not in vocab:
+                merges.append(f"{left} {right}")
+                vocab[merged] = len(vocab)
+            left = merged
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return vocab, merges
+
+
+def _write_json(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def _write_tokenizer(folder: Path) -> int:
+    vocab, merges = _tiny_vocabulary()
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_json(folder / "vocab.json", vocab)
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    _write_json(
+        folder / "special_tokens_map.json",
+        {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
+         "unk_token": "<|endoftext|>"},
+    )
+    _write_json(
+        folder / "tokenizer_config.json",
+        {
+            "tokenizer_class": "CLIPTokenizer",
+            "model_max_length": 77,
+            "do_lower_case": True,
+            "bos_token": "<|startoftext|>",
+            "eos_token": "<|endoftext|>",
+            "pad_token": "<|endoftext|>",
+            "unk_token": "<|endoftext|>",
+        },
+    )
+    return len(vocab)
+
+
+def _text_encoder(vocab_size: int, bos: int, eos: int):
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=TINY_HIDDEN,
+        intermediate_size=37,
+        projection_dim=TINY_HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        bos_token_id=bos,
+        eos_token_id=eos,
+        pad_token_id=eos,
+        hidden_act="gelu",
+    )
+    return CLIPTextModelWithProjection(config).eval()
+
+
+def _prior_unet():
+    from diffusers import StableCascadeUNet
+
+    return StableCascadeUNet(
+        in_channels=16,
+        out_channels=16,
+        timestep_ratio_embedding_dim=64,
+        patch_size=1,
+        conditioning_dim=TINY_HIDDEN,
+        block_out_channels=(TINY_HIDDEN, TINY_HIDDEN),
+        num_attention_heads=(2, 2),
+        down_num_layers_per_block=(1, 1),
+        up_num_layers_per_block=(1, 1),
+        down_blocks_repeat_mappers=(1, 1),
+        up_blocks_repeat_mappers=(1, 1),
+        block_types_per_layer=(
+            ("SDCascadeResBlock", "SDCascadeTimestepBlock", "SDCascadeAttnBlock"),
+            ("SDCascadeResBlock", "SDCascadeTimestepBlock", "SDCascadeAttnBlock"),
+        ),
+        clip_text_in_channels=TINY_HIDDEN,
+        clip_text_pooled_in_channels=TINY_HIDDEN,
+        clip_image_in_channels=TINY_HIDDEN,
+        clip_seq=4,
+        kernel_size=3,
+        dropout=(0.0, 0.0),
+        self_attn=True,
+        timestep_conditioning_type=("sca", "crp"),
+        switch_level=(False,),
+    ).eval()
+
+
+def _decoder_unet():
+    from diffusers import StableCascadeUNet
+
+    return StableCascadeUNet(
+        in_channels=4,
+        out_channels=4,
+        timestep_ratio_embedding_dim=64,
+        patch_size=4,
+        conditioning_dim=TINY_HIDDEN,
+        block_out_channels=(16, 32),
+        num_attention_heads=(-1, 2),
+        down_num_layers_per_block=(1, 1),
+        up_num_layers_per_block=(1, 1),
+        down_blocks_repeat_mappers=(1, 1),
+        up_blocks_repeat_mappers=(2, 2),
+        block_types_per_layer=(
+            ("SDCascadeResBlock", "SDCascadeTimestepBlock"),
+            ("SDCascadeResBlock", "SDCascadeTimestepBlock", "SDCascadeAttnBlock"),
+        ),
+        clip_text_pooled_in_channels=TINY_HIDDEN,
+        effnet_in_channels=16,
+        pixel_mapper_in_channels=3,
+        kernel_size=3,
+        dropout=(0.0, 0.0),
+        self_attn=True,
+        timestep_conditioning_type=("sca",),
+        switch_level=None,
+    ).eval()
+
+
+def _vqgan():
+    from diffusers.pipelines.deprecated.wuerstchen.modeling_paella_vq_model import PaellaVQModel
+
+    return PaellaVQModel(
+        in_channels=3, out_channels=3, levels=2, bottleneck_blocks=1, embed_dim=16, latent_channels=4,
+        num_vq_embeddings=64,
+    ).eval()
+
+
+def _model_card(partner_field: str, partner: str, title: str) -> str:
+    return (
+        f"---\npipeline_tag: text-to-image\nlicense: other\n{partner_field}:\n- {partner}\n---\n"
+        f"# {title}\n\nTiny random-weight Stable Cascade {title.split()[-1]} built offline for tests. "
+        "Its images are noise.\n"
+    )
+
+
+def build_tiny_pair(root: str | Path, seed: int = 0) -> tuple[Path, Path]:
+    """Write a tiny random-weight prior/decoder pair under ``root``; return both folders.
+
+    The prior's model card names its decoder with the published decoder id,
+    like the real card, and the decoder's card names the prior.
+    """
+    import torch
+    from diffusers import DDPMWuerstchenScheduler
+    from transformers import CLIPTokenizer
+
+    root = Path(root)
+    prior_dir = root / PRIOR_NAME
+    decoder_dir = root / DECODER_NAME
+    torch.manual_seed(seed)
+
+    vocab_size = _write_tokenizer(prior_dir / "tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(prior_dir / "tokenizer")
+    text_encoder = _text_encoder(vocab_size, tokenizer.bos_token_id, tokenizer.eos_token_id)
+    text_encoder.save_pretrained(prior_dir / "text_encoder")
+    _prior_unet().save_pretrained(prior_dir / "prior")
+    DDPMWuerstchenScheduler().save_pretrained(prior_dir / "scheduler")
+    _write_json(
+        prior_dir / "model_index.json",
+        {
+            "_class_name": "StableCascadePriorPipeline",
+            "_diffusers_version": "0.27.0",
+            "feature_extractor": [None, None],
+            "image_encoder": [None, None],
+            "prior": ["diffusers", "StableCascadeUNet"],
+            "resolution_multiple": 42.67,
+            "scheduler": ["diffusers", "DDPMWuerstchenScheduler"],
+            "text_encoder": ["transformers", "CLIPTextModelWithProjection"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+        },
+    )
+    (prior_dir / "README.md").write_text(
+        _model_card("decoder", str(decoder_dir.resolve()), "tiny prior"), encoding="utf-8"
+    )
+
+    # The decoder repo ships a text encoder too (its own copy of CLIP); the app
+    # never loads it, and the tiny one is here only to match the layout.
+    _write_tokenizer(decoder_dir / "tokenizer")
+    _text_encoder(vocab_size, tokenizer.bos_token_id, tokenizer.eos_token_id).save_pretrained(
+        decoder_dir / "text_encoder"
+    )
+    _decoder_unet().save_pretrained(decoder_dir / "decoder")
+    _vqgan().save_pretrained(decoder_dir / "vqgan")
+    DDPMWuerstchenScheduler().save_pretrained(decoder_dir / "scheduler")
+    _write_json(
+        decoder_dir / "model_index.json",
+        {
+            "_class_name": "StableCascadeDecoderPipeline",
+            "_diffusers_version": "0.27.0",
+            "decoder": ["diffusers", "StableCascadeUNet"],
+            "latent_dim_scale": 10.67,
+            "scheduler": ["diffusers", "DDPMWuerstchenScheduler"],
+            "text_encoder": ["transformers", "CLIPTextModelWithProjection"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "vqgan": ["wuerstchen", "PaellaVQModel"],
+        },
+    )
+    (decoder_dir / "README.md").write_text(
+        _model_card("prior", str(prior_dir.resolve()), "tiny decoder"), encoding="utf-8"
+    )
+    return prior_dir, decoder_dir
