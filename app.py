@@ -1,0 +1,82 @@
+"""Sote Studio: SoteDiffusion Wuerstchen3 on your own GPU.
+
+    python app.py                 # the real model, downloaded from the Hugging Face Hub on first use
+    python app.py --demo          # a tiny random-weight model: try the whole UI with no download
+    python app.py --mode fp8 --device cuda:1 --port 7861
+
+The page is served at once; the model loads in the background.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from sote_ui.cli import add_model_flags
+    from sote_ui.presets import DEFAULT_USER_DIR
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_flags(parser)
+    parser.add_argument("--host", default=None, help="address to bind (default 127.0.0.1; 0.0.0.0 on Spaces)")
+    parser.add_argument("--port", type=int, default=None, help="port (default 7860 or $GRADIO_SERVER_PORT)")
+    parser.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
+    parser.add_argument("--auth", default=None, help="require a login, given as user:password")
+    parser.add_argument("--presets-dir", default=str(DEFAULT_USER_DIR), help="where user presets are saved")
+    parser.add_argument("--outputs", default="outputs", help="where images are saved ('' to keep none)")
+    parser.add_argument("--demo", action="store_true", help="run on the tiny random-weight model (images are noise)")
+    parser.add_argument("--queue-size", type=int, default=20, help="jobs allowed to wait for the GPU")
+    return parser.parse_args(argv)
+
+
+def tiny_model_dir() -> Path:
+    """Build the demo model once per machine (it takes a few seconds)."""
+    from sote_ui.tiny import build_tiny_pair
+
+    folder = Path(os.environ.get("SOTE_STUDIO_HOME", Path.home() / ".sote-studio")) / "tiny-model"
+    if not (folder / "decoder" / "model_index.json").is_file():
+        tmp = Path(tempfile.mkdtemp(prefix="tiny-", dir=folder.parent if folder.parent.exists() else None))
+        build_tiny_pair(tmp)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        if not folder.exists():
+            tmp.rename(folder)
+    return folder
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    from sote_ui.request import InputError
+    from sote_ui.ui.app import CSS, build_demo
+    from sote_ui.ui.studio import Studio, StudioConfig
+
+    config = StudioConfig(model=args.model, prior=args.prior, decoder=args.decoder, mode=args.mode,
+                          device=args.device, outputs=args.outputs or None, presets_dir=args.presets_dir,
+                          demo=args.demo)
+    if args.demo:
+        folder = tiny_model_dir()
+        config.prior, config.decoder, config.model = str(folder / "prior"), str(folder / "decoder"), None
+    auth = None
+    if args.auth:
+        user, sep, password = args.auth.partition(":")
+        if not sep or not user or not password:
+            sys.exit("error: --auth must be user:password")
+        auth = (user, password)
+    studio = Studio(config)
+    try:
+        studio.engine  # resolve the model source now: a bad --model is reported before serving
+    except InputError as exc:
+        sys.exit(f"error: {exc}")
+    demo = build_demo(studio)
+    demo.queue(max_size=args.queue_size, default_concurrency_limit=1)
+    studio.start_loading()
+    demo.launch(server_name=args.host or "127.0.0.1", server_port=args.port, share=args.share, auth=auth,
+                css=CSS, show_error=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The Gradio app. Importing this package does not import torch or diffusers."""

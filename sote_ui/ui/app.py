@@ -1,0 +1,60 @@
+"""The whole Gradio app: Generate, Compare and PNG info tabs around one :class:`Studio`.
+
+Example::
+
+    from sote_ui.ui.app import build_demo
+    from sote_ui.ui.studio import Studio, StudioConfig
+
+    demo = build_demo(Studio(StudioConfig()))
+    demo.queue(max_size=20).launch()
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from .generate_tab import build_generate_tab
+from .pnginfo_tab import build_pnginfo_tab
+from .studio import Studio
+
+TITLE = "Sote Studio"
+INTRO = (
+    "SoteDiffusion Wuerstchen3 (an anime finetune of Stable Cascade) on your own GPU. "
+    "Pick the tags the model was trained with, add yours, and generate. "
+    "The prior (stage C) draws the composition; the decoder (stage B) paints the details."
+)
+CSS = """
+#composed code { white-space: pre-wrap; }
+#status { font-size: 0.9em; opacity: 0.85; }
+"""
+
+
+def build_demo(studio: Studio) -> gr.Blocks:
+    """Build the Blocks app; the model loads in the background once it is launched."""
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(f"# {TITLE}\n{INTRO}")
+        if studio.config.demo:
+            gr.Markdown("**Demo mode:** this runs on a tiny random-weight model, so every image is noise. "
+                        "Start without `--demo` for SoteDiffusion Wuerstchen3.", elem_id="demo_banner")
+        with gr.Tabs() as tabs:
+            with gr.Tab("Generate", id="generate"):
+                generate = build_generate_tab(studio)
+            with gr.Tab("Compare", id="compare"):
+                from .compare_tab import build_compare_tab
+
+                build_compare_tab(studio, generate, tabs, "generate")
+            with gr.Tab("PNG info", id="pnginfo"):
+                build_pnginfo_tab(studio, generate, tabs, "generate")
+
+        # While the model loads, poll its status; stop polling once it is ready or failed.
+        timer = gr.Timer(1.0)
+
+        def poll():
+            engine = studio._engine
+            settled = engine is not None and engine.state in ("ready", "error")
+            return studio.status(), generate["device_markdown"](), gr.Timer(active=not settled)
+
+        timer.tick(poll, None, [generate["status"], generate["device_info"], timer], api_name="status",
+                   queue=False, show_progress="hidden")
+        demo.load(generate["compose"], generate["tag_inputs"], generate["composed"], api_name=False, queue=False)
+    return demo

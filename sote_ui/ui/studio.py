@@ -1,0 +1,291 @@
+"""The adapter between the UI and the engine: typed requests in, files and reports out.
+
+Holds the one shared engine (loaded in the background so the page is served
+at once), the presets and where outputs go. Gradio-free, so it can be driven
+directly by tests; the engine (torch, diffusers) is imported lazily.
+
+Example::
+
+    studio = Studio(StudioConfig(prior="./tiny/prior", decoder="./tiny/decoder", device="cpu"))
+    studio.start_loading()
+    paths, report = studio.generate({"prompt": "1girl, solo", "seed": 1, "width": 256, "height": 256})
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import Cancelled, GenerationError
+from ..metadata import parse_parameters, read_parameters
+from ..outputs import open_image, save_png
+from ..presets import DEFAULT_USER_DIR, SHIPPED_DIR, PresetStore
+from ..request import DEFAULT_LIMITS, FIELD_NAMES, GenerationRequest, InputError, Limits, build_request
+
+
+@dataclass
+class StudioConfig:
+    model: str | None = None
+    prior: str | None = None
+    decoder: str | None = None
+    mode: str = "auto"
+    device: str | None = None
+    outputs: str | None = "outputs"  # None: keep images in a temporary folder only
+    presets_dir: str | None = str(DEFAULT_USER_DIR)
+    shipped_presets: str | None = str(SHIPPED_DIR)
+    limits: Limits = DEFAULT_LIMITS
+    demo: bool = False
+    load_at_start: bool = True
+
+
+@dataclass
+class Shot:
+    """One image of this session: the file served, and its settings."""
+
+    path: str
+    parameters: str
+    request: GenerationRequest
+    seconds: float = 0.0
+    prior_reused: bool = False
+
+
+@dataclass
+class SessionState:
+    """Per-browser-session values (kept in gr.State, never shared between users)."""
+
+    shots: list[Shot] = field(default_factory=list)
+    last_seed: int | None = None
+    selected: int | None = None
+
+
+class Studio:
+    """Everything the UI needs, behind plain-Python methods."""
+
+    def __init__(self, config: StudioConfig, engine=None):
+        self.config = config
+        self.presets = PresetStore(
+            Path(config.shipped_presets) if config.shipped_presets else None,
+            Path(config.presets_dir).expanduser() if config.presets_dir else None,
+            config.limits,
+        )
+        self._engine = engine
+        self._engine_error: str | None = None
+        self._status = "the model is not loaded yet; it loads on start or on the first Generate"
+        self._status_lock = threading.Lock()
+        self._loader: threading.Thread | None = None
+        self._stops: dict[str, threading.Event] = {}
+        self._tmp = Path(tempfile.mkdtemp(prefix="sote-studio-"))
+
+    # 1. The engine, loaded in the background ---------------------------------------
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            from ..engine import Engine
+            from ..models import resolve_source
+
+            source = resolve_source(self.config.model, self.config.prior, self.config.decoder)
+            self._engine = Engine(source, mode=self.config.mode, device=self.config.device)
+        return self._engine
+
+    def _say(self, message: str) -> None:
+        with self._status_lock:
+            self._status = message
+
+    def start_loading(self) -> None:
+        """Load the model in a background thread; the page keeps serving meanwhile."""
+        if self._loader is not None and self._loader.is_alive():
+            return
+
+        def run():
+            try:
+                self.engine.load(self._say)
+            except InputError as exc:  # ModelError too: bad folder, no network
+                self._engine_error = str(exc)
+                self._say(f"model load failed: {exc}")
+            except Exception as exc:  # keep serving whatever went wrong
+                self._engine_error = f"{type(exc).__name__}: {exc}"
+                self._say(f"model load failed: {self._engine_error}")
+
+        self._loader = threading.Thread(target=run, name="sote-loader", daemon=True)
+        self._loader.start()
+
+    def wait_loaded(self, timeout: float | None = None) -> bool:
+        if self._loader is not None:
+            self._loader.join(timeout)
+        return self._engine is not None and self._engine.loaded
+
+    def status(self) -> str:
+        with self._status_lock:
+            status = self._status
+        engine = self._engine
+        if engine is not None and engine.loaded and engine.plan is not None:
+            status = f"ready on {engine.device.describe()} in {engine.plan.mode.value}: {engine.plan.reason}"
+        if self.config.demo:
+            status = "DEMO MODE: tiny random-weight model, images are noise. " + status
+        return status
+
+    def device_report(self) -> dict[str, Any]:
+        """Detected device, current mode and what each mode needs (for the memory panel)."""
+        engine = self._engine
+        if engine is None or engine.device is None:
+            return {"device": "not detected yet", "mode": self.config.mode, "modes": []}
+        return {
+            "device": engine.device.describe(),
+            "mode": engine.plan.mode.value if engine.plan else "not loaded",
+            "reason": engine.plan.reason if engine.plan else (engine.error or ""),
+            "modes": [list(row) for row in engine.mode_table()],
+        }
+
+    def _ensure_engine(self):
+        if self._loader is not None and self._loader.is_alive():
+            self._loader.join()
+        engine = self.engine
+        if not engine.loaded:
+            engine.load(self._say)
+        return engine
+
+    # 2. Generation ---------------------------------------------------------------
+
+    def request_from(self, values: dict[str, Any]) -> GenerationRequest:
+        values = {k: v for k, v in values.items() if k in FIELD_NAMES}
+        return build_request(values, limits=self.config.limits)
+
+    def stop(self, session: str) -> bool:
+        """Ask the session's running job to stop after the current step."""
+        event = self._stops.get(session)
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    def _output_path(self, seed: int) -> Path:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        folder = Path(self.config.outputs).expanduser() if self.config.outputs else self._tmp
+        return folder / f"sote-{stamp}-{seed}.png"
+
+    def generate(self, values: dict[str, Any], session: str = "",
+                 on_progress: Callable | None = None) -> tuple[list[Shot], dict[str, Any]]:
+        """Generate from UI/API values; return the session's new shots and a report.
+
+        Raises InputError / ModelError / GenerationError / Cancelled with a
+        one-line message.
+        """
+        request = self.request_from(values).with_seed()
+        engine = self._ensure_engine()
+        stop = threading.Event()
+        self._stops[session] = stop
+        try:
+            result = engine.generate(request, on_progress=on_progress, should_stop=stop.is_set)
+        finally:
+            self._stops.pop(session, None)
+        shots = []
+        for item in result.images:
+            path = save_png(item.image, item.parameters, self._output_path(item.request.seed))
+            shots.append(Shot(str(path), item.parameters, item.request, item.seconds, item.prior_reused))
+        report = {
+            "seeds": [s.request.seed for s in shots],
+            "seconds": round(result.seconds, 3),
+            "mode": engine.plan.mode.value,
+            "prior_steps_run": result.counters.prior_steps,
+            "decoder_steps_run": result.counters.decoder_steps,
+            "prior_reused": [s.prior_reused for s in shots],
+            "prompt": request.composed_prompt(),
+        }
+        return shots, report
+
+    def set_mode(self, mode: str) -> str:
+        """Switch memory mode without restarting: the old mode's memory is freed first."""
+        if self._loader is not None and self._loader.is_alive():
+            self._loader.join()
+        plan = self.engine.set_mode(mode, self._say)
+        return plan.reason
+
+    def count_tokens(self, text: str) -> int | None:
+        engine = self._engine
+        return engine.count_tokens(text) if engine is not None else None
+
+    # 3. A/B comparison and grids ------------------------------------------------------
+
+    def side_request(self, name: str, current: dict[str, Any], overrides: dict[str, Any]) -> GenerationRequest:
+        """A preset (or the current settings) with the compare tab's prompt, tags and seed on top."""
+        from ..presets import CURRENT
+
+        overrides = {k: v for k, v in overrides.items() if v is not None and k in FIELD_NAMES}
+        if not name:
+            raise InputError("pick a preset for both sides (or current settings)")
+        if name == CURRENT:
+            return build_request({**{k: v for k, v in current.items() if k in FIELD_NAMES}, **overrides},
+                                 limits=self.config.limits)
+        return self.presets.request(name, overrides)
+
+    def compare(self, a: GenerationRequest, b: GenerationRequest, seeds: list[int], session: str = "",
+                on_progress: Callable | None = None) -> tuple[list[tuple[Shot, Shot]], dict[str, Any], str]:
+        """Generate both sides for every seed; return saved pairs, the report, and a side-by-side sheet."""
+        from ..compare import compare, compose_grid
+
+        engine = self._ensure_engine()
+        stop = threading.Event()
+        self._stops[session] = stop
+        try:
+            report = compare(engine, a, b, seeds, on_progress=on_progress, should_stop=stop.is_set)
+        finally:
+            self._stops.pop(session, None)
+        pairs = []
+        for item_a, item_b in report.pairs:
+            pair = []
+            for item in (item_a, item_b):
+                path = save_png(item.image, item.parameters, self._output_path(item.request.seed))
+                pair.append(Shot(str(path), item.parameters, item.request, item.seconds, item.prior_reused))
+            pairs.append((pair[0], pair[1]))
+        sheet = compose_grid([[x.image, y.image] for x, y in report.pairs], ["A", "B"],
+                             [f"seed {x.request.seed}" for x, _ in report.pairs])
+        sheet_path = save_png(sheet, pairs[0][0].parameters, self._output_path(seeds[0]).with_suffix(".ab.png"))
+        return pairs, report.as_dict(), str(sheet_path)
+
+    def grid(self, base: GenerationRequest, x_key: str, x_text: str, y_key: str | None, y_text: str,
+             session: str = "", on_progress: Callable | None = None) -> tuple[str, dict[str, Any]]:
+        """Run a parameter grid; return the saved grid PNG and a report with the step counts."""
+        from ..compare import parse_values, run_grid
+
+        x_values = parse_values(x_key, x_text, self.config.limits)
+        y_values = parse_values(y_key, y_text, self.config.limits) if y_key else []
+        engine = self._ensure_engine()
+        stop = threading.Event()
+        self._stops[session] = stop
+        try:
+            grid = run_grid(engine, base, x_key, x_values, y_key, y_values, on_progress, stop.is_set)
+        finally:
+            self._stops.pop(session, None)
+        path = save_png(grid.image, grid.parameters, self._output_path(base.seed).with_suffix(".grid.png"))
+        report = {
+            "cells": len(x_values) * max(1, len(y_values)),
+            "prior_runs": grid.counters.prior_runs,
+            "prior_steps_run": grid.counters.prior_steps,
+            "decoder_steps_run": grid.counters.decoder_steps,
+            "size": list(grid.image.size),
+        }
+        return str(path), report
+
+    # 4. PNG info -------------------------------------------------------------------
+
+    def read_png(self, source) -> tuple[str, dict[str, Any]]:
+        """(raw parameters text, parsed values) of an uploaded image."""
+        image = open_image(source)
+        text = read_parameters(image)
+        if not text:
+            raise InputError("this image carries no generation settings (A1111 'parameters' text)")
+        return text, parse_parameters(text)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for the user, whatever went wrong."""
+    if isinstance(exc, (InputError, GenerationError)):
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, Cancelled):
+        return "stopped"
+    return f"unexpected error: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
