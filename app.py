@@ -50,6 +50,7 @@ def tiny_model_dir() -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    from sote_ui import hosting
     from sote_ui.request import InputError
     from sote_ui.ui.app import CSS, build_demo
     from sote_ui.ui.studio import Studio, StudioConfig
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         if not sep or not user or not password:
             sys.exit("error: --auth must be user:password")
         auth = (user, password)
+    config = hosting.for_environment(config)
     studio = Studio(config)
     try:
         studio.engine  # resolve the model source now: a bad --model is reported before serving
@@ -73,8 +75,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {exc}")
     demo = build_demo(studio)
     demo.queue(max_size=args.queue_size, default_concurrency_limit=1)
-    studio.start_loading()
-    demo.launch(server_name=args.host or "127.0.0.1", server_port=args.port, share=args.share, auth=auth,
+    if hosting.zero_gpu():
+        studio.engine.load()  # ZeroGPU: models go to cuda at start, before the first GPU call
+    else:
+        studio.start_loading()
+    demo.launch(server_name=hosting.server_name(args.host), server_port=args.port, share=args.share, auth=auth,
                 css=CSS, show_error=True)
 
 

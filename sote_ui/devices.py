@@ -28,12 +28,19 @@ def _system_memory() -> tuple[int, int]:
 def _cuda(index: int) -> DeviceInfo:
     import torch
 
-    props = torch.cuda.get_device_properties(index)
-    free, total = torch.cuda.mem_get_info(index)
     kind = "rocm" if torch.version.hip else "cuda"
-    bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
-    return DeviceInfo(kind, f"cuda:{index}", props.name, int(total), int(free), bool(bf16),
-                      (props.major, props.minor))
+    try:
+        props = torch.cuda.get_device_properties(index)
+        total = int(props.total_memory)
+        try:
+            free, total = (int(v) for v in torch.cuda.mem_get_info(index))
+        except RuntimeError:
+            free = total - int(torch.cuda.memory_reserved(index))
+        bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+        return DeviceInfo(kind, f"cuda:{index}", props.name, total, free, bool(bf16), (props.major, props.minor))
+    except (RuntimeError, AssertionError):
+        # ZeroGPU attaches the GPU only inside the GPU call: nothing can be read at start.
+        return DeviceInfo(kind, f"cuda:{index}", "CUDA GPU (not attached yet)", 0, 0, True, None)
 
 
 def _xpu(index: int) -> DeviceInfo:

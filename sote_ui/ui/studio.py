@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import hosting
 from ..errors import Cancelled, GenerationError
 from ..metadata import parse_parameters, read_parameters
 from ..outputs import open_image, save_png
@@ -79,6 +80,7 @@ class Studio:
         self._loader: threading.Thread | None = None
         self._stops: dict[str, threading.Event] = {}
         self._tmp = Path(tempfile.mkdtemp(prefix="sote-studio-"))
+        self._run_gpu = hosting.gpu_runner()  # spaces.GPU on ZeroGPU, a plain call elsewhere
 
     # 1. The engine, loaded in the background ---------------------------------------
 
@@ -180,7 +182,10 @@ class Studio:
         stop = threading.Event()
         self._stops[session] = stop
         try:
-            result = engine.generate(request, on_progress=on_progress, should_stop=stop.is_set)
+            result = self._run_gpu(
+                lambda: engine.generate(request, on_progress=on_progress, should_stop=stop.is_set),
+                hosting.gpu_seconds([request]),
+            )
         finally:
             self._stops.pop(session, None)
         shots = []
@@ -232,7 +237,10 @@ class Studio:
         stop = threading.Event()
         self._stops[session] = stop
         try:
-            report = compare(engine, a, b, seeds, on_progress=on_progress, should_stop=stop.is_set)
+            report = self._run_gpu(
+                lambda: compare(engine, a, b, seeds, on_progress=on_progress, should_stop=stop.is_set),
+                hosting.gpu_seconds([a, b] * len(seeds)),
+            )
         finally:
             self._stops.pop(session, None)
         pairs = []
@@ -258,7 +266,11 @@ class Studio:
         stop = threading.Event()
         self._stops[session] = stop
         try:
-            grid = run_grid(engine, base, x_key, x_values, y_key, y_values, on_progress, stop.is_set)
+            cells = len(x_values) * max(1, len(y_values))
+            grid = self._run_gpu(
+                lambda: run_grid(engine, base, x_key, x_values, y_key, y_values, on_progress, stop.is_set),
+                hosting.gpu_seconds([base] * cells),
+            )
         finally:
             self._stops.pop(session, None)
         path = save_png(grid.image, grid.parameters, self._output_path(base.seed).with_suffix(".grid.png"))
