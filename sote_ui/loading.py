@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .memory import ComponentSizes
-from .models import ModelError, ModelSource, is_local
+from .models import ModelError, ModelSource, check_ref, is_local
 
 PRIOR_PARTS = ("prior", "text_encoder", "tokenizer", "scheduler")
 DECODER_PARTS = ("decoder", "scheduler", "vqgan")
@@ -115,6 +115,7 @@ def fetch(source: ModelSource) -> Folders:
     """
     folders = []
     for ref, parts, role in ((source.prior, PRIOR_PARTS, "prior"), (source.decoder, DECODER_PARTS, "decoder")):
+        ref = check_ref(ref, role)
         folder = Path(ref).expanduser() if is_local(ref) else _download(ref, parts, role, source.variant)
         check_folder(folder, parts, role, source.variant)
         folders.append(folder)
@@ -123,17 +124,23 @@ def fetch(source: ModelSource) -> Folders:
 
 def _safetensors_params(path: Path) -> int:
     # The header alone gives every tensor's shape: no weights are read.
-    with open(path, "rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        header = json.loads(handle.read(length))
-    total = 0
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        count = 1
-        for dim in entry["shape"]:
-            count *= dim
-        total += count
+    try:
+        with open(path, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length > path.stat().st_size - 8:  # garbage or a truncated file: don't try to read it
+                raise ValueError("header length past the end of the file")
+            header = json.loads(handle.read(length))
+        total = 0
+        for name, entry in header.items():
+            if name == "__metadata__":
+                continue
+            count = 1
+            for dim in entry["shape"]:
+                count *= dim
+            total += count
+    except (OSError, ValueError, struct.error, KeyError, TypeError, AttributeError):
+        raise ModelError(f"{path} is not a readable .safetensors file (a broken or partial download?); "
+                         "delete it and download again") from None
     return total
 
 

@@ -1,0 +1,144 @@
+"""The served app under load and attack: one GPU job at a time, a bounded queue, equal seeds give
+equal pixels whatever runs beside them, and no file is served that the app did not produce."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import socket
+
+import httpx
+import numpy as np
+import pytest
+from gradio_client import Client
+from PIL import Image
+
+from sote_ui.ui.app import build_demo
+from sote_ui.ui.studio import Studio, StudioConfig
+
+SMALL = {"width": 128, "height": 128, "prior_steps": 2, "decoder_steps": 2, "randomize_seed": False}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(tiny_pair, tmp_path, queue_size: int, auth=None):
+    prior, decoder = tiny_pair
+    studio = Studio(StudioConfig(prior=str(prior), decoder=str(decoder), device="cpu", mode="fp32",
+                                 outputs=str(tmp_path / "outputs"), presets_dir=str(tmp_path / "presets")))
+    demo = build_demo(studio)
+    demo.queue(max_size=queue_size, default_concurrency_limit=1)
+    studio.start_loading()
+    assert studio.wait_loaded(120)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, auth=auth)
+    return demo, studio, f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture(scope="module")
+def served(tiny_pair, tmp_path_factory):
+    demo, studio, url = _serve(tiny_pair, tmp_path_factory.mktemp("served"), queue_size=20)
+    yield studio, url
+    demo.close()
+
+
+def _pixels(result) -> np.ndarray:
+    gallery = result[0]
+    return np.asarray(Image.open(gallery[0]["image"]))
+
+
+def test_six_clients_at_once_all_get_their_images_and_equal_seeds_match(served):
+    studio, url = served
+    seeds = [11, 12, 11, 13, 12, 11]
+
+    def one(seed):
+        client = Client(url, verbose=False)
+        return client.predict(prompt="1girl, solo", seed=seed, api_name="/generate", **SMALL)
+
+    with concurrent.futures.ThreadPoolExecutor(len(seeds)) as pool:
+        results = list(pool.map(one, seeds))
+    reports = [r[1] for r in results]
+    assert [r["seeds"] for r in reports] == [[s] for s in seeds]
+    by_seed: dict[int, list[np.ndarray]] = {}
+    for seed, result in zip(seeds, results):
+        by_seed.setdefault(seed, []).append(_pixels(result))
+    for seed, images in by_seed.items():
+        assert all(np.array_equal(images[0], other) for other in images[1:]), seed
+    assert not np.array_equal(by_seed[11][0], by_seed[13][0])
+    # Each client's gallery holds only its own image: no per-user state is shared.
+    assert all(len(r[0]) == 1 for r in results)
+
+
+def test_the_queue_bound_refuses_overflow_with_a_message(tiny_pair, tmp_path):
+    demo, studio, url = _serve(tiny_pair, tmp_path, queue_size=1)
+    try:
+        client = Client(url, verbose=False)
+        slow = dict(SMALL, width=256, height=256, prior_steps=30, decoder_steps=10)
+        jobs = [client.submit(prompt="1girl", seed=i, api_name="/generate", **slow) for i in range(6)]
+        outcomes = []
+        for job in jobs:
+            try:
+                outcomes.append(("ok", job.result(timeout=300)[1]["seeds"]))
+            except Exception as exc:  # gradio_client raises the server's refusal
+                outcomes.append(("refused", str(exc)))
+        refused = [text for kind, text in outcomes if kind == "refused"]
+        done = [seeds for kind, seeds in outcomes if kind == "ok"]
+        assert refused, outcomes
+        assert all("queue is full" in text.lower() for text in refused), refused
+        assert done  # the first jobs ran
+        # The app still serves once the queue drains.
+        result = client.predict(prompt="1girl", seed=99, api_name="/generate", **SMALL)
+        assert result[1]["seeds"] == [99]
+    finally:
+        demo.close()
+
+
+@pytest.mark.parametrize("path", [
+    "/etc/passwd",
+    "../../../../etc/passwd",
+    "..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+    "%2Fetc%2Fpasswd",
+    "/proc/self/environ",
+])
+def test_no_arbitrary_file_is_served(served, path):
+    studio, url = served
+    for route in ("gradio_api/file=", "file="):
+        response = httpx.get(url + route + path, timeout=10)
+        assert response.status_code != 200 or "root:" not in response.text, (route, path)
+        assert response.status_code in (400, 403, 404, 405), (route, path, response.status_code)
+
+
+def test_files_the_app_produced_are_served(served):
+    studio, url = served
+    client = Client(url, verbose=False)
+    result = client.predict(prompt="1girl", seed=5, api_name="/generate", **SMALL)
+    served_url = result[0][0]["image"]
+    assert Image.open(served_url).size == (128, 128)
+
+
+def test_auth_keeps_strangers_out(tiny_pair, tmp_path):
+    demo, studio, url = _serve(tiny_pair, tmp_path, queue_size=5, auth=("artist", "s3cret"))
+    try:
+        with pytest.raises(Exception):
+            Client(url, verbose=False)
+        client = Client(url, auth=("artist", "s3cret"), verbose=False)
+        result = client.predict(prompt="1girl", seed=3, api_name="/generate", **SMALL)
+        assert result[1]["seeds"] == [3]
+    finally:
+        demo.close()
+
+
+def test_bad_input_is_one_line_and_the_next_request_works(served):
+    studio, url = served
+    client = Client(url, verbose=False)
+    # Out-of-range slider values are refused by the slider itself; the rest by the request's validation.
+    for bad, needle in (({"width": 200}, "multiple of 128"), ({"prior_steps": 0}, "less than minimum value 1"),
+                        ({"prompt": "x" * 100_000}, "characters long"),
+                        ({"count": 99}, "greater than maximum value 16")):
+        with pytest.raises(Exception) as info:
+            client.predict(**{**SMALL, "prompt": "1girl", "seed": 1, **bad}, api_name="/generate")
+        assert needle in str(info.value)
+    result = client.predict(prompt="1girl", seed=21, api_name="/generate", **SMALL)
+    assert result[1]["seeds"] == [21]
