@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     config = hosting.for_environment(config)
     studio = Studio(config)
     try:
-        studio.engine  # resolve the model source now: a bad --model is reported before serving
+        studio.source  # a bad --model or folder is reported before serving
     except InputError as exc:
         sys.exit(f"error: {exc}")
     demo = build_demo(studio)

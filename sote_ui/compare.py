@@ -81,8 +81,9 @@ def compare(engine, a: GenerationRequest, b: GenerationRequest, seeds: list[int]
     )
 
 
-def parse_values(key: str, text: str, limits: Limits = DEFAULT_LIMITS) -> list:
-    """Parse a comma-separated axis like ``4, 6, 8`` for ``key``; validated as request values."""
+def parse_values(key: str, text: str, limits: Limits = DEFAULT_LIMITS,
+                 base: GenerationRequest | None = None) -> list:
+    """Parse a comma-separated axis like ``4, 6, 8`` for ``key``; each value is validated on ``base``."""
     if key not in GRID_KEYS:
         raise InputError(f"{key!r} can't be a grid axis; choose one of: {', '.join(GRID_KEYS)}")
     parts = [p.strip() for p in str(text).split(",") if p.strip()]
@@ -90,7 +91,9 @@ def parse_values(key: str, text: str, limits: Limits = DEFAULT_LIMITS) -> list:
         raise InputError(f"give values for {key}, e.g. 4, 6, 8")
     values = []
     for part in parts:
-        request = build_request({key: part}, limits=limits)
+        request = build_request({key: part}, base=base, limits=limits)
+        if key == "seed" and request.seed < 0:
+            raise InputError("a seed axis needs concrete seeds (0 or more), not -1")
         values.append(getattr(request, key))
     return values
 
@@ -130,7 +133,7 @@ def grid_jobs(base: GenerationRequest, x_key: str, x_values: list, y_key: str | 
 
 def run_grid(engine, base: GenerationRequest, x_key: str, x_values: list, y_key: str | None = None,
              y_values: list | None = None, on_progress: Callable | None = None,
-             should_stop: Callable | None = None, model_info=None) -> Grid:
+             should_stop: Callable | None = None, model_info=None, limits: Limits = DEFAULT_LIMITS) -> Grid:
     """Generate a labelled grid of ``x_key`` by ``y_key`` values from ``base``."""
     y_values = list(y_values or [])
     if y_key == x_key:
@@ -143,7 +146,7 @@ def run_grid(engine, base: GenerationRequest, x_key: str, x_values: list, y_key:
     base = base.with_seed()
     jobs = grid_jobs(base, x_key, x_values, y_key, y_values)
     for _, _, request in jobs:  # each cell must be valid on its own (e.g. pixel budget)
-        build_request(request.to_dict())
+        build_request(request.to_dict(), limits=limits)
     result = engine.generate_many([r for _, _, r in jobs], on_progress, should_stop)
     rows = len(y_values) if y_key else 1
     cells: list[list[Any]] = [[None] * len(x_values) for _ in range(rows)]

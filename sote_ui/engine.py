@@ -310,8 +310,7 @@ class Engine:
     # 3. The two denoising stages --------------------------------------------------
 
     def _prior(self, request: GenerationRequest, embeds: PromptEmbeds, step) -> tuple[torch.Tensor, bool]:
-        key = (request.composed_prompt(), request.negative_prompt, request.width, request.height, request.seed,
-               request.prior_steps, float(request.prior_cfg))
+        key = self._prior_key(request)
         if key in self._prior_cache:
             self._prior_cache.move_to_end(key)
             self.counters.prior_cache_hits += 1
@@ -394,7 +393,12 @@ class Engine:
             for request in requests:
                 request = request.with_seed()
                 jobs += [replace(request, seed=request.seed + i, count=1) for i in range(request.count)]
-            total = sum(j.decoder_steps + (0 if self._prior_known(j) else j.prior_steps) for j in jobs)
+            # A prior shared by several jobs runs once: count its steps once.
+            total, planned = 0, set()
+            for job in jobs:
+                key = self._prior_key(job)
+                total += job.decoder_steps + (0 if key in self._prior_cache or key in planned else job.prior_steps)
+                planned.add(key)
             done = [0]
             images: list[GeneratedImage] = []
             try:
@@ -414,10 +418,10 @@ class Engine:
                 self._stage = ""
             return GenerationResult(images, self.counters.since(before), time.perf_counter() - start)
 
-    def _prior_known(self, request: GenerationRequest) -> bool:
-        key = (request.composed_prompt(), request.negative_prompt, request.width, request.height, request.seed,
-               request.prior_steps, float(request.prior_cfg))
-        return key in self._prior_cache
+    @staticmethod
+    def _prior_key(request: GenerationRequest) -> tuple:
+        return (request.composed_prompt(), request.negative_prompt, request.width, request.height, request.seed,
+                request.prior_steps, float(request.prior_cfg))
 
     def _one(self, job, index, count, total, done, on_progress, should_stop) -> GeneratedImage:
         started = time.perf_counter()

@@ -70,7 +70,7 @@ def read_preset(path: Path, shipped: bool, limits: Limits = DEFAULT_LIMITS) -> P
     if not isinstance(description, str):
         raise InputError(f"preset {path.name}: description must be text")
     try:
-        build_request(data, limits=DEFAULT_LIMITS)
+        build_request(data, limits=limits)
     except InputError as exc:
         raise InputError(f"preset {path.name}: {exc}") from None
     return Preset(path.stem, data, path, shipped, description)
@@ -135,7 +135,7 @@ class PresetStore:
             raise InputError(f"{name!r} is a shipped preset; save under another name")
         data = values.to_dict() if isinstance(values, GenerationRequest) else dict(values)
         data = {k: v for k, v in data.items() if k in FIELD_NAMES}
-        build_request(data, limits=DEFAULT_LIMITS)
+        build_request(data, limits=self.limits)
         if description:
             data = {"description": description, **data}
         self.user_dir.mkdir(parents=True, exist_ok=True)

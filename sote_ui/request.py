@@ -79,7 +79,9 @@ class GenerationRequest:
         """Return a copy whose seed is concrete (a random one replaces -1)."""
         if self.seed >= 0:
             return self
-        return replace(self, seed=(rng or random.SystemRandom()).randint(0, MAX_SEED))
+        # Leave room for seed+1, ... of the other images, so every seed stays a valid one.
+        top = MAX_SEED - (max(self.count, 1) - 1)
+        return replace(self, seed=(rng or random.SystemRandom()).randint(0, top))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -183,6 +185,9 @@ def validate(request: GenerationRequest, limits: Limits = DEFAULT_LIMITS) -> Non
             raise InputError(f"{key} must be between 0 and {limits.max_cfg:g}, got {cfg}")
     if not 1 <= request.count <= limits.max_count:
         raise InputError(f"count must be between 1 and {limits.max_count}, got {request.count}")
+    if request.seed + request.count - 1 > MAX_SEED:  # the images use seed, seed+1, ...
+        raise InputError(f"seed {request.seed} with count {request.count} goes past the largest seed {MAX_SEED}; "
+                         f"use a seed up to {MAX_SEED - request.count + 1}")
     for key in _TEXT_FIELDS:
         text = getattr(request, key)
         if len(text) > limits.max_prompt_chars:

@@ -123,19 +123,34 @@ def compose_prompt(
 def decompose_prompt(prompt: str) -> dict[str, str]:
     """Split a composed prompt back into picker choices and the user's own tags.
 
-    The inverse of :func:`compose_prompt` for prompts it wrote; for any other
-    prompt, known tags are picked out and the rest is kept in order.
+    The inverse of :func:`compose_prompt`: ``compose_prompt(**decompose_prompt(p))``
+    gives ``p`` back (tags normalised), so reusing an image's settings gives
+    the same prompt. Only the leading tags written in the composer's order
+    (aesthetic, quality, date, artist, custom, rating) become picker choices;
+    everything from the first other tag on is kept in order as the user's
+    tags, also known tags typed mid-prompt.
     """
     result = {"aesthetic": NONE, "quality": NONE, "date": NONE, "custom": NONE, "rating": NONE, "artist": ""}
-    rest: list[str] = []
-    for tag in split_tags(prompt):
+    order = ("aesthetic", "quality", "date", "artist", "custom", "rating")
+    parts = split_tags(prompt)
+    position = 0  # the next category a leading tag may fill
+    taken = 0
+    for index, tag in enumerate(parts):
         low = tag.lower()
-        category = next((c for c, values in CATEGORIES.items() if low in values), None)
-        if category is not None and result[category] == NONE:
-            result[category] = low
-        elif low.startswith(ARTIST_PREFIX) and not result["artist"]:
-            result["artist"] = tag[len(ARTIST_PREFIX):].strip()
+        if tag.startswith(ARTIST_PREFIX):
+            name = tag[len(ARTIST_PREFIX):]
+            category = "artist" if name == name.strip() else None
         else:
-            rest.append(tag)
-    result["prompt"] = ", ".join(rest)
+            category = next((c for c, values in CATEGORIES.items() if tag in values), None)
+        later = {t.lower() for t in parts[index + 1:]}
+        # compose_prompt drops a picked tag the user's tags repeat, so such a tag can't be a pick
+        if category is None or order.index(category) < position or low in later:
+            break
+        if category == "artist":
+            result["artist"] = tag[len(ARTIST_PREFIX):]
+        else:
+            result[category] = tag
+        position = order.index(category) + 1
+        taken = index + 1
+    result["prompt"] = ", ".join(parts[taken:])
     return result

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ..presets import CURRENT
+from .compare_tab import build_compare_tab
 from .generate_tab import build_generate_tab
 from .pnginfo_tab import build_pnginfo_tab
 from .studio import Studio
@@ -40,9 +42,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
             with gr.Tab("Generate", id="generate"):
                 generate = build_generate_tab(studio)
             with gr.Tab("Compare", id="compare"):
-                from .compare_tab import build_compare_tab
-
-                build_compare_tab(studio, generate, tabs, "generate")
+                compare_presets = build_compare_tab(studio, generate, tabs, "generate")
             with gr.Tab("PNG info", id="pnginfo"):
                 build_pnginfo_tab(studio, generate, tabs, "generate")
 
@@ -57,4 +57,12 @@ def build_demo(studio: Studio) -> gr.Blocks:
         timer.tick(poll, None, [generate["status"], generate["device_info"], timer], api_name="status",
                    queue=False, show_progress="hidden")
         demo.load(generate["compose"], generate["tag_inputs"], generate["composed"], api_name=False, queue=False)
+
+        # Presets saved after the page was built (by this or another visitor) show on every page load.
+        def preset_choices():
+            names = studio.presets.names()
+            return (gr.update(choices=names), gr.update(choices=[CURRENT] + names),
+                    gr.update(choices=[CURRENT] + names))
+
+        demo.load(preset_choices, None, [generate["preset"]] + compare_presets, api_name=False, queue=False)
     return demo

@@ -24,13 +24,15 @@ def no_pairs() -> list:
     return []
 
 
-def build_compare_tab(studio: Studio, generate: dict[str, Any], tabs: gr.Tabs, generate_tab_id: str) -> None:
+def build_compare_tab(studio: Studio, generate: dict[str, Any], tabs: gr.Tabs,
+                      generate_tab_id: str) -> list[gr.Dropdown]:
+    """Lay out the tab; return its preset dropdowns, which the app refreshes on every page load."""
     names = [CURRENT] + studio.presets.names()
     with gr.Row():
         preset_a = gr.Dropdown(names, value="card-recommended" if "card-recommended" in names else CURRENT,
-                               label="Preset A", elem_id="preset_a")
+                               label="Preset A", elem_id="preset_a", allow_custom_value=True)
         preset_b = gr.Dropdown(names, value="secondary-cfg-1.2" if "secondary-cfg-1.2" in names else CURRENT,
-                               label="Preset B", elem_id="preset_b")
+                               label="Preset B", elem_id="preset_b", allow_custom_value=True)
         refresh = gr.Button("Refresh presets", size="sm")
     prompt = gr.Textbox(label="Your tags (both sides)", lines=2, placeholder="1girl, solo, smile",
                         elem_id="compare_prompt")
@@ -59,7 +61,8 @@ def build_compare_tab(studio: Studio, generate: dict[str, Any], tabs: gr.Tabs, g
         names = [CURRENT] + studio.presets.names()
         return gr.update(choices=names), gr.update(choices=names)
 
-    refresh.click(refreshed, None, [preset_a, preset_b], api_name=False, queue=False)
+    refresh.click(refreshed, None, [preset_a, preset_b], api_name="refresh_compare_presets", queue=False)
+
 
     def overrides(prompt_text, aesthetic_v, quality_v, date_v, rating_v, seed_v) -> dict[str, Any]:
         values = {"prompt": prompt_text, "seed": seed_v}
@@ -144,3 +147,4 @@ def build_compare_tab(studio: Studio, generate: dict[str, Any], tabs: gr.Tabs, g
 
     grid_run.click(run_grid, [x_key, x_values, y_key, y_values] + generate["inputs"], [grid_image, grid_report],
                    api_name="grid", concurrency_id="gpu")
+    return [preset_a, preset_b]

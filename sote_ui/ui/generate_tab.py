@@ -143,8 +143,16 @@ def build_controls(studio: Studio, defaults: GenerationRequest) -> Controls:
             count = gr.Slider(1, limits.max_count, value=defaults.count, step=1, label="Images")
     resolution.change(_resolution_to_size, resolution, [width, height], api_visibility="undocumented",
                       queue=False, show_progress="hidden")
+    for slider in (width, height):  # .input fires on user edits only, so this can't loop with .change
+        slider.input(_size_to_resolution, [width, height], resolution, api_visibility="undocumented",
+                     queue=False, show_progress="hidden")
     return Controls(prompt, negative_prompt, aesthetic, quality, date, custom, rating, artist, width, height,
                     seed, prior_steps, prior_cfg, decoder_steps, decoder_cfg, count, resolution)
+
+
+def _size_to_resolution(width: float, height: float) -> str:
+    choice = f"{int(width)}x{int(height)}"
+    return choice if choice in RESOLUTION_VALUES else "custom"
 
 
 def _resolution_to_size(choice: str):
@@ -158,8 +166,11 @@ def new_session() -> SessionState:
     return SessionState()
 
 
+GALLERY_SIZE = 48  # the newest images shown; each reply carries the whole gallery
+
+
 def gallery_items(state: SessionState) -> list[tuple[str, str]]:
-    return [(shot.path, f"seed {shot.request.seed}") for shot in reversed(state.shots)]
+    return [(shot.path, f"seed {shot.request.seed}") for shot in reversed(state.shots[-GALLERY_SIZE:])]
 
 
 def build_generate_tab(studio: Studio) -> dict[str, Any]:
@@ -175,7 +186,8 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
                 reuse_seed = gr.Button("Reuse last seed", size="sm")
             with gr.Accordion("Presets", open=False):
                 with gr.Row():
-                    preset = gr.Dropdown(studio.presets.names(), label="Preset", value=None, elem_id="preset")
+                    preset = gr.Dropdown(studio.presets.names(), label="Preset", value=None, elem_id="preset",
+                                         allow_custom_value=True)
                     load_preset = gr.Button("Load", size="sm")
                     delete_preset = gr.Button("Delete", size="sm", variant="stop")
                 with gr.Row():
@@ -261,7 +273,7 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
     reuse_seed.click(reuse_last, state, [controls.seed, randomize], api_name="reuse_seed", queue=False)
 
     def select(session: SessionState, evt: gr.SelectData):
-        session.selected = len(session.shots) - 1 - evt.index  # the gallery shows newest first
+        session.selected = len(session.shots) - 1 - evt.index  # the gallery shows the newest first
         return session
 
     gallery.select(select, state, state, api_name=False, queue=False)
@@ -297,9 +309,8 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
         values.pop("prompt")  # a preset sets the look, not your subject
         if request.seed < 0:
             values.pop("seed")
-        resolution = f"{request.width}x{request.height}"
-        picker = resolution if resolution in RESOLUTION_VALUES else "custom"
-        return updates_for(values) + [gr.update(value=picker), f"loaded preset {name}"]
+        return updates_for(values) + [gr.update(value=_size_to_resolution(request.width, request.height)),
+                                      f"loaded preset {name}"]
 
     load_preset.click(apply_preset, preset, inputs + [controls.resolution_picker, preset_status],
                       api_name="load_preset", queue=False)

@@ -74,6 +74,7 @@ class Studio:
             config.limits,
         )
         self._engine = engine
+        self._source = engine.source if engine is not None else None
         self._engine_error: str | None = None
         self._status = "the model is not loaded yet; it loads on start or on the first Generate"
         self._status_lock = threading.Lock()
@@ -85,13 +86,20 @@ class Studio:
     # 1. The engine, loaded in the background ---------------------------------------
 
     @property
-    def engine(self):
-        if self._engine is None:
-            from ..engine import Engine
+    def source(self):
+        """Which prior/decoder pair to load (torch-free: a bad --model is reported before serving)."""
+        if self._source is None:
             from ..models import resolve_source
 
-            source = resolve_source(self.config.model, self.config.prior, self.config.decoder)
-            self._engine = Engine(source, mode=self.config.mode, device=self.config.device)
+            self._source = resolve_source(self.config.model, self.config.prior, self.config.decoder)
+        return self._source
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            from ..engine import Engine  # torch and diffusers load here, not at start
+
+            self._engine = Engine(self.source, mode=self.config.mode, device=self.config.device)
         return self._engine
 
     def _say(self, message: str) -> None:
@@ -260,15 +268,17 @@ class Studio:
         """Run a parameter grid; return the saved grid PNG and a report with the step counts."""
         from ..compare import parse_values, run_grid
 
-        x_values = parse_values(x_key, x_text, self.config.limits)
-        y_values = parse_values(y_key, y_text, self.config.limits) if y_key else []
+        limits = self.config.limits
+        x_values = parse_values(x_key, x_text, limits, base)
+        y_values = parse_values(y_key, y_text, limits, base) if y_key else []
         engine = self._ensure_engine()
         stop = threading.Event()
         self._stops[session] = stop
         try:
             cells = len(x_values) * max(1, len(y_values))
             grid = self._run_gpu(
-                lambda: run_grid(engine, base, x_key, x_values, y_key, y_values, on_progress, stop.is_set),
+                lambda: run_grid(engine, base, x_key, x_values, y_key, y_values, on_progress, stop.is_set,
+                                 limits=limits),
                 hosting.gpu_seconds([base] * cells),
             )
         finally:
