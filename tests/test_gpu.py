@@ -1,0 +1,50 @@
+"""Checks that need a GPU (CUDA, ROCm or XPU): the real offload modes and fp8 on the device.
+
+Skipped where there is none. They run the tiny model, so they check behaviour, not speed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sote_ui.engine import Engine
+from sote_ui.request import build_request
+
+HAS_GPU = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA, ROCm or XPU GPU")]
+
+REQUEST = {"prompt": "1girl, solo", "width": 256, "height": 256, "prior_steps": 3, "decoder_steps": 2,
+           "seed": 77, "prior_cfg": 4, "decoder_cfg": 1.5}
+
+
+def _pixels(engine) -> np.ndarray:
+    return np.asarray(engine.generate(build_request(REQUEST)).images[0].image, dtype=np.int16)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_source):
+    engine = Engine(tiny_source, mode="bf16")
+    pixels = _pixels(engine)
+    engine.unload()
+    return pixels
+
+
+@pytest.mark.parametrize("mode", ["offload-bf16", "sequential-bf16"])
+def test_offload_modes_match_all_on_gpu(tiny_source, reference, mode):
+    engine = Engine(tiny_source, mode=mode)
+    pixels = _pixels(engine)
+    assert engine.plan.mode.value == mode
+    # Same weights, same seeds: only kernel-order noise may differ.
+    assert np.abs(pixels - reference).mean() < 2.0
+
+
+@pytest.mark.parametrize("mode", ["fp8", "offload-fp8"])
+def test_fp8_modes_run_on_the_gpu_and_stay_close(tiny_source, reference, mode):
+    engine = Engine(tiny_source, mode=mode)
+    pixels = _pixels(engine)
+    assert engine.plan.fp8_backend in ("quanto", "layerwise")
+    assert pixels.shape == reference.shape
+    assert np.isfinite(pixels).all() and pixels.std() > 0
+
