@@ -137,27 +137,40 @@ class Plan:
 # Bytes per parameter as stored. fp8 keeps norms, embeddings and the VQGAN in bf16,
 # and quanto stores one scale per output row: ~1.15 bytes on average.
 _BYTES = {Weights.BF16: 2.0, Weights.FP32: 4.0, Weights.FP8: 1.15}
-_OVERHEAD = int(0.6 * GiB)  # CUDA context, allocator slack
+_OVERHEAD = int(0.6 * GiB)  # CUDA context
+_SLACK = 1.15  # the caching allocator holds more than the live tensors
 
 
-def activation_bytes(width: int, height: int, weights: Weights) -> int:
-    """Peak activation memory; the VQGAN's full-resolution decode dominates."""
+def stage_activations(width: int, height: int, weights: Weights) -> dict[str, int]:
+    """Peak activation memory of each stage at ``width`` x ``height`` (CFG batches included).
+
+    The prior works on a 42x smaller latent; the decoder on a 4x smaller one;
+    the VQGAN decodes at full resolution, so it dominates.
+    """
     scale = (width * height) / (1024 * 1536)
-    base = 1.2 * GiB + 1.8 * GiB * scale
-    return int(base * (2 if weights == Weights.FP32 else 1))
+    factor = 2 if weights == Weights.FP32 else 1
+    gib = {"text_encoder": 0.2, "prior": 0.3 + 0.2 * scale, "decoder": 0.5 + 0.8 * scale,
+           "vqgan": 0.3 + 2.2 * scale}
+    return {stage: int(value * GiB * factor) for stage, value in gib.items()}
 
 
 def estimate(mode: Mode, sizes: ComponentSizes, width: int, height: int) -> int:
-    """Estimated peak device memory of ``mode`` at ``width`` x ``height``."""
-    weights = mode.weights
-    per_param = _BYTES[weights]
+    """Estimated peak device memory of ``mode`` at ``width`` x ``height``.
+
+    All on the device: every weight plus the largest stage's activations.
+    Model offload: the largest of (one model's weights + its own stage's
+    activations), since only the running model is on the device. Sequential
+    offload: one layer at a time plus activations.
+    """
+    per_param = _BYTES[mode.weights]
+    acts = stage_activations(width, height, mode.weights)
     if mode.placement == Placement.DEVICE:
-        params = sizes.total * per_param
+        peak = sizes.total * per_param * _SLACK + max(acts.values())
     elif mode.placement == Placement.OFFLOAD:
-        params = max(sizes.text_encoder, sizes.prior, sizes.decoder, sizes.vqgan) * per_param
-    else:  # sequential: only the layer running is resident
-        params = 0.25 * GiB * per_param / 2
-    return int(params + activation_bytes(width, height, weights) + _OVERHEAD)
+        peak = max(getattr(sizes, stage) * per_param * _SLACK + act for stage, act in acts.items())
+    else:
+        peak = 0.25 * GiB * per_param / 2 + max(acts.values())
+    return int(peak + _OVERHEAD)
 
 
 def unsupported_reason(mode: Mode, device: DeviceInfo) -> str | None:

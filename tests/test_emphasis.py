@@ -1,0 +1,129 @@
+"""Emphasis syntax: parsing (pure logic) and its effect on the embeddings and the image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sote_ui.emphasis import DOWN, UP, parse_emphasis, strip_emphasis
+from sote_ui.encoding import encode_pair, tokenize_weighted
+from sote_ui.request import build_request
+
+
+def _approx(pieces):
+    return [(text, pytest.approx(weight)) for text, weight in pieces]
+
+
+def test_docstring_example():
+    assert parse_emphasis("1girl, (smile:1.3), [hat]") == _approx(
+        [("1girl, ", 1.0), ("smile", 1.3), (", ", 1.0), ("hat", 1 / 1.1)])
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("plain tags, 1girl", [("plain tags, 1girl", 1.0)]),
+    ("(tag)", [("tag", UP)]),
+    ("((tag))", [("tag", UP * UP)]),
+    ("[tag]", [("tag", DOWN)]),
+    ("[[tag]]", [("tag", DOWN * DOWN)]),
+    ("(tag:1.3)", [("tag", 1.3)]),
+    ("( tag : 0.5 )", [(" tag ", 0.5)]),
+    ("(tag:.5)", [("tag", 0.5)]),
+    ("(a (b:1.5) c)", [("a ", UP), ("b", 1.5 * UP), (" c", UP)]),
+    ("[a (b) c]", [("a ", DOWN), ("b", UP * DOWN), (" c", DOWN)]),
+    ("((a:2) b:0.5)", [("a", 1.0), (" b", 0.5)]),
+    ("kanzaki ranko \\(idolmaster\\)", [("kanzaki ranko (idolmaster)", 1.0)]),
+    ("\\[x\\] \\\\", [("[x] \\", 1.0)]),
+    ("(kanzaki ranko \\(idolmaster\\):1.2)", [("kanzaki ranko (idolmaster)", 1.2)]),
+    # unbalanced brackets: an unclosed one runs to the end, a stray closing one is text
+    ("a, (b, c", [("a, ", 1.0), ("b, c", UP)]),
+    ("a, [b", [("a, ", 1.0), ("b", DOWN)]),
+    ("a) b", [("a) b", 1.0)]),
+    ("a] b", [("a] b", 1.0)]),
+    ("tag:1.3)", [("tag:1.3)", 1.0)]),
+    ("(a:1.2", [("a:1.2", UP)]),
+    ("a: b, ratio 16:9", [("a: b, ratio 16:9", 1.0)]),
+    ("trailing \\", [("trailing \\", 1.0)]),
+    ("()", []),
+    ("", []),
+])
+def test_parse(text, expected):
+    assert parse_emphasis(text) == _approx(expected)
+
+
+def test_strip_emphasis():
+    assert strip_emphasis("1girl, (smile:1.3), [hat], ((blush))") == "1girl, smile, hat, blush"
+    assert strip_emphasis("kanzaki ranko \\(idolmaster\\)") == "kanzaki ranko (idolmaster)"
+    assert strip_emphasis("a) (b") == "a) b"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="ab ,()[]:\\.15-+\n", max_size=40))
+def test_any_text_parses(text):
+    pieces = parse_emphasis(text)
+    assert all(piece and isinstance(weight, float) for piece, weight in pieces)
+    # adjacent pieces never share a weight (they are merged)
+    assert all(a[1] != b[1] for a, b in zip(pieces, pieces[1:]))
+    stripped = strip_emphasis(text)
+    assert len(stripped) <= len(text)
+    # the letters survive in order: emphasis only removes syntax
+    assert [c for c in stripped if c in "ab"] == [c for c in text if c in "ab"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_characters="()[]\\:"), max_size=60))
+def test_text_without_syntax_is_unchanged(text):
+    assert strip_emphasis(text) == text
+    assert all(weight == 1.0 for _, weight in parse_emphasis(text))
+
+
+# --- on the tiny model ------------------------------------------------------------
+
+
+def test_escaped_brackets_tokenize_as_the_characters(engine):
+    tokenizer = engine._prior_pipe.tokenizer
+    ids, weights = tokenize_weighted(tokenizer, "kanzaki ranko \\(idolmaster\\)")
+    assert ids == tokenizer("kanzaki ranko (idolmaster)", add_special_tokens=False).input_ids
+    assert weights == [1.0] * len(ids)
+
+
+def test_weights_follow_their_tokens(engine):
+    tokenizer = engine._prior_pipe.tokenizer
+    ids, weights = tokenize_weighted(tokenizer, "1girl, (smile:1.5)")
+    plain = tokenizer("1girl, ", add_special_tokens=False).input_ids
+    smile = tokenizer("smile", add_special_tokens=False).input_ids
+    assert ids == plain + smile
+    assert weights == [1.0] * len(plain) + [1.5] * len(smile)
+
+
+def test_emphasis_scales_the_hidden_states_and_keeps_their_mean(engine):
+    pipe = engine._prior_pipe
+    plain = encode_pair(pipe.tokenizer, pipe.text_encoder, "1girl, smile", "", "cpu")
+    weighted = encode_pair(pipe.tokenizer, pipe.text_encoder, "1girl, (smile:1.5)", "", "cpu")
+    assert not torch.equal(plain.prompt, weighted.prompt)
+    assert weighted.prompt.mean().item() == pytest.approx(plain.prompt.mean().item(), abs=1e-5)
+    # the pooled embedding and the negative are not weighted
+    assert torch.equal(plain.prompt_pooled, weighted.prompt_pooled)
+    assert torch.equal(plain.negative, weighted.negative)
+    # a weight of 1.0 is no emphasis at all
+    neutral = encode_pair(pipe.tokenizer, pipe.text_encoder, "1girl, (smile:1.0)", "", "cpu")
+    assert torch.equal(neutral.prompt, plain.prompt)
+
+
+def _pixels(engine, small, **values):
+    return np.asarray(engine.generate(build_request({**small, **values})).images[0].image)
+
+
+def test_emphasis_changes_the_image(engine, small):
+    plain = _pixels(engine, small, prompt="1girl, smile")
+    assert not np.array_equal(plain, _pixels(engine, small, prompt="1girl, (smile:1.3)"))
+    assert not np.array_equal(plain, _pixels(engine, small, prompt="1girl, [smile]"))
+    assert np.array_equal(plain, _pixels(engine, small, prompt="1girl, (smile:1.0)"))
+
+
+def test_unbalanced_brackets_generate(engine, small):
+    result = engine.generate(build_request({**small, "prompt": "1girl, ((smile, [hat:, \\", "negative_prompt": "a)]"}))
+    assert result.images[0].image.size == (256, 256)
+    assert "1girl, ((smile, [hat:, \\" in result.images[0].parameters
