@@ -6,6 +6,7 @@ and call :meth:`Engine.generate`; nothing else touches a pipeline.
 Example::
 
     from sote_ui.engine import Engine
+    from sote_ui.metadata import png_info
     from sote_ui.request import build_request
 
     engine = Engine()                      # the default model; loads on first use
@@ -25,16 +26,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import devices
-from .errors import Cancelled, GenerationError
+from . import __version__, devices
 from .encoding import PromptEmbeds, count_tokens, encode_pair
+from .errors import Cancelled, GenerationError
 from .loading import Components, Folders, component_sizes, fetch, load_components
 from .memory import GiB, Mode, Placement, Plan, Weights, choose_mode, estimate, parse_mode, unsupported_reason
 from .metadata import ModelInfo, format_parameters
 from .models import ModelError, ModelSource, default_source
 from .request import GenerationRequest, InputError
-
-from . import __version__
 
 
 @dataclass

@@ -85,12 +85,7 @@ def check_folder(folder: Path, parts: tuple[str, ...], role: str, variant: str |
 
 def _download(repo_id: str, parts: tuple[str, ...], role: str, variant: str | None) -> Path:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-    )
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
         return Path(snapshot_download(repo_id, allow_patterns=_patterns(parts, variant)))

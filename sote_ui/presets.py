@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .request import FIELD_NAMES, DEFAULT_LIMITS, GenerationRequest, InputError, Limits, build_request
+from .request import DEFAULT_LIMITS, FIELD_NAMES, GenerationRequest, InputError, Limits, build_request
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "presets"
 DEFAULT_USER_DIR = Path(os.environ.get("SOTE_STUDIO_HOME", Path.home() / ".sote-studio")) / "presets"

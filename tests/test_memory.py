@@ -7,9 +7,9 @@ import torch
 
 from sote_ui import devices
 from sote_ui.memory import (
-    GiB,
     ComponentSizes,
     DeviceInfo,
+    GiB,
     Mode,
     Placement,
     Weights,
