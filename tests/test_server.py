@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import socket
+import time
 
 import httpx
 import numpy as np
@@ -142,3 +143,23 @@ def test_bad_input_is_one_line_and_the_next_request_works(served):
         assert needle in str(info.value)
     result = client.predict(prompt="1girl", seed=21, api_name="/generate", **SMALL)
     assert result[1]["seeds"] == [21]
+
+
+def test_stop_ends_the_running_job_and_frees_the_gpu(served):
+    studio, url = served
+    client = Client(url, verbose=False)
+    slow = dict(SMALL, width=512, height=512, prior_steps=80, decoder_steps=40)
+    job = client.submit(prompt="1girl", seed=31, api_name="/generate", **slow)
+    before = studio.engine.counters.prior_steps
+    for _ in range(600):  # wait until denoising has started (bounded: 60 s)
+        if studio.engine.counters.prior_steps > before or job.done():
+            break
+        time.sleep(0.1)
+    assert studio.engine.counters.prior_steps > before
+    assert client.predict(api_name="/stop") == "stopping after the current step"
+    gallery, report, status = job.result(timeout=120)
+    assert report == {"stopped": True}
+    assert "stopped" in status
+    assert studio.engine.counters.prior_steps - before < 80  # it did not run to the end
+    # The next job runs at once.
+    assert client.predict(prompt="1girl", seed=32, api_name="/generate", **SMALL)[1]["seeds"] == [32]

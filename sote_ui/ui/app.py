@@ -59,10 +59,14 @@ def build_demo(studio: Studio) -> gr.Blocks:
         demo.load(generate["compose"], generate["tag_inputs"], generate["composed"], api_name=False, queue=False)
 
         # Presets saved after the page was built (by this or another visitor) show on every page load.
+        # A malformed preset file is reported here and skipped; the others still load.
         def preset_choices():
-            names = studio.presets.names()
+            presets, errors = studio.presets.load()
+            names = list(presets)
+            report = "".join(f"\n- skipped {error}" for error in errors)
             return (gr.update(choices=names), gr.update(choices=[CURRENT] + names),
-                    gr.update(choices=[CURRENT] + names))
+                    gr.update(choices=[CURRENT] + names), f"**Preset files with problems:**{report}" if errors else "")
 
-        demo.load(preset_choices, None, [generate["preset"]] + compare_presets, api_name=False, queue=False)
+        demo.load(preset_choices, None, [generate["preset"]] + compare_presets + [generate["preset_status"]],
+                  api_name=False, queue=False)
     return demo

@@ -371,6 +371,7 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
         "tag_inputs": tag_inputs,
         "randomize": randomize,
         "preset": preset,
+        "preset_status": preset_status,
         "gen_event": gen_event,
     }
 
