@@ -34,9 +34,19 @@ class PromptEmbeds:
     chunks: int
     tokens: int
 
-    def to(self, device) -> "PromptEmbeds":
-        return PromptEmbeds(self.prompt.to(device), self.prompt_pooled.to(device), self.negative.to(device),
-                            self.negative_pooled.to(device), self.chunks, self.tokens)
+    def conditioning(self, guided: bool) -> dict:
+        """Keyword arguments for either Stable Cascade pipeline.
+
+        Both pipelines apply CFG only when its scale is above 1, and then need
+        the negative embeddings; without CFG they must get none (the prior
+        would batch them against a single latent).
+        """
+        return {
+            "prompt_embeds": self.prompt,
+            "prompt_embeds_pooled": self.prompt_pooled,
+            "negative_prompt_embeds": self.negative if guided else None,
+            "negative_prompt_embeds_pooled": self.negative_pooled if guided else None,
+        }
 
 
 def tokenize_weighted(tokenizer, text: str) -> tuple[list[int], list[float]]:

@@ -315,12 +315,8 @@ class Engine:
             self.counters.prior_cache_hits += 1
             return self._prior_cache[key], True
         self._stage = "prior"
-        guided = request.prior_cfg > 1
         output = self._prior_pipe(
-            prompt_embeds=embeds.prompt,
-            prompt_embeds_pooled=embeds.prompt_pooled,
-            negative_prompt_embeds=embeds.negative if guided else None,
-            negative_prompt_embeds_pooled=embeds.negative_pooled if guided else None,
+            **embeds.conditioning(guided=request.prior_cfg > 1),
             width=request.width,
             height=request.height,
             num_inference_steps=request.prior_steps,
@@ -343,13 +339,9 @@ class Engine:
 
     def _decoder(self, request: GenerationRequest, embeds: PromptEmbeds, latents: torch.Tensor, step) -> Image.Image:
         self._stage = "decoder"
-        guided = request.decoder_cfg > 1
         output = self._decoder_pipe(
             image_embeddings=latents,
-            prompt_embeds=embeds.prompt,
-            prompt_embeds_pooled=embeds.prompt_pooled,
-            negative_prompt_embeds=embeds.negative if guided else None,
-            negative_prompt_embeds_pooled=embeds.negative_pooled if guided else None,
+            **embeds.conditioning(guided=request.decoder_cfg > 1),
             num_inference_steps=request.decoder_steps,
             guidance_scale=request.decoder_cfg,
             generator=torch.Generator("cpu").manual_seed(request.seed),
