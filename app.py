@@ -51,8 +51,9 @@ def tiny_model_dir() -> Path:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from sote_ui import hosting
+    from sote_ui.memory import parse_mode
     from sote_ui.request import InputError
-    from sote_ui.ui.app import CSS, build_demo
+    from sote_ui.ui.app import build_demo, launch_options
     from sote_ui.ui.studio import Studio, StudioConfig
 
     config = StudioConfig(model=args.model, prior=args.prior, decoder=args.decoder, mode=args.mode,
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     config = hosting.for_environment(config)
     studio = Studio(config)
     try:
-        studio.source  # a bad --model or folder is reported before serving
+        studio.source  # a bad --model, folder or mode is reported before serving
+        parse_mode(config.mode)
     except InputError as exc:
         sys.exit(f"error: {exc}")
     demo = build_demo(studio)
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         studio.start_loading()
     demo.launch(server_name=hosting.server_name(args.host), server_port=args.port, share=args.share, auth=auth,
-                css=CSS, show_error=True)
+                show_error=True, **launch_options(studio))
 
 
 if __name__ == "__main__":

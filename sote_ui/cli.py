@@ -220,3 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Cancelled):
         print("\ncancelled", file=sys.stderr)
         return EXIT_CANCELLED
+    except Exception as exc:  # still one line, never a traceback
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"error: unexpected {type(exc).__name__}: {first[:200]}", file=sys.stderr)
+        return EXIT_FAILED

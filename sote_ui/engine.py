@@ -30,7 +30,18 @@ from . import __version__, devices
 from .encoding import PromptEmbeds, count_tokens, encode_pair
 from .errors import Cancelled, GenerationError
 from .loading import Components, Folders, component_sizes, fetch, load_components
-from .memory import GiB, Mode, Placement, Plan, Weights, choose_mode, estimate, parse_mode, unsupported_reason
+from .memory import (
+    GiB,
+    Mode,
+    Placement,
+    Plan,
+    Weights,
+    choose_mode,
+    estimate,
+    parse_mode,
+    smaller_mode,
+    unsupported_reason,
+)
 from .metadata import ModelInfo, format_parameters
 from .models import ModelError, ModelSource, default_source
 from .request import GenerationRequest, InputError
@@ -83,6 +94,13 @@ class GenerationResult:
     warnings: list[str] = field(default_factory=list)
 
 
+# Layers kept out of fp8: the UNets' input and output convolutions and the conditioning mappers
+# (Stable Cascade's counterparts of the patch_embed/proj_out layers diffusers keeps by default).
+# They are small, and the prior pipeline reads its dtype from clip_txt_pooled_mapper.
+FP8_SKIP_REGEX = ("^embedding", "^clf", "^clip_", "^effnet_mapper", "^pixels_mapper")
+FP8_SKIP_GLOBS = ("embedding*", "clf*", "clip_*", "effnet_mapper*", "pixels_mapper*")
+
+
 def _dtype(name: str) -> torch.dtype:
     return {"bfloat16": torch.bfloat16, "float32": torch.float32}[name]
 
@@ -102,15 +120,15 @@ def apply_mode(parts: Components, plan: Plan, torch_device: str):
         if plan.fp8_backend == "quanto":
             from optimum.quanto import freeze, qfloat8, quantize
 
-            for module in (parts.text_encoder, parts.prior, parts.decoder):
-                quantize(module, weights=qfloat8)
+            quantize(parts.text_encoder, weights=qfloat8)
+            freeze(parts.text_encoder)
+            for module in (parts.prior, parts.decoder):
+                quantize(module, weights=qfloat8, exclude=list(FP8_SKIP_GLOBS))
                 freeze(module)
         else:
             from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
 
-            # The prior pipeline reads its dtype from its first parameter
-            # (clip_txt_pooled_mapper): keep that module in the compute dtype.
-            skip = tuple(DEFAULT_SKIP_MODULES_PATTERN) + ("clip_txt_pooled_mapper",)
+            skip = tuple(DEFAULT_SKIP_MODULES_PATTERN) + FP8_SKIP_REGEX
             for module in (parts.prior, parts.decoder):
                 module.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute,
                                                 skip_modules_pattern=skip)
@@ -269,17 +287,13 @@ class Engine:
             if mode == Mode.AUTO:
                 continue
             why = unsupported_reason(mode, device)
-            need = f"~{estimate(mode, self.sizes, width, height) / GiB:.1f} GiB" if self.sizes else "?"
+            need = f"~{estimate(mode, self.sizes, width, height, device) / GiB:.1f} GiB" if self.sizes else "?"
             rows.append((mode.value, need, why or ""))
         return rows
 
     def _smaller_mode(self, plan: Plan) -> str:
-        order = [Mode.BF16, Mode.FP8, Mode.OFFLOAD_BF16, Mode.OFFLOAD_FP8, Mode.SEQUENTIAL_BF16]
-        device = self.device
-        smaller = [m for m in order if unsupported_reason(m, device) is None
-                   and self.sizes is not None and estimate(m, self.sizes, 1024, 1536) <
-                   estimate(plan.mode, self.sizes, 1024, 1536)]
-        return smaller[0].value if smaller else "a smaller image size"
+        smaller = smaller_mode(plan.mode, self.device, self.sizes) if self.sizes else None
+        return smaller.value if smaller else "a smaller image size"
 
     # 2. Prompt encoding ----------------------------------------------------------
 
@@ -395,11 +409,17 @@ class Engine:
             try:
                 for index, job in enumerate(jobs):
                     images.append(self._one(job, index, len(jobs), total, done, on_progress, should_stop))
+            except Cancelled as exc:
+                self._release_models()
+                exc.images = images  # the finished images are kept
+                raise
             except Exception as exc:
+                self._release_models()
                 if not _is_oom(exc):
                     raise
                 stage = self._stage or "generation"
                 self._prior_cache.clear()
+                exc = None  # drop the frames holding activations before emptying the cache
                 devices.free_memory(self.device)
                 raise GenerationError(
                     f"out of GPU memory in the {stage} ({self.plan.mode.value}); memory was freed: "
@@ -408,6 +428,18 @@ class Engine:
             finally:
                 self._stage = ""
             return GenerationResult(images, self.counters.since(before), time.perf_counter() - start)
+
+    def _release_models(self) -> None:
+        """After a stop or a failure mid-pipeline, move offloaded models back to the CPU.
+
+        diffusers frees offloaded models only at the end of a pipeline call, and
+        each pipeline's hooks only evict its own models: without this, a decoder
+        stopped mid-run would stay on the GPU next to the next job's prior.
+        """
+        if self.plan is not None and self.plan.mode.placement == Placement.OFFLOAD:
+            for pipe in (self._prior_pipe, self._decoder_pipe):
+                if pipe is not None:
+                    pipe.maybe_free_model_hooks()
 
     @staticmethod
     def _prior_key(request: GenerationRequest) -> tuple:

@@ -13,8 +13,10 @@ No torch, no gradio.
 Example::
 
     config = for_environment(StudioConfig())      # unchanged when not on Spaces
-    run = gpu_runner()                            # identity off ZeroGPU
-    result = run(lambda: engine.generate(request), gpu_seconds(request))
+    result = run_task("generate", ([request],), {}, engine)          # anywhere
+    on_gpu = gpu_runner()                                             # ZeroGPU only, else None
+    register_engine(engine)
+    result = on_gpu("generate", ([request],), {}, gpu_seconds([request]))
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ def for_environment(config):
         "outputs": os.environ.get("SOTE_OUTPUTS") or None,
         "presets_dir": None,
         "limits": SPACES_LIMITS,
+        "mode_switch": False,  # one visitor must not change the mode for everyone
     }
     if zero_gpu():
         # ZeroGPU attaches a GPU only inside the decorated call; models must sit on cuda from the start.
@@ -77,18 +80,42 @@ def gpu_seconds(requests: list[GenerationRequest]) -> int:
     return int(min(MAX_GPU_SECONDS, total * 1.5))
 
 
-def _plain(work: Callable[[], Any], seconds: int) -> Any:
-    return work()
+def run_task(task: str, args: tuple, kwargs: dict, engine, on_progress: Callable | None = None,
+             should_stop: Callable | None = None) -> Any:
+    """Run one GPU job on ``engine``: ``generate`` (engine.generate_many), ``compare`` or ``grid``."""
+    if task == "generate":
+        return engine.generate_many(*args, on_progress=on_progress, should_stop=should_stop, **kwargs)
+    from .compare import compare, run_grid
+
+    work = {"compare": compare, "grid": run_grid}[task]
+    return work(engine, *args, on_progress=on_progress, should_stop=should_stop, **kwargs)
 
 
-def gpu_runner() -> Callable[[Callable[[], Any], int], Any]:
-    """``run(work, seconds)``: calls ``work()`` inside ``spaces.GPU`` on ZeroGPU, directly elsewhere."""
+# ZeroGPU runs the decorated function in a worker process and pickles its arguments, so they are
+# plain data (the task's name and its requests); the engine is reached through this module.
+_ENGINE = None
+
+
+def register_engine(engine) -> None:
+    global _ENGINE
+    _ENGINE = engine
+
+
+def _gpu_seconds_of(task: str, args: tuple, kwargs: dict, seconds: int) -> int:
+    return seconds
+
+
+def _run_on_gpu(task: str, args: tuple, kwargs: dict, seconds: int) -> Any:
+    return run_task(task, args, kwargs, _ENGINE)
+
+
+def gpu_runner() -> Callable[[str, tuple, dict, int], Any] | None:
+    """On ZeroGPU, ``run(task, args, kwargs, seconds)`` inside ``spaces.GPU``; elsewhere None.
+
+    There is no progress or stop inside the GPU worker: callbacks can't cross processes.
+    """
     if not zero_gpu():
-        return _plain
+        return None
     import spaces
 
-    @spaces.GPU(duration=lambda work, seconds: seconds)
-    def run_on_gpu(work: Callable[[], Any], seconds: int) -> Any:
-        return work()
-
-    return run_on_gpu
+    return spaces.GPU(duration=_gpu_seconds_of)(_run_on_gpu)

@@ -43,8 +43,9 @@ def _patterns(parts: tuple[str, ...], variant: str | None) -> list[str]:
     for part in parts:
         patterns += [f"{part}/*.json", f"{part}/*.txt"]
         if part in _WEIGHTED:
-            if variant:
-                patterns += [f"{part}/*.{variant}.safetensors", f"{part}/*.safetensors.index.{variant}.json"]
+            if variant:  # single files, shards (name.bf16-00001-of-00002.safetensors) and their index
+                patterns += [f"{part}/*.{variant}.safetensors", f"{part}/*.{variant}-*-of-*.safetensors",
+                             f"{part}/*.safetensors.index.{variant}.json"]
             else:
                 patterns.append(f"{part}/*.safetensors")
     return patterns
@@ -53,7 +54,7 @@ def _patterns(parts: tuple[str, ...], variant: str | None) -> list[str]:
 def _weights_files(folder: Path, variant: str | None) -> list[Path]:
     files = sorted(folder.glob("*.safetensors"))
     if variant:
-        wanted = [f for f in files if f.name.endswith(f".{variant}.safetensors")]
+        wanted = [f for f in files if f.name.endswith(f".{variant}.safetensors") or f".{variant}-" in f.name]
         return wanted or files
     plain = [f for f in files if f.name.count(".") == 1 or "-of-" in f.name]
     return plain or files
@@ -165,7 +166,10 @@ class Components:
 
 
 def _variant(folder: Path, variant: str | None) -> str | None:
-    return variant if variant and any(folder.glob(f"*.{variant}.safetensors")) else None
+    if not variant:
+        return None
+    found = any(folder.glob(f"*.{variant}.safetensors")) or any(folder.glob(f"*.{variant}-*-of-*.safetensors"))
+    return variant if found else None
 
 
 def load_components(folders: Folders, dtype) -> Components:

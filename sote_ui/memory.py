@@ -141,29 +141,37 @@ _OVERHEAD = int(0.6 * GiB)  # CUDA context
 _SLACK = 1.15  # the caching allocator holds more than the live tensors
 
 
-def stage_activations(width: int, height: int, weights: Weights) -> dict[str, int]:
+def stage_activations(width: int, height: int, fp32: bool) -> dict[str, int]:
     """Peak activation memory of each stage at ``width`` x ``height`` (CFG batches included).
 
     The prior works on a 42x smaller latent; the decoder on a 4x smaller one;
     the VQGAN decodes at full resolution, so it dominates.
     """
     scale = (width * height) / (1024 * 1536)
-    factor = 2 if weights == Weights.FP32 else 1
+    factor = 2 if fp32 else 1
     gib = {"text_encoder": 0.2, "prior": 0.3 + 0.2 * scale, "decoder": 0.5 + 0.8 * scale,
            "vqgan": 0.3 + 2.2 * scale}
     return {stage: int(value * GiB * factor) for stage, value in gib.items()}
 
 
-def estimate(mode: Mode, sizes: ComponentSizes, width: int, height: int) -> int:
-    """Estimated peak device memory of ``mode`` at ``width`` x ``height``.
+def computes_in_fp32(mode: Mode, device: DeviceInfo | None) -> bool:
+    """fp32 modes, and fp8 weights on a GPU without native bf16, compute in fp32."""
+    if mode.weights == Weights.FP32:
+        return True
+    return mode.weights == Weights.FP8 and device is not None and device.is_gpu and not device.bf16
+
+
+def estimate(mode: Mode, sizes: ComponentSizes, width: int, height: int, device: DeviceInfo | None = None) -> int:
+    """Estimated peak device memory of ``mode`` at ``width`` x ``height`` on ``device``.
 
     All on the device: every weight plus the largest stage's activations.
     Model offload: the largest of (one model's weights + its own stage's
     activations), since only the running model is on the device. Sequential
     offload: one layer at a time plus activations.
     """
-    per_param = _BYTES[mode.weights]
-    acts = stage_activations(width, height, mode.weights)
+    fp32 = computes_in_fp32(mode, device)
+    per_param = _BYTES[mode.weights] + (0.15 if fp32 and mode.weights == Weights.FP8 else 0.0)
+    acts = stage_activations(width, height, fp32)
     if mode.placement == Placement.DEVICE:
         peak = sizes.total * per_param * _SLACK + max(acts.values())
     elif mode.placement == Placement.OFFLOAD:
@@ -208,10 +216,9 @@ def _candidates(device: DeviceInfo) -> list[Mode]:
 
 
 def _plan(mode: Mode, device: DeviceInfo, sizes: ComponentSizes, width: int, height: int, reason: str) -> Plan:
-    compute = "float32" if mode.weights == Weights.FP32 or (mode.weights == Weights.FP8 and not device.bf16
-                                                               and device.is_gpu) else "bfloat16"
+    compute = "float32" if computes_in_fp32(mode, device) else "bfloat16"
     backend = fp8_backend(device) if mode.weights == Weights.FP8 else None
-    return Plan(mode, compute, backend, estimate(mode, sizes, width, height), reason)
+    return Plan(mode, compute, backend, estimate(mode, sizes, width, height, device), reason)
 
 
 def choose_mode(requested: str | Mode, device: DeviceInfo, sizes: ComponentSizes, width: int = 1024,
@@ -227,14 +234,14 @@ def choose_mode(requested: str | Mode, device: DeviceInfo, sizes: ComponentSizes
         why = unsupported_reason(mode, device)
         if why:
             raise InputError(why)
-        need = estimate(mode, sizes, width, height)
+        need = estimate(mode, sizes, width, height, device)
         note = f"{mode.value} as asked; needs ~{need / GiB:.1f} GiB, {device.describe()}"
         if device.is_gpu and mode.weights == Weights.BF16 and not device.bf16:
             note += "; this GPU has no native bf16, so it is emulated and slow (fp32 modes are faster)"
         return _plan(mode, device, sizes, width, height, note)
     tried: list[str] = []
     for candidate in _candidates(device):
-        need = estimate(candidate, sizes, width, height)
+        need = estimate(candidate, sizes, width, height, device)
         if need <= device.free_bytes:
             skipped = f" ({'; '.join(tried)})" if tried else ""
             reason = (f"auto picked {candidate.value}: needs ~{need / GiB:.1f} GiB at {width}x{height}, "
@@ -245,3 +252,17 @@ def choose_mode(requested: str | Mode, device: DeviceInfo, sizes: ComponentSizes
     reason = (f"auto picked {smallest.value}, the smallest mode, but even it may not fit: "
               f"{'; '.join(tried)}; {device.describe()}")
     return _plan(smallest, device, sizes, width, height, reason)
+
+
+def smaller_mode(current: Mode, device: DeviceInfo, sizes: ComponentSizes, width: int = 1024,
+                 height: int = 1536) -> Mode | None:
+    """The fastest mode this device supports that needs less memory than ``current``.
+
+    Prefers one whose estimate fits the device's free memory; None if no
+    supported mode is smaller.
+    """
+    need = estimate(current, sizes, width, height, device)
+    smaller = [m for m in _candidates(device)
+               if m != current and estimate(m, sizes, width, height, device) < need]
+    fitting = [m for m in smaller if estimate(m, sizes, width, height, device) <= device.free_bytes]
+    return (fitting or smaller or [None])[0]

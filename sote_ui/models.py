@@ -125,7 +125,9 @@ def resolve_source(model: str | None = None, prior: str | None = None, decoder: 
     """
     table = known_models()
     if prior and decoder:
-        return ModelSource(check_ref(prior, "prior"), check_ref(decoder, "decoder"))
+        known = next((entry for entry in table["models"].values()
+                      if (entry["prior"], entry["decoder"]) == (prior, decoder)), {})
+        return ModelSource(check_ref(prior, "prior"), check_ref(decoder, "decoder"), known.get("variant"))
     if prior or decoder:
         model = prior or decoder
     if not model:

@@ -100,3 +100,34 @@ def test_engine_load_error_is_one_line(tmp_path):
         engine.load()
     assert "\n" not in str(info.value) and "does not exist" in str(info.value)
     assert engine.state == "error" and engine.error == str(info.value)
+
+
+def test_a_stop_mid_decoder_evicts_offloaded_models_and_keeps_finished_images(tiny_source):
+    from dataclasses import replace
+
+    from sote_ui.engine import apply_mode
+    from sote_ui.errors import Cancelled
+    from sote_ui.loading import load_components
+    from sote_ui.memory import Mode
+
+    engine = Engine(tiny_source, mode="fp32", device="cpu")
+    engine.load()
+    # The app refuses offload on a CPU-only machine; build the offload hooks on 'cpu' by hand so the
+    # engine's clean-up path runs for real.
+    plan = replace(engine.plan, mode=Mode.OFFLOAD_FP32)
+    engine._prior_pipe, engine._decoder_pipe = apply_mode(load_components(engine.folders, torch.float32), plan,
+                                                          "cpu")
+    engine.plan = plan
+    evicted = []
+    original = engine._decoder_pipe.maybe_free_model_hooks
+    engine._decoder_pipe.maybe_free_model_hooks = lambda: (evicted.append("decoder"), original())[1]
+    events = []
+    request = build_request({"prompt": "1girl", "width": 256, "height": 256, "prior_steps": 2, "decoder_steps": 3,
+                             "seed": 4242, "count": 2})
+    with pytest.raises(Cancelled) as info:
+        engine.generate(request, on_progress=events.append,
+                        should_stop=lambda: bool(events) and events[-1].image == 1 and events[-1].stage == "decoder")
+    assert [img.request.seed for img in info.value.images] == [4242]  # the first image was finished
+    # The decoder that was stopped mid-run was moved off the device, as it would be at a normal end:
+    # once by the finished first image, once by the clean-up after the stop.
+    assert evicted == ["decoder", "decoder"]

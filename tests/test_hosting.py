@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import sys
 import types
 
@@ -14,7 +15,10 @@ from sote_ui.ui.studio import Studio, StudioConfig
 
 @pytest.fixture
 def fake_spaces(monkeypatch):
-    """A stand-in for the `spaces` package that records how GPU calls are wrapped."""
+    """A stand-in for the `spaces` package that records how GPU calls are wrapped.
+
+    Like ZeroGPU, it pickles the arguments on their way to the GPU worker.
+    """
     calls = []
     module = types.ModuleType("spaces")
 
@@ -23,7 +27,7 @@ def fake_spaces(monkeypatch):
             def run(*args):
                 seconds = duration(*args) if callable(duration) else duration
                 calls.append(seconds)
-                return fn(*args)
+                return fn(*pickle.loads(pickle.dumps(args)))
 
             return run
 
@@ -39,7 +43,7 @@ def test_not_on_spaces_changes_nothing(monkeypatch):
     config = StudioConfig(outputs="outputs")
     assert hosting.for_environment(config) is config
     assert hosting.server_name(None) == "127.0.0.1"
-    assert hosting.gpu_runner() is hosting._plain
+    assert hosting.gpu_runner() is None
 
 
 def test_spaces_binds_everywhere_and_limits_requests(monkeypatch):
@@ -76,7 +80,7 @@ def test_zero_gpu_wraps_the_gpu_call_with_a_computed_duration(monkeypatch, fake_
     prior, decoder = tiny_pair
     studio = Studio(StudioConfig(prior=str(prior), decoder=str(decoder), device="cpu", mode="fp32",
                                  outputs=None, presets_dir=None))
-    assert studio._run_gpu is not hosting._plain
+    assert studio._gpu is not None
     small = {"prompt": "1girl", "width": 256, "height": 256, "prior_steps": 2, "decoder_steps": 2, "seed": 3}
     shots, report = studio.generate(small)
     assert report["seeds"] == [3] and len(shots) == 1
@@ -94,3 +98,10 @@ def test_gpu_seconds_grows_with_work():
     assert seconds < hosting.gpu_seconds([bigger])
     assert seconds < hosting.gpu_seconds([more_images])
     assert hosting.gpu_seconds([more_images] * 50) == hosting.MAX_GPU_SECONDS
+
+
+def test_spaces_fix_the_memory_mode_for_all_visitors(monkeypatch, tmp_path):
+    monkeypatch.setenv("SPACE_ID", "someone/sote-studio")
+    studio = Studio(hosting.for_environment(StudioConfig(presets_dir=str(tmp_path))))
+    with pytest.raises(InputError, match="fixed on this server"):
+        studio.set_mode("fp8")

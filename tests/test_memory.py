@@ -17,6 +17,7 @@ from sote_ui.memory import (
     estimate,
     fp8_backend,
     parse_mode,
+    smaller_mode,
     unsupported_reason,
 )
 from sote_ui.request import InputError
@@ -152,7 +153,7 @@ def test_fp8_backend(device, backend):
 def test_every_reason_names_its_mode(device):
     plan = choose_mode("auto", device, SOTE, width=1024, height=1024)
     assert plan.mode.value in plan.reason
-    assert plan.estimate_bytes == estimate(plan.mode, SOTE, 1024, 1024)
+    assert plan.estimate_bytes == estimate(plan.mode, SOTE, 1024, 1024, device)
     for mode in Mode:
         if mode is Mode.AUTO or unsupported_reason(mode, device):
             continue
@@ -179,3 +180,25 @@ def test_detect_cpu_and_refuse_missing_devices():
     if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         with pytest.raises(InputError, match="MPS"):
             devices.detect_device("mps")
+
+
+@pytest.mark.parametrize("current", [Mode.FP32, Mode.OFFLOAD_FP32, Mode.OFFLOAD_FP8])
+def test_out_of_memory_advice_on_a_gpu_without_bf16_never_suggests_bf16(current):
+    device = nvidia(8, cc=(6, 1), bf16=False)
+    smaller = smaller_mode(current, device, SOTE)
+    assert smaller is not None and smaller.weights is not Weights.BF16
+    assert estimate(smaller, SOTE, 1024, 1536, device) < estimate(current, SOTE, 1024, 1536, device)
+
+
+def test_out_of_memory_advice_prefers_a_mode_that_fits():
+    device = nvidia(12)
+    smaller = smaller_mode(Mode.BF16, device, SOTE)
+    assert estimate(smaller, SOTE, 1024, 1536, device) <= device.free_bytes
+    assert smaller_mode(Mode.SEQUENTIAL_BF16, device, SOTE) is None
+
+
+def test_fp8_on_a_gpu_without_bf16_is_estimated_with_fp32_compute():
+    old = nvidia(8, cc=(6, 1), bf16=False)
+    new = nvidia(8)
+    assert estimate(Mode.OFFLOAD_FP8, SOTE, 1024, 1536, old) > estimate(Mode.OFFLOAD_FP8, SOTE, 1024, 1536, new)
+    assert choose_mode("offload-fp8", old, SOTE).compute_dtype == "float32"

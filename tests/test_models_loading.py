@@ -238,3 +238,31 @@ def test_corrupt_weights_are_a_model_error(copy_pair):
     with pytest.raises(ModelError, match="diffusion_pytorch_model.safetensors"):
         engine.load()
     assert engine.state == "error" and not engine.loaded and "safetensors" in engine.error
+
+
+def test_known_ids_given_as_prior_and_decoder_keep_their_variant():
+    from sote_ui.models import resolve_source
+
+    source = resolve_source(prior="stabilityai/stable-cascade-prior", decoder="stabilityai/stable-cascade")
+    assert source.variant == "bf16"
+    assert resolve_source(prior="Disty0/sotediffusion-wuerstchen3",
+                          decoder="Disty0/sotediffusion-wuerstchen3-decoder").variant is None
+
+
+def test_download_patterns_take_single_and_sharded_variant_files_only():
+    from fnmatch import fnmatch
+
+    from sote_ui.loading import PRIOR_PARTS, _patterns
+
+    patterns = _patterns(PRIOR_PARTS, "bf16")
+
+    def taken(name):
+        return any(fnmatch(name, p) for p in patterns)
+
+    assert taken("prior/diffusion_pytorch_model.bf16.safetensors")
+    assert taken("prior/diffusion_pytorch_model.bf16-00001-of-00002.safetensors")
+    assert taken("prior/diffusion_pytorch_model.safetensors.index.bf16.json")
+    assert taken("text_encoder/model.bf16.safetensors")
+    assert not taken("prior/diffusion_pytorch_model-00001-of-00003.safetensors")  # the fp32 shards
+    assert not taken("prior_lite/diffusion_pytorch_model.bf16.safetensors")
+    assert not taken("image_encoder/model.bf16.safetensors")

@@ -4,8 +4,10 @@ equal pixels whatever runs beside them, and no file is served that the app did n
 from __future__ import annotations
 
 import concurrent.futures
+import shutil
 import socket
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -13,7 +15,7 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
-from sote_ui.ui.app import build_demo
+from sote_ui.ui.app import build_demo, launch_options
 from sote_ui.ui.studio import Studio, StudioConfig
 
 SMALL = {"width": 128, "height": 128, "prior_steps": 2, "decoder_steps": 2, "randomize_seed": False}
@@ -25,16 +27,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(tiny_pair, tmp_path, queue_size: int, auth=None):
+def _serve(tiny_pair, tmp_path, queue_size: int, auth=None, outputs=None):
     prior, decoder = tiny_pair
     studio = Studio(StudioConfig(prior=str(prior), decoder=str(decoder), device="cpu", mode="fp32",
-                                 outputs=str(tmp_path / "outputs"), presets_dir=str(tmp_path / "presets")))
+                                 outputs=str(outputs or tmp_path / "outputs"), presets_dir=str(tmp_path / "presets")))
     demo = build_demo(studio)
     demo.queue(max_size=queue_size, default_concurrency_limit=1)
     studio.start_loading()
     assert studio.wait_loaded(120)
     port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, auth=auth)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, auth=auth,
+                **launch_options(studio))
     return demo, studio, f"http://127.0.0.1:{port}/"
 
 
@@ -158,8 +161,22 @@ def test_stop_ends_the_running_job_and_frees_the_gpu(served):
     assert studio.engine.counters.prior_steps > before
     assert client.predict(api_name="/stop") == "stopping after the current step"
     gallery, report, status = job.result(timeout=120)
-    assert report == {"stopped": True}
+    assert report["stopped"] is True and report["seeds"] == []  # stopped inside the only image
     assert "stopped" in status
     assert studio.engine.counters.prior_steps - before < 80  # it did not run to the end
     # The next job runs at once.
     assert client.predict(prompt="1girl", seed=32, api_name="/generate", **SMALL)[1]["seeds"] == [32]
+
+
+def test_an_outputs_folder_anywhere_is_served(tiny_pair, tmp_path):
+    # Gradio serves only its cache, the working folder and the temp folder unless told otherwise.
+    outputs = Path.home() / ".cache" / "sote-studio-test-outputs" / tmp_path.name
+    demo, studio, url = _serve(tiny_pair, tmp_path, queue_size=5, outputs=outputs)
+    try:
+        result = Client(url, verbose=False).predict(prompt="1girl", seed=8, api_name="/generate", **SMALL)
+        assert result[1]["seeds"] == [8]
+        assert Image.open(result[0][0]["image"]).size == (128, 128)
+        assert len(list(outputs.glob("*.png"))) == 1
+    finally:
+        demo.close()
+        shutil.rmtree(outputs, ignore_errors=True)

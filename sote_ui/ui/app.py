@@ -11,6 +11,9 @@ Example::
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import gradio as gr
 
 from ..presets import CURRENT
@@ -70,3 +73,15 @@ def build_demo(studio: Studio) -> gr.Blocks:
         demo.load(preset_choices, None, [generate["preset"]] + compare_presets + [generate["preset_status"]],
                   api_name=False, queue=False)
     return demo
+
+
+def launch_options(studio: Studio) -> dict[str, Any]:
+    """Options for ``demo.launch`` that follow from the studio's config.
+
+    Gradio serves files only from its cache, the working folder and the temp
+    folder; the outputs folder is allowed too, so images saved wherever the
+    user chose still reach the page. Nothing else is.
+    """
+    outputs = studio.config.outputs
+    allowed = [str(Path(outputs).expanduser().resolve())] if outputs else None
+    return {"css": CSS, "allowed_paths": allowed}

@@ -13,7 +13,6 @@ from typing import Any
 import gradio as gr
 
 from .. import tags
-from ..errors import Cancelled
 from ..memory import MODE_HELP, Mode
 from ..request import FIELD_NAMES, GenerationRequest
 from .studio import SessionState, Studio, describe_error
@@ -197,7 +196,8 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
                 preset_status = gr.Markdown()
             with gr.Accordion("Memory mode", open=False):
                 mode = gr.Dropdown([(f"{m.value}: {MODE_HELP[m]}", m.value) for m in Mode],
-                                   value=studio.config.mode, label="Memory mode", elem_id="mode")
+                                   value=studio.config.mode, label="Memory mode", elem_id="mode",
+                                   interactive=studio.config.mode_switch)
                 device_info = gr.Markdown()
         with gr.Column(scale=6):
             with gr.Row():
@@ -244,15 +244,17 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
         try:
             shots, info = studio.generate(values, session=request.session_hash if request else "",
                                           on_progress=on_progress)
-        except Cancelled:
-            return gallery_items(session), {"stopped": True}, session, "stopped: the GPU is free for the next job"
         except Exception as exc:
             raise gr.Error(describe_error(exc), print_exception=False) from None
         session.shots.extend(shots)
-        session.last_seed = shots[-1].request.seed
+        if shots:
+            session.last_seed = shots[-1].request.seed
         info["files"] = [shot.path for shot in shots]
         info["parameters"] = [shot.parameters for shot in shots]
-        return gallery_items(session), info, session, studio.status()
+        status = studio.status()
+        if info.get("stopped"):
+            status = f"stopped after {len(shots)} finished image(s): the GPU is free for the next job"
+        return gallery_items(session), info, session, status
 
     run_inputs = inputs + [randomize, state]
     run_outputs = [gallery, report, state, status]

@@ -40,7 +40,7 @@ class StudioConfig:
     shipped_presets: str | None = str(SHIPPED_DIR)
     limits: Limits = DEFAULT_LIMITS
     demo: bool = False
-    load_at_start: bool = True
+    mode_switch: bool = True
 
 
 @dataclass
@@ -81,7 +81,7 @@ class Studio:
         self._loader: threading.Thread | None = None
         self._stops: dict[str, threading.Event] = {}
         self._tmp = Path(tempfile.mkdtemp(prefix="sote-studio-"))
-        self._run_gpu = hosting.gpu_runner()  # spaces.GPU on ZeroGPU, a plain call elsewhere
+        self._gpu = hosting.gpu_runner()  # spaces.GPU on ZeroGPU, None elsewhere
 
     # 1. The engine, loaded in the background ---------------------------------------
 
@@ -186,33 +186,53 @@ class Studio:
         one-line message.
         """
         request = self.request_from(values).with_seed()
-        engine = self._ensure_engine()
-        stop = threading.Event()
-        self._stops[session] = stop
+        started = time.perf_counter()
         try:
-            result = self._run_gpu(
-                lambda: engine.generate(request, on_progress=on_progress, should_stop=stop.is_set),
-                hosting.gpu_seconds([request]),
-            )
-        finally:
-            self._stops.pop(session, None)
+            result = self._run("generate", ([request],), {}, hosting.gpu_seconds([request]), session, on_progress)
+            images, counters, stopped = result.images, result.counters, False
+        except Cancelled as exc:  # images finished before Stop are kept
+            images, counters, stopped = getattr(exc, "images", []), None, True
         shots = []
-        for item in result.images:
+        for item in images:
             path = save_png(item.image, item.parameters, self._output_path(item.request.seed))
             shots.append(Shot(str(path), item.parameters, item.request, item.seconds, item.prior_reused))
         report = {
             "seeds": [s.request.seed for s in shots],
-            "seconds": round(result.seconds, 3),
-            "mode": engine.plan.mode.value,
-            "prior_steps_run": result.counters.prior_steps,
-            "decoder_steps_run": result.counters.decoder_steps,
+            "seconds": round(time.perf_counter() - started, 3),
+            "mode": self.engine.plan.mode.value if self.engine.plan else "",
             "prior_reused": [s.prior_reused for s in shots],
             "prompt": request.composed_prompt(),
         }
+        if counters is not None:
+            report.update(prior_steps_run=counters.prior_steps, decoder_steps_run=counters.decoder_steps)
+        if stopped:
+            report["stopped"] = True
         return shots, report
+
+    def _run(self, task: str, args: tuple, kwargs: dict, seconds: int, session: str,
+             on_progress: Callable | None):
+        """Run a GPU job for ``session``: inside spaces.GPU on ZeroGPU, directly elsewhere.
+
+        Stop works from the moment the job is asked for, also while the model
+        is still loading.
+        """
+        stop = threading.Event()
+        self._stops[session] = stop
+        try:
+            engine = self._ensure_engine()
+            if stop.is_set():
+                raise Cancelled()
+            if self._gpu is not None:
+                hosting.register_engine(engine)
+                return self._gpu(task, args, kwargs, seconds)
+            return hosting.run_task(task, args, kwargs, engine, on_progress, stop.is_set)
+        finally:
+            self._stops.pop(session, None)
 
     def set_mode(self, mode: str) -> str:
         """Switch memory mode without restarting: the old mode's memory is freed first."""
+        if not self.config.mode_switch:
+            raise InputError("the memory mode is fixed on this server")
         if self._loader is not None and self._loader.is_alive():
             self._loader.join()
         plan = self.engine.set_mode(mode, self._say)
@@ -239,18 +259,10 @@ class Studio:
     def compare(self, a: GenerationRequest, b: GenerationRequest, seeds: list[int], session: str = "",
                 on_progress: Callable | None = None) -> tuple[list[tuple[Shot, Shot]], dict[str, Any], str]:
         """Generate both sides for every seed; return saved pairs, the report, and a side-by-side sheet."""
-        from ..compare import compare, compose_grid
+        from ..compare import compose_grid
 
-        engine = self._ensure_engine()
-        stop = threading.Event()
-        self._stops[session] = stop
-        try:
-            report = self._run_gpu(
-                lambda: compare(engine, a, b, seeds, on_progress=on_progress, should_stop=stop.is_set),
-                hosting.gpu_seconds([a, b] * len(seeds)),
-            )
-        finally:
-            self._stops.pop(session, None)
+        report = self._run("compare", (a, b, seeds), {}, hosting.gpu_seconds([a, b] * len(seeds)), session,
+                           on_progress)
         pairs = []
         for item_a, item_b in report.pairs:
             pair = []
@@ -266,23 +278,14 @@ class Studio:
     def grid(self, base: GenerationRequest, x_key: str, x_text: str, y_key: str | None, y_text: str,
              session: str = "", on_progress: Callable | None = None) -> tuple[str, dict[str, Any]]:
         """Run a parameter grid; return the saved grid PNG and a report with the step counts."""
-        from ..compare import parse_values, run_grid
+        from ..compare import parse_values
 
         limits = self.config.limits
         x_values = parse_values(x_key, x_text, limits, base)
         y_values = parse_values(y_key, y_text, limits, base) if y_key else []
-        engine = self._ensure_engine()
-        stop = threading.Event()
-        self._stops[session] = stop
-        try:
-            cells = len(x_values) * max(1, len(y_values))
-            grid = self._run_gpu(
-                lambda: run_grid(engine, base, x_key, x_values, y_key, y_values, on_progress, stop.is_set,
-                                 limits=limits),
-                hosting.gpu_seconds([base] * cells),
-            )
-        finally:
-            self._stops.pop(session, None)
+        cells = len(x_values) * max(1, len(y_values))
+        grid = self._run("grid", (base, x_key, x_values, y_key, y_values), {"limits": limits},
+                         hosting.gpu_seconds([base] * cells), session, on_progress)
         path = save_png(grid.image, grid.parameters, self._output_path(base.seed).with_suffix(".grid.png"))
         report = {
             "cells": len(x_values) * max(1, len(y_values)),
