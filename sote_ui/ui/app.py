@@ -53,9 +53,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
         timer = gr.Timer(1.0)
 
         def poll():
-            engine = studio._engine
-            settled = engine is not None and engine.state in ("ready", "error")
-            return studio.status(), generate["device_markdown"](), gr.Timer(active=not settled)
+            return studio.status(), generate["device_markdown"](), gr.Timer(active=not studio.settled())
 
         timer.tick(poll, None, [generate["status"], generate["device_info"], timer], api_name="status",
                    queue=False, show_progress="hidden")

@@ -129,6 +129,11 @@ class Studio:
             self._loader.join(timeout)
         return self._engine is not None and self._engine.loaded
 
+    def settled(self) -> bool:
+        """True once loading has finished, well or not (the page stops polling then)."""
+        engine = self._engine
+        return self._engine_error is not None or (engine is not None and engine.state in ("ready", "error"))
+
     def status(self) -> str:
         with self._status_lock:
             status = self._status
