@@ -251,10 +251,10 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
             session.last_seed = shots[-1].request.seed
         info["files"] = [shot.path for shot in shots]
         info["parameters"] = [shot.parameters for shot in shots]
-        status = studio.status()
+        message = studio.status()
         if info.get("stopped"):
-            status = f"stopped after {len(shots)} finished image(s): the GPU is free for the next job"
-        return gallery_items(session), info, session, status
+            message = f"stopped after {len(shots)} finished image(s): the GPU is free for the next job"
+        return gallery_items(session), info, session, message
 
     run_inputs = inputs + [randomize, state]
     run_outputs = [gallery, report, state, status]
