@@ -97,8 +97,7 @@ class GenerationResult:
 # Layers kept out of fp8: the UNets' input and output convolutions and the conditioning mappers
 # (Stable Cascade's counterparts of the patch_embed/proj_out layers diffusers keeps by default).
 # They are small, and the prior pipeline reads its dtype from clip_txt_pooled_mapper.
-FP8_SKIP_REGEX = ("^embedding", "^clf", "^clip_", "^effnet_mapper", "^pixels_mapper")
-FP8_SKIP_GLOBS = ("embedding*", "clf*", "clip_*", "effnet_mapper*", "pixels_mapper*")
+FP8_SKIP = ("embedding", "clf", "clip_", "effnet_mapper", "pixels_mapper")  # module-name prefixes
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -123,12 +122,12 @@ def apply_mode(parts: Components, plan: Plan, torch_device: str):
             quantize(parts.text_encoder, weights=qfloat8)
             freeze(parts.text_encoder)
             for module in (parts.prior, parts.decoder):
-                quantize(module, weights=qfloat8, exclude=list(FP8_SKIP_GLOBS))
+                quantize(module, weights=qfloat8, exclude=[prefix + "*" for prefix in FP8_SKIP])
                 freeze(module)
         else:
             from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
 
-            skip = tuple(DEFAULT_SKIP_MODULES_PATTERN) + FP8_SKIP_REGEX
+            skip = tuple(DEFAULT_SKIP_MODULES_PATTERN) + tuple("^" + prefix for prefix in FP8_SKIP)
             for module in (parts.prior, parts.decoder):
                 module.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute,
                                                 skip_modules_pattern=skip)

@@ -51,10 +51,15 @@ def _patterns(parts: tuple[str, ...], variant: str | None) -> list[str]:
     return patterns
 
 
+def _is_variant_file(name: str, variant: str) -> bool:
+    # model.bf16.safetensors, or a shard: model.bf16-00001-of-00002.safetensors
+    return name.endswith(f".{variant}.safetensors") or f".{variant}-" in name
+
+
 def _weights_files(folder: Path, variant: str | None) -> list[Path]:
     files = sorted(folder.glob("*.safetensors"))
     if variant:
-        wanted = [f for f in files if f.name.endswith(f".{variant}.safetensors") or f".{variant}-" in f.name]
+        wanted = [f for f in files if _is_variant_file(f.name, variant)]
         return wanted or files
     plain = [f for f in files if f.name.count(".") == 1 or "-of-" in f.name]
     return plain or files
@@ -166,10 +171,9 @@ class Components:
 
 
 def _variant(folder: Path, variant: str | None) -> str | None:
-    if not variant:
-        return None
-    found = any(folder.glob(f"*.{variant}.safetensors")) or any(folder.glob(f"*.{variant}-*-of-*.safetensors"))
-    return variant if found else None
+    if variant and any(_is_variant_file(f.name, variant) for f in folder.glob("*.safetensors")):
+        return variant
+    return None
 
 
 def load_components(folders: Folders, dtype) -> Components:

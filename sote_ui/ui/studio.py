@@ -197,10 +197,7 @@ class Studio:
             images, counters, stopped = result.images, result.counters, False
         except Cancelled as exc:  # images finished before Stop are kept
             images, counters, stopped = getattr(exc, "images", []), None, True
-        shots = []
-        for item in images:
-            path = save_png(item.image, item.parameters, self._output_path(item.request.seed))
-            shots.append(Shot(str(path), item.parameters, item.request, item.seconds, item.prior_reused))
+        shots = [self._keep(item) for item in images]
         report = {
             "seeds": [s.request.seed for s in shots],
             "seconds": round(time.perf_counter() - started, 3),
@@ -213,6 +210,11 @@ class Studio:
         if stopped:
             report["stopped"] = True
         return shots, report
+
+    def _keep(self, item) -> Shot:
+        """Save a generated image (never over another file) and describe it for the session."""
+        path = save_png(item.image, item.parameters, self._output_path(item.request.seed))
+        return Shot(str(path), item.parameters, item.request, item.seconds, item.prior_reused)
 
     def _run(self, task: str, args: tuple, kwargs: dict, seconds: int, session: str,
              on_progress: Callable | None):
@@ -268,13 +270,7 @@ class Studio:
 
         report = self._run("compare", (a, b, seeds), {}, hosting.gpu_seconds([a, b] * len(seeds)), session,
                            on_progress)
-        pairs = []
-        for item_a, item_b in report.pairs:
-            pair = []
-            for item in (item_a, item_b):
-                path = save_png(item.image, item.parameters, self._output_path(item.request.seed))
-                pair.append(Shot(str(path), item.parameters, item.request, item.seconds, item.prior_reused))
-            pairs.append((pair[0], pair[1]))
+        pairs = [(self._keep(item_a), self._keep(item_b)) for item_a, item_b in report.pairs]
         sheet = compose_grid([[x.image, y.image] for x, y in report.pairs], ["A", "B"],
                              [f"seed {x.request.seed}" for x, _ in report.pairs])
         sheet_path = save_png(sheet, pairs[0][0].parameters, self._output_path(seeds[0]).with_suffix(".ab.png"))
@@ -293,7 +289,7 @@ class Studio:
                          hosting.gpu_seconds([base] * cells), session, on_progress)
         path = save_png(grid.image, grid.parameters, self._output_path(base.seed).with_suffix(".grid.png"))
         report = {
-            "cells": len(x_values) * max(1, len(y_values)),
+            "cells": cells,
             "prior_runs": grid.counters.prior_runs,
             "prior_steps_run": grid.counters.prior_steps,
             "decoder_steps_run": grid.counters.decoder_steps,
