@@ -10,8 +10,8 @@ from .. import tags
 from ..compare import GRID_KEYS
 from ..errors import Cancelled
 from ..presets import CURRENT
-from .generate_tab import named_api, updates_for
-from .studio import Studio, describe_error
+from .generate_tab import named_api, session_id, updates_for, user_error
+from .studio import Studio
 
 FROM_PRESET = "(from each preset)"
 
@@ -87,11 +87,11 @@ def build_compare_tab(studio: Studio, generate: dict[str, Any], tabs: gr.Tabs,
             first = int(extra["seed"]) if extra["seed"] is not None and int(extra["seed"]) >= 0 else 42
             pairs, info, sheet_path = studio.compare(
                 a, b, [first + i for i in range(int(seeds or 1))],
-                session=request.session_hash if request else "", on_progress=on_progress)
+                session=session_id(request), on_progress=on_progress)
         except Cancelled:
             raise gr.Error("stopped", print_exception=False) from None
         except Exception as exc:
-            raise gr.Error(describe_error(exc), print_exception=False) from None
+            raise user_error(exc) from None
         first_a, first_b = pairs[0]
         info["files"] = {"a": [x.path for x, _ in pairs], "b": [y.path for _, y in pairs], "sheet": sheet_path}
         rows = [[k, str(v["a"]), str(v["b"])] for k, v in info["diff"].items()]
@@ -137,11 +137,11 @@ def build_compare_tab(studio: Studio, generate: dict[str, Any], tabs: gr.Tabs,
             base = studio.request_from(current).with_seed()
             y = None if y_key_v in (None, "", "(none)") else y_key_v
             path, info = studio.grid(base, x_key_v, x_text, y, y_text,
-                                     session=request.session_hash if request else "", on_progress=on_progress)
+                                     session=session_id(request), on_progress=on_progress)
         except Cancelled:
             raise gr.Error("stopped", print_exception=False) from None
         except Exception as exc:
-            raise gr.Error(describe_error(exc), print_exception=False) from None
+            raise user_error(exc) from None
         info["file"] = path
         return path, info
 

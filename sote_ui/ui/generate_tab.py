@@ -161,6 +161,15 @@ def _resolution_to_size(choice: str):
     return width, height
 
 
+def session_id(request: gr.Request | None) -> str:
+    return request.session_hash if request else ""
+
+
+def user_error(exc: BaseException) -> gr.Error:
+    """The one-line message for ``exc``, shown in the page and returned to API clients."""
+    return gr.Error(describe_error(exc), print_exception=False)
+
+
 def new_session() -> SessionState:
     return SessionState()
 
@@ -242,10 +251,10 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
             progress((p.done, p.total), desc=f"image {p.image + 1}/{p.images}: {p.stage} {p.step}/{p.steps}")
 
         try:
-            shots, info = studio.generate(values, session=request.session_hash if request else "",
+            shots, info = studio.generate(values, session=session_id(request),
                                           on_progress=on_progress)
         except Exception as exc:
-            raise gr.Error(describe_error(exc), print_exception=False) from None
+            raise user_error(exc) from None
         session.shots.extend(shots)
         if shots:
             session.last_seed = shots[-1].request.seed
@@ -262,7 +271,7 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
     controls.prompt.submit(run, run_inputs, run_outputs, api_name=False, concurrency_id="gpu")
 
     def stop_job(request: gr.Request) -> str:
-        stopped = studio.stop(request.session_hash if request else "")
+        stopped = studio.stop(session_id(request))
         return "stopping after the current step" if stopped else "nothing is running"
 
     stop.click(stop_job, None, status, api_name="stop", queue=False)
@@ -306,7 +315,7 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
         try:
             request = studio.presets.request(name)
         except Exception as exc:
-            raise gr.Error(describe_error(exc), print_exception=False) from None
+            raise user_error(exc) from None
         values = request.to_dict()
         values.pop("prompt")  # a preset sets the look, not your subject
         if request.seed < 0:
@@ -325,7 +334,7 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
         try:
             saved = studio.presets.save(name, studio.request_from(values), overwrite=bool(overwrite))
         except Exception as exc:
-            raise gr.Error(describe_error(exc), print_exception=False) from None
+            raise user_error(exc) from None
         return refreshed(saved.name), f"saved preset {saved.name} to {saved.path.parent}"
 
     save_preset.click(save, [preset_name] + inputs + [overwrite], [preset, preset_status], api_name="save_preset",
@@ -335,7 +344,7 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
         try:
             studio.presets.delete(name)
         except Exception as exc:
-            raise gr.Error(describe_error(exc), print_exception=False) from None
+            raise user_error(exc) from None
         return refreshed(None), f"deleted preset {name}"
 
     delete_preset.click(delete, preset, [preset, preset_status], api_name="delete_preset", queue=False)
@@ -356,7 +365,7 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
         try:
             studio.set_mode(new_mode)
         except Exception as exc:
-            raise gr.Error(describe_error(exc), print_exception=False) from None
+            raise user_error(exc) from None
         return device_markdown(), studio.status()
 
     mode.input(switch_mode, mode, [device_info, status], api_name="set_mode", concurrency_id="gpu")

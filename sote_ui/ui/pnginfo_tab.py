@@ -7,8 +7,8 @@ from typing import Any
 import gradio as gr
 
 from ..request import FIELD_NAMES
-from .generate_tab import updates_for
-from .studio import Studio, describe_error
+from .generate_tab import updates_for, user_error
+from .studio import Studio
 
 
 def build_pnginfo_tab(studio: Studio, generate: dict[str, Any], tabs: gr.Tabs, generate_tab_id: str) -> None:
@@ -28,7 +28,7 @@ def build_pnginfo_tab(studio: Studio, generate: dict[str, Any], tabs: gr.Tabs, g
         try:
             text, values = studio.read_png(path)
         except Exception as exc:
-            raise gr.Error(describe_error(exc), print_exception=False) from None
+            raise user_error(exc) from None
         return path, text, values
 
     upload.change(read, upload, [preview, raw, parsed], api_name="png_info", queue=False)
