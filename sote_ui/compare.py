@@ -22,9 +22,26 @@ from typing import Any, Callable
 from PIL import Image, ImageDraw, ImageFont
 
 from .metadata import format_parameters
-from .request import DECODER_KEYS, DEFAULT_LIMITS, GenerationRequest, InputError, Limits, build_request
+from .request import DECODER_KEYS, DEFAULT_LIMITS, PRIOR_KEYS, GenerationRequest, InputError, Limits, build_request
 
-GRID_KEYS = ("prior_steps", "prior_cfg", "decoder_steps", "decoder_cfg", "seed", "width", "height")
+# What a grid axis can vary, with the label a person reads. ``prompt_sr`` is A1111's "Prompt S/R":
+# the first value is searched for in the prompt and each value replaces it in turn.
+AXIS_LABELS = {
+    "prior_cfg": "Prior CFG",
+    "prior_steps": "Prior steps",
+    "decoder_cfg": "Decoder CFG",
+    "decoder_steps": "Decoder steps",
+    "seed": "Seed",
+    "width": "Width",
+    "height": "Height",
+    "prompt_sr": "Prompt S/R",
+    "artist": "Artist",
+    "aesthetic": "Aesthetic",
+    "quality": "Quality",
+    "date": "Date",
+    "rating": "Rating",
+}
+GRID_KEYS = tuple(AXIS_LABELS)
 MAX_GRID_CELLS = 64
 
 
@@ -81,20 +98,41 @@ def compare(engine, a: GenerationRequest, b: GenerationRequest, seeds: list[int]
     )
 
 
-def parse_values(key: str, text: str, limits: Limits = DEFAULT_LIMITS,
-                 base: GenerationRequest | None = None) -> list:
-    """Parse a comma-separated axis like ``4, 6, 8`` for ``key``; each value is validated on ``base``."""
+def axis_field(key: str) -> str:
+    """The request field an axis sets."""
+    return "prompt" if key == "prompt_sr" else key
+
+
+def axis_terms(key: str, text: str) -> list[str]:
+    """The values of an axis as typed (comma-separated, blanks dropped); what the grid's labels show."""
     if key not in GRID_KEYS:
         raise InputError(f"{key!r} can't be a grid axis; choose one of: {', '.join(GRID_KEYS)}")
     parts = [p.strip() for p in str(text).split(",") if p.strip()]
     if not parts:
-        raise InputError(f"give values for {key}, e.g. 4, 6, 8")
+        example = "tag to find, replacement, another" if key == "prompt_sr" else "4, 6, 8"
+        raise InputError(f"give values for {key}, e.g. {example}")
+    return parts
+
+
+def parse_values(key: str, text: str, limits: Limits = DEFAULT_LIMITS,
+                 base: GenerationRequest | None = None) -> list:
+    """Parse a comma-separated axis like ``4, 6, 8`` for ``key``; each value is validated on ``base``.
+
+    For ``prompt_sr`` the values are whole prompts: ``base.prompt`` with its
+    first term replaced by each term in turn (the first term itself included).
+    """
+    parts = axis_terms(key, text)
+    if key == "prompt_sr":
+        prompt = (base or GenerationRequest()).prompt
+        if parts[0] not in prompt:
+            raise InputError(f"Prompt S/R: {parts[0]!r} is not in the prompt {prompt[:80]!r}")
+        parts = [prompt.replace(parts[0], term) for term in parts]
     values = []
     for part in parts:
-        request = build_request({key: part}, base=base, limits=limits)
+        request = build_request({axis_field(key): part}, base=base, limits=limits)
         if key == "seed" and request.seed < 0:
             raise InputError("a seed axis needs concrete seeds (0 or more), not -1")
-        values.append(getattr(request, key))
+        values.append(getattr(request, axis_field(key)))
     return values
 
 
@@ -118,14 +156,13 @@ def grid_jobs(base: GenerationRequest, x_key: str, x_values: list, y_key: str | 
     cells = []
     for yi, yv in enumerate(y_values):
         for xi, xv in enumerate(x_values):
-            request = replace(base, count=1, **{x_key: xv})
+            request = replace(base, count=1, **{axis_field(x_key): xv})
             if y_key:
-                request = replace(request, **{y_key: yv})
+                request = replace(request, **{axis_field(y_key): yv})
             cells.append((xi, yi, request))
 
     def prior_key(cell):
-        r = cell[2]
-        return (r.prior_steps, r.prior_cfg, r.seed, r.width, r.height)
+        return tuple(getattr(cell[2], k) for k in PRIOR_KEYS)
 
     order = {key: i for i, key in enumerate(dict.fromkeys(prior_key(c) for c in cells))}
     return sorted(cells, key=lambda c: order[prior_key(c)])
@@ -133,10 +170,15 @@ def grid_jobs(base: GenerationRequest, x_key: str, x_values: list, y_key: str | 
 
 def run_grid(engine, base: GenerationRequest, x_key: str, x_values: list, y_key: str | None = None,
              y_values: list | None = None, on_progress: Callable | None = None,
-             should_stop: Callable | None = None, model_info=None, limits: Limits = DEFAULT_LIMITS) -> Grid:
-    """Generate a labelled grid of ``x_key`` by ``y_key`` values from ``base``."""
+             should_stop: Callable | None = None, model_info=None, limits: Limits = DEFAULT_LIMITS,
+             x_terms: list[str] | None = None, y_terms: list[str] | None = None) -> Grid:
+    """Generate a labelled grid of ``x_key`` by ``y_key`` values from ``base``.
+
+    ``x_terms`` / ``y_terms`` are the values as the user typed them, for the
+    labels (needed for ``prompt_sr``, whose values are whole prompts).
+    """
     y_values = list(y_values or [])
-    if y_key == x_key:
+    if y_key and axis_field(y_key) == axis_field(x_key):
         raise InputError("pick two different grid axes")
     if y_key and not y_values:
         raise InputError(f"give values for {y_key}")
@@ -152,12 +194,14 @@ def run_grid(engine, base: GenerationRequest, x_key: str, x_values: list, y_key:
     cells: list[list[Any]] = [[None] * len(x_values) for _ in range(rows)]
     for (xi, yi, _), item in zip(jobs, result.images):
         cells[yi][xi] = item
-    x_labels = [f"{x_key} {v}" for v in x_values]
-    y_labels = [f"{y_key} {v}" for v in y_values] if y_key else [""]
+    x_terms = list(x_terms or map(str, x_values))
+    y_terms = list(y_terms or map(str, y_values))
+    x_labels = [f"{AXIS_LABELS[x_key]} {v}" for v in x_terms]
+    y_labels = [f"{AXIS_LABELS[y_key]} {v}" for v in y_terms] if y_key else [""]
     image = compose_grid([[c.image for c in row] for row in cells], x_labels, y_labels)
-    extra = {"Grid X": f"{x_key}: {', '.join(map(str, x_values))}"}
+    extra = {"Grid X": f"{x_key}: {', '.join(x_terms)}"}
     if y_key:
-        extra["Grid Y"] = f"{y_key}: {', '.join(map(str, y_values))}"
+        extra["Grid Y"] = f"{y_key}: {', '.join(y_terms)}"
     info = model_info or engine.model_info()
     parameters = format_parameters(base, base.seed, info, extra=extra)
     return Grid(image, cells, x_key, list(x_values), y_key, y_values, parameters, result.counters,

@@ -221,7 +221,7 @@ def test_parse_values_converts_to_request_types():
     assert parse_values("seed", "0, 42") == [0, 42]
 
 
-@pytest.mark.parametrize("key", ["prompt", "count", "rating", "steps", ""])
+@pytest.mark.parametrize("key", ["prompt", "count", "negative_prompt", "steps", ""])
 def test_parse_values_rejects_keys_that_are_not_grid_axes(key):
     assert key not in GRID_KEYS
     with pytest.raises(InputError, match="can't be a grid axis"):

@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -61,10 +62,18 @@ def app(tiny_pair, tmp_path_factory):
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
                             quiet=True, show_error=True)
     assert studio.wait_loaded(300), studio.status()
+    _DEMOS[id(studio)] = demo
     try:
         yield studio, url, outputs, presets
     finally:
         demo.close()
+
+
+_DEMOS: dict = {}
+
+
+def studio_demo(app):
+    return _DEMOS[id(app[0])]
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +85,11 @@ def client(app):
 
 
 def generate(client: Client, **values):
-    """Call /generate with SMALL values overridden by ``values``; return (gallery, report)."""
-    values = {**SMALL, "randomize_seed": False, **values}
-    gallery, report, _status = client.predict(**values, api_name="/generate")
-    return gallery, report
+    """Call /generate with SMALL values overridden by ``values``; return (this job's images, report)."""
+    values = {**SMALL, **values}
+    images, summary, report, _status = client.predict(**values, api_name="/generate")
+    assert f"{len(report['seeds'])} image" in summary
+    return images, report
 
 
 def png_values(path) -> tuple[str, dict]:
@@ -139,14 +149,92 @@ def test_same_seed_gives_identical_pixels_and_another_seed_differs(client):
     assert pixels(first[0]["image"]) != pixels(other[0]["image"])
 
 
-def test_randomize_seed_reports_the_seed_it_used(client):
-    _, one = generate(client, seed=7, randomize_seed=True)
-    _, two = generate(client, seed=7, randomize_seed=True)
+def test_seed_minus_one_is_random_and_reports_the_seed_it_used(client):
+    _, one = generate(client, seed=-1)
+    _, two = generate(client, seed=-1)
     for report in (one, two):
         (seed,) = report["seeds"]
         assert isinstance(seed, int) and 0 <= seed <= MAX_SEED
         assert parse_parameters(report["parameters"][0])["seed"] == seed
     assert one["seeds"] != two["seeds"]
+
+
+def test_an_explicit_seed_is_used_as_given(client):
+    # A1111's convention: any seed but -1 is used as it is, with no extra flag.
+    first, one = generate(client, seed=5)
+    again, two = generate(client, seed=5)
+    assert one["seeds"] == two["seeds"] == [5]
+    assert pixels(first[0]["image"]) == pixels(again[0]["image"])
+
+
+def test_generate_returns_this_jobs_images_only(client):
+    generate(client, seed=121)
+    images, report = generate(client, seed=122, count=2)
+    assert [item["caption"] for item in images] == ["seed 122", "seed 123"]
+    assert report["seeds"] == [122, 123]
+    assert [png_values(item["image"])[1]["seed"] for item in images] == [122, 123]
+
+
+def test_a_non_integer_seed_is_refused_not_rounded(client):
+    with pytest.raises(Exception) as info:
+        generate(client, seed=1.5)
+    assert str(info.value) == "seed must be a whole number, got 1.5"
+
+
+def test_stop_cancels_a_job_of_the_session_still_waiting_in_the_queue(app, client):
+    from gradio_client.utils import Status
+
+    studio, url, _, _ = app
+    other = Client(url, verbose=False)  # another visitor keeps the GPU busy
+    try:
+        busy = other.submit(**{**SMALL, "prior_steps": 60, "decoder_steps": 20, "count": 3, "seed": 131},
+                            api_name="/generate")
+        deadline = time.monotonic() + 60
+        while busy.status().code != Status.PROCESSING and time.monotonic() < deadline:
+            time.sleep(0.05)
+        before = studio.engine.counters.snapshot()
+        mine = client.submit(**{**SMALL, "seed": 141}, api_name="/generate")
+        while mine.status().code != Status.IN_QUEUE and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mine.status().code == Status.IN_QUEUE
+        assert "stopping" in client.predict(api_name="/stop")
+        images, summary, report, _ = mine.result(timeout=120)
+        _, _, other_report, _ = busy.result(timeout=120)
+    finally:
+        other.close()
+    assert images == [] and report["stopped"] is True and report["seeds"] == []
+    assert summary.startswith("stopped before it started")
+    assert "stopped" not in other_report and other_report["seeds"] == [131, 132, 133]
+    ran = studio.engine.counters.since(before)
+    assert ran.decoder_steps <= 3 * 20  # only the other visitor's images were decoded
+    _, report = generate(client, seed=142)  # the next job of this session runs normally
+    assert report["seeds"] == [142]
+
+
+def test_a_closed_sessions_state_is_dropped(app, monkeypatch):
+    studio, url, _, _ = app
+    monkeypatch.setenv("GRADIO_HEARTBEAT_INTERVAL", "0.5")
+    holder = studio_demo(app).state_holder
+    clients = [Client(url, verbose=False) for _ in range(3)]
+    sessions = [c.session_hash for c in clients]
+    for c in clients:
+        generate(c, seed=151)
+    assert all(session in holder.session_data for session in sessions)
+    for c in clients:
+        c.close()
+    deadline = time.monotonic() + 30
+    while any(session in holder.session_data for session in sessions) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [session for session in sessions if session in holder.session_data]
+
+
+def test_the_api_page_lists_the_public_endpoints_only(app):
+    info = studio_demo(app).get_api_info()
+    assert sorted(info["named_endpoints"]) == sorted(
+        ["/generate", "/stop", "/compare", "/grid", "/list_presets", "/load_preset", "/save_preset",
+         "/delete_preset", "/png_info", "/set_mode", "/status"])
+    assert not info.get("unnamed_endpoints")
+    assert "randomize_seed" not in [p["parameter_name"] for p in info["named_endpoints"]["/generate"]["parameters"]]
 
 
 # 2. Bad input -------------------------------------------------------------------------
@@ -181,7 +269,7 @@ def test_nan_cfg_sent_over_raw_http_is_refused_then_good_request_works(app, clie
               "aesthetic": "none", "quality": "none", "date": "none", "custom": "none", "rating": "none",
               "artist": "", "width": 256, "height": 256, "seed": 108, "prior_steps": 3, "prior_cfg": float("nan"),
               "decoder_steps": 2, "decoder_cfg": 1.0, "count": 1}
-    body = json.dumps({"data": [values[name] for name in FIELD_NAMES] + [False]})
+    body = json.dumps({"data": [values[name] for name in FIELD_NAMES]})
     assert "NaN" in body
     started = httpx.post(url + "gradio_api/call/generate", content=body,
                          headers={"content-type": "application/json"}, timeout=30)
@@ -356,7 +444,8 @@ def run_compare(client: Client, a: str, b: str, seed: int, seeds: int):
 def test_compare_decoder_only_difference_shares_the_prior(app, client):
     studio, _, _, _ = app
     before = studio.engine.counters.snapshot()
-    _slider, image_a, image_b, sheet, diff, report = run_compare(client, "cmp-dec-a", "cmp-dec-b", 1201, 2)
+    slider, strip, diff, summary, report = run_compare(client, "cmp-dec-a", "cmp-dec-b", 1201, 2)
+    image_a, image_b, sheet = report["files"]["a"][0], report["files"]["b"][0], report["files"]["sheet"]
     ran = studio.engine.counters.since(before)
     assert report["prior_shared"] is True
     assert report["seeds"] == [1201, 1202]
@@ -365,7 +454,12 @@ def test_compare_decoder_only_difference_shares_the_prior(app, client):
     assert ran.prior_steps == 2 * 3 and ran.decoder_steps == 4 * 2
     assert report["prior_runs"] == 2 and report["decoder_steps_run"] == 8
     assert report["diff"] == {"decoder_cfg": {"a": 1.0, "b": 2.0}}
-    assert diff["data"] == [["decoder_cfg", "1.0", "2.0"]]
+    assert diff["data"][0] == ["decoder_cfg", "1.0", "2.0"]
+    assert diff["data"][1][0] == "seconds"  # each side's time, next to what differs
+    assert [item["caption"] for item in strip] == ["seed 1201 · A", "seed 1201 · B", "seed 1202 · A",
+                                                   "seed 1202 · B"]
+    assert pixels(slider[0]) == pixels(image_a) and pixels(slider[1]) == pixels(image_b)
+    assert "seeds 1201, 1202" in summary and "prior shared" in summary
     assert pixels(image_a) != pixels(image_b)
     assert parse_parameters(png_values(image_b)[0])["decoder_cfg"] == 2.0
     with Image.open(sheet) as image:  # two columns of 256 plus labels
@@ -375,7 +469,8 @@ def test_compare_decoder_only_difference_shares_the_prior(app, client):
 def test_compare_prior_difference_runs_the_prior_for_each_side(app, client):
     studio, _, _, _ = app
     before = studio.engine.counters.snapshot()
-    _slider, image_a, image_b, _sheet, _diff, report = run_compare(client, "cmp-pri-a", "cmp-pri-b", 1301, 1)
+    *_, report = run_compare(client, "cmp-pri-a", "cmp-pri-b", 1301, 1)
+    image_a, image_b = report["files"]["a"][0], report["files"]["b"][0]
     ran = studio.engine.counters.since(before)
     assert report["prior_shared"] is False
     assert ran.prior_runs == 2 and report["prior_runs"] == 2
@@ -386,7 +481,7 @@ def test_compare_prior_difference_runs_the_prior_for_each_side(app, client):
 def test_grid_runs_each_prior_once_and_labels_the_png(app, client):
     studio, _, _, _ = app
     before = studio.engine.counters.snapshot()
-    grid_path, report = client.predict(x_key="prior_cfg", x_values="2,4", y_key="decoder_steps", y_values="1,2",
+    grid_path, summary, report = client.predict(x_key="prior_cfg", x_values="2,4", y_key="decoder_steps", y_values="1,2",
                                        prompt="1girl, solo", width=128, height=128, prior_steps=2, seed=1401,
                                        api_name="/grid")
     ran = studio.engine.counters.since(before)
@@ -395,8 +490,9 @@ def test_grid_runs_each_prior_once_and_labels_the_png(app, client):
     assert report["prior_steps_run"] == 2 * 2
     assert report["decoder_steps_run"] == (1 + 2) * 2 == ran.decoder_steps
     blank = Image.new("RGB", (128, 128))
-    expected = compose_grid([[blank, blank], [blank, blank]], ["prior_cfg 2.0", "prior_cfg 4.0"],
-                            ["decoder_steps 1", "decoder_steps 2"]).size
+    expected = compose_grid([[blank, blank], [blank, blank]], ["Prior CFG 2.0", "Prior CFG 4.0"],
+                            ["Decoder steps 1", "Decoder steps 2"]).size
+    assert summary.startswith("4 cells in ") and "prior run 2 times" in summary
     with Image.open(grid_path) as image:
         assert image.size == expected
         assert image.width > 2 * 128 and image.height > 2 * 128
@@ -406,6 +502,22 @@ def test_grid_runs_each_prior_once_and_labels_the_png(app, client):
     assert pairs["Grid X"] == "prior_cfg: 2.0, 4.0"
     assert pairs["Grid Y"] == "decoder_steps: 1, 2"
     assert pairs["Seed"] == "1401"
+
+
+def test_grid_prompt_search_and_replace_labels_the_terms(app, client):
+    studio, _, _, _ = app
+    before = studio.engine.counters.snapshot()
+    grid_path, summary, report = client.predict(x_key="prompt_sr", x_values="smile, frown", y_key="(none)",
+                                                y_values="", prompt="1girl, smile", width=128, height=128,
+                                                prior_steps=2, decoder_steps=1, seed=1601, api_name="/grid")
+    assert report["cells"] == 2 and studio.engine.counters.since(before).prior_runs == 2
+    with Image.open(grid_path) as image:
+        _, _, pairs = split_parameters(read_parameters(image))
+    assert pairs["Grid X"] == "prompt_sr: smile, frown"
+    with pytest.raises(Exception) as info:
+        client.predict(x_key="prompt_sr", x_values="cat, dog", y_key="(none)", y_values="", prompt="1girl, smile",
+                       api_name="/grid")
+    assert "'cat' is not in the prompt" in str(info.value)
 
 
 def test_compare_accepts_a_preset_saved_after_launch(client):

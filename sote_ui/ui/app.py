@@ -17,8 +17,10 @@ from typing import Any
 import gradio as gr
 
 from ..presets import CURRENT
+from .common import queued_jobs
 from .compare_tab import build_compare_tab
 from .generate_tab import build_generate_tab
+from .grid_tab import build_grid_tab
 from .pnginfo_tab import build_pnginfo_tab
 from .studio import Studio
 
@@ -29,35 +31,82 @@ INTRO = (
     "The prior (stage C) draws the composition; the decoder (stage B) paints the details."
 )
 CSS = """
-#composed code { white-space: pre-wrap; }
-#status { font-size: 0.9em; opacity: 0.85; }
+#composed { font-size: 0.85em; }
+#composed code { white-space: pre-wrap; word-break: break-word; }
+#status, #compare_status, #grid_status { font-size: 0.9em; min-height: 2.6em; }
+#status .progress-text, #status .meta-text { white-space: normal; }
+#device_info td, #device_info th { white-space: nowrap; word-break: keep-all; }
+#device_info p { word-break: normal; }
+.hint { font-size: 0.85em; opacity: 0.8; }
+.tool-button { max-width: 52px; min-width: 44px !important; align-self: end; }
+/* Dropdowns show their whole choice: text wraps instead of being cut. */
+.wrap-inner input[role=combobox] { text-overflow: clip; }
+.wrap-inner .token, .wrap-inner input { min-width: 0; }
+@media (max-width: 768px) {
+  /* On a phone, Generate and Stop stay on screen at the bottom. */
+  #actions { position: fixed; left: 0; right: 0; bottom: 0; z-index: 50; margin: 0; padding: 8px 12px;
+             background: var(--background-fill-primary); box-shadow: 0 -2px 8px rgba(0, 0, 0, 0.15); }
+  body { padding-bottom: 72px; }
+  .gradio-container { padding-bottom: 72px !important; }
+}
+"""
+# Narrow screens start with "Size, steps, CFG and seed" folded, so the prompt and Generate come first.
+JS = """
+() => {
+  if (window.innerWidth <= 768) {
+    const fold = () => {
+      const button = document.querySelector('#size_steps > button');
+      if (button && button.getAttribute('aria-expanded') !== 'false') { button.click(); return true; }
+      return !!button;
+    };
+    if (!fold()) { const t = setInterval(() => { if (fold()) clearInterval(t); }, 200); }
+  }
+}
 """
 
 
 def build_demo(studio: Studio) -> gr.Blocks:
     """Build the Blocks app; the model loads in the background once it is launched."""
     with gr.Blocks(title=TITLE) as demo:
-        gr.Markdown(f"# {TITLE}\n{INTRO}")
+        gr.Markdown(f"# {TITLE}\n{INTRO}", elem_id="intro")
         if studio.config.demo:
             gr.Markdown("**Demo mode:** this runs on a tiny random-weight model, so every image is noise. "
                         "Start without `--demo` for SoteDiffusion Wuerstchen3.", elem_id="demo_banner")
         with gr.Tabs() as tabs:
             with gr.Tab("Generate", id="generate"):
-                generate = build_generate_tab(studio)
+                generate = build_generate_tab(studio, waiting=lambda session: queued_jobs(demo, session))
             with gr.Tab("Compare", id="compare"):
-                compare_presets = build_compare_tab(studio, generate, tabs, "generate")
+                compare = build_compare_tab(studio, generate, tabs, "generate")
+            with gr.Tab("X/Y grid", id="grid") as grid_tab:
+                build_grid_tab(studio, generate, grid_tab)
             with gr.Tab("PNG info", id="pnginfo"):
                 build_pnginfo_tab(studio, generate, tabs, "generate")
 
-        # While the model loads, poll its status; stop polling once it is ready or failed.
+        # While the model loads, poll its status (Generate says it is loading); stop once ready or failed.
         timer = gr.Timer(1.0)
 
-        def poll():
-            return studio.status(), generate["device_markdown"](), gr.Timer(active=not studio.settled())
+        def generate_label() -> str:
+            if studio.settled():
+                return "Generate"
+            return "Generate (model loading…)"
 
-        timer.tick(poll, None, [generate["status"], generate["device_info"], timer], api_name="status",
-                   queue=False, show_progress="hidden")
-        demo.load(generate["compose"], generate["tag_inputs"], generate["composed"], api_name=False, queue=False)
+        def poll():
+            settled = studio.settled()
+            return (studio.status(), generate["device_markdown"](), gr.Timer(active=not settled),
+                    gr.update(value=generate_label()), generate["mode_choices"]())
+
+        timer.tick(poll, None, [generate["status"], generate["device_info"], timer, generate["generate_button"],
+                                generate["mode"]], api_visibility="private", queue=False, show_progress="hidden")
+
+        def status():
+            return studio.status(), generate["device_markdown"]()
+
+        gr.Button(visible=False).click(status, None, [generate["status"], generate["device_info"]], api_name="status",
+                                       queue=False)
+        demo.load(generate["compose"], generate["tag_inputs"], generate["composed"], api_visibility="private",
+                  queue=False)
+        demo.load(compare["describe"], compare["presets"], compare["descriptions"], api_visibility="private",
+                  queue=False)
 
         # Presets saved after the page was built (by this or another visitor) show on every page load.
         # A malformed preset file is reported here and skipped; the others still load.
@@ -68,8 +117,24 @@ def build_demo(studio: Studio) -> gr.Blocks:
             return (gr.update(choices=names), gr.update(choices=[CURRENT] + names),
                     gr.update(choices=[CURRENT] + names), f"**Preset files with problems:**{report}" if errors else "")
 
-        demo.load(preset_choices, None, [generate["preset"]] + compare_presets + [generate["preset_status"]],
-                  api_name=False, queue=False)
+        demo.load(preset_choices, None, [generate["preset"]] + compare["presets"] + [generate["preset_status"]],
+                  api_visibility="private", queue=False)
+
+        # A closed tab's session: the studio forgets it, and Gradio drops its stored state and page copy
+        # now rather than an hour later.
+        def closed(request: gr.Request):
+            session = request.session_hash if request else None
+            if not session:
+                return
+            studio.forget(session)
+            holder = getattr(demo, "state_holder", None)
+            if holder is not None and session in holder:
+                holder.delete_state(session)
+                with holder.lock:
+                    holder.session_data.pop(session, None)
+                    holder.time_last_used.pop(session, None)
+
+        demo.unload(closed)
     return demo
 
 
@@ -82,4 +147,4 @@ def launch_options(studio: Studio) -> dict[str, Any]:
     """
     outputs = studio.config.outputs
     allowed = [str(Path(outputs).expanduser().resolve())] if outputs else None
-    return {"css": CSS, "allowed_paths": allowed}
+    return {"css": CSS, "js": JS, "allowed_paths": allowed}

@@ -1,150 +1,245 @@
-"""The Compare tab: two presets, one prompt and seed, side by side; and parameter grids."""
+"""The Compare tab: two presets (or images sent from the gallery), one prompt and seed, on one screen.
+
+Left: what to compare (presets with their descriptions, prompt, tags, seed,
+and size/steps for both sides). Right: an image slider of the selected seed,
+a strip of every seed's A and B, the settings that differ with each side's
+time, and buttons that take A's or B's settings to the Generate tab.
+"""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import gradio as gr
 
 from .. import tags
-from ..compare import GRID_KEYS
 from ..errors import Cancelled
 from ..presets import CURRENT
-from .generate_tab import named_api, session_id, updates_for, user_error
+from ..request import MAX_SEED
+from .common import Eta, form_updates, named_api, seconds_text, seeds_text, session_id, user_error, wire
 from .studio import Studio
 
 FROM_PRESET = "(from each preset)"
+SENT = {"a": "(image sent as A)", "b": "(image sent as B)"}
 
 
 def _tag_choices(values) -> list[tuple[str, str]]:
     return [(FROM_PRESET, FROM_PRESET), ("none", tags.NONE)] + [(v, v) for v in values]
 
 
-def no_pairs() -> list:
-    return []
+def compare_summary(info: dict[str, Any], names: tuple[str, str]) -> str:
+    seeds = info.get("seeds", [])
+    shared = "prior shared by A and B" if info.get("prior_shared") else "prior run for each side"
+    return (f"A ({names[0]}) {seconds_text(info.get('seconds_a', 0))} · B ({names[1]}) "
+            f"{seconds_text(info.get('seconds_b', 0))} · seed{'s' if len(seeds) != 1 else ''} {seeds_text(seeds)}"
+            f" · {shared}")
 
 
 def build_compare_tab(studio: Studio, generate: dict[str, Any], tabs: gr.Tabs,
-                      generate_tab_id: str) -> list[gr.Dropdown]:
-    """Lay out the tab; return its preset dropdowns, which the app refreshes on every page load."""
+                      generate_tab_id: str) -> dict[str, Any]:
+    """Lay out the tab; return its pieces (preset dropdowns, the receivers of sent images)."""
     names = [CURRENT] + studio.presets.names()
-    with gr.Row():
-        preset_a = gr.Dropdown(names, value="card-recommended" if "card-recommended" in names else CURRENT,
-                               label="Preset A", elem_id="preset_a", allow_custom_value=True)
-        preset_b = gr.Dropdown(names, value="secondary-cfg-1.2" if "secondary-cfg-1.2" in names else CURRENT,
-                               label="Preset B", elem_id="preset_b", allow_custom_value=True)
-        refresh = gr.Button("Refresh presets", size="sm")
-    prompt = gr.Textbox(label="Your tags (both sides)", lines=2, placeholder="1girl, solo, smile",
-                        elem_id="compare_prompt")
-    with gr.Row():
-        aesthetic = gr.Dropdown(_tag_choices(tags.AESTHETIC), value=FROM_PRESET, label="Aesthetic")
-        quality = gr.Dropdown(_tag_choices(tags.QUALITY), value=FROM_PRESET, label="Quality")
-        date = gr.Dropdown(_tag_choices(tags.DATE), value=FROM_PRESET, label="Date")
-        rating = gr.Dropdown(_tag_choices(tags.RATING), value=FROM_PRESET, label="Rating")
-    with gr.Row():
-        seed = gr.Number(value=42, precision=0, minimum=0, label="Seed", elem_id="compare_seed")
-        seeds = gr.Slider(1, 8, value=1, step=1, label="Seeds (seed, seed+1, ...)")
-        run = gr.Button("Compare", variant="primary", elem_id="compare")
-    slider = gr.ImageSlider(label="A | B (first seed)", type="filepath", elem_id="compare_slider")
-    with gr.Row():
-        image_a = gr.Image(label="A", type="filepath", format="png", interactive=False)
-        image_b = gr.Image(label="B", type="filepath", format="png", interactive=False)
-    sheet = gr.Image(label="All seeds: A | B", type="filepath", format="png", interactive=False)
-    diff = gr.Dataframe(headers=["setting", "A", "B"], label="Settings that differ", interactive=False)
-    report = gr.JSON(label="Report", elem_id="compare_report")
-    pairs_state = gr.State(no_pairs)
-    with gr.Row():
-        use_a = gr.Button("Use A's settings", size="sm")
-        use_b = gr.Button("Use B's settings", size="sm")
+    with gr.Row(elem_id="compare_layout"):
+        with gr.Column(scale=4, min_width=320):
+            with gr.Row(equal_height=True):
+                preset_a = gr.Dropdown(names, value="card-recommended" if "card-recommended" in names else CURRENT,
+                                       label="Preset A", elem_id="preset_a", allow_custom_value=True, min_width=200)
+                preset_b = gr.Dropdown(names,
+                                       value="secondary-cfg-1.2" if "secondary-cfg-1.2" in names else CURRENT,
+                                       label="Preset B", elem_id="preset_b", allow_custom_value=True, min_width=200)
+            descriptions = gr.Markdown(elem_id="preset_descriptions")
+            prompt = gr.Textbox(label="Your tags (both sides)", lines=2, placeholder="1girl, solo, smile",
+                                elem_id="compare_prompt")
+            with gr.Row():
+                aesthetic = gr.Dropdown(_tag_choices(tags.AESTHETIC), value=FROM_PRESET, label="Aesthetic",
+                                        min_width=200)
+                quality = gr.Dropdown(_tag_choices(tags.QUALITY), value=FROM_PRESET, label="Quality", min_width=200)
+                date = gr.Dropdown(_tag_choices(tags.DATE), value=FROM_PRESET, label="Date", min_width=200)
+                rating = gr.Dropdown(_tag_choices(tags.RATING), value=FROM_PRESET, label="Rating", min_width=200)
+            gr.Markdown("Size and steps for both sides (0: each preset's own)", elem_classes=["hint"])
+            with gr.Row():
+                width = gr.Number(0, label="Width", step=128, minimum=0, elem_id="compare_width", min_width=90)
+                height = gr.Number(0, label="Height", step=128, minimum=0, elem_id="compare_height", min_width=90)
+                prior_steps = gr.Number(0, label="Prior steps", step=1, minimum=0, elem_id="compare_prior_steps",
+                                        min_width=90)
+                decoder_steps = gr.Number(0, label="Decoder steps", step=1, minimum=0,
+                                          elem_id="compare_decoder_steps", min_width=90)
+            with gr.Row():
+                seed = gr.Number(value=42, label="Seed (-1 = random)", minimum=-1, step=1, elem_id="compare_seed",
+                                 min_width=120)
+                seeds = gr.Slider(1, 8, value=1, step=1, label="Seeds (seed, seed+1, ...)", elem_id="compare_seeds")
+            with gr.Row():
+                run = gr.Button("Compare", variant="primary", elem_id="compare", scale=3)
+                stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="compare_stop", scale=1)
+            status = gr.Markdown(elem_id="compare_status")
+        with gr.Column(scale=5, min_width=320):
+            slider = gr.ImageSlider(label="A | B", type="filepath", format="png", elem_id="compare_slider",
+                                    max_height=520)
+            thumbs = gr.Gallery(label="Every seed: A, B", columns=8, height=130, format="png", allow_preview=False,
+                                elem_id="compare_thumbs", preview=False)
+            with gr.Row(equal_height=True):
+                diff = gr.Dataframe(headers=["setting", "A", "B"], label="Settings that differ", interactive=False,
+                                    elem_id="compare_diff", scale=3)
+                with gr.Column(scale=1, min_width=120):
+                    use_a = gr.Button("Use A's settings", size="sm", elem_id="use_a")
+                    use_b = gr.Button("Use B's settings", size="sm", elem_id="use_b")
+            summary = gr.Markdown(elem_id="compare_summary")
+            with gr.Accordion("Report, in full", open=False):
+                report = gr.JSON(label="Report", elem_id="compare_report")
+    pairs_state = gr.State([])
+    sent_state = gr.State({})
 
-    def refreshed():
-        names = [CURRENT] + studio.presets.names()
+    def choices_with_sent(sent: dict | None):
+        extra = [SENT[side] for side in ("a", "b") if sent and side in sent]
+        return [CURRENT] + studio.presets.names() + extra
+
+    def refreshed(sent: dict | None = None):
+        names = choices_with_sent(sent)
         return gr.update(choices=names), gr.update(choices=names)
 
-    refresh.click(refreshed, None, [preset_a, preset_b], api_name="refresh_compare_presets", queue=False)
+    def describe(name_a: str, name_b: str) -> str:
+        presets, _ = studio.presets.load()
+        lines = []
+        for side, name in (("A", name_a), ("B", name_b)):
+            if name in presets:
+                text = presets[name].description or "no description"
+            elif name == CURRENT:
+                text = "the Generate tab's current settings"
+            elif name in SENT.values():
+                text = "the settings of the image sent from the gallery"
+            else:
+                text = "not a preset"
+            lines.append(f"**{side}:** {text}")
+        return "  \n".join(lines)
 
+    for dropdown in (preset_a, preset_b):
+        dropdown.change(describe, [preset_a, preset_b], descriptions, api_visibility="private", queue=False,
+                        show_progress="hidden")
 
-    def overrides(prompt_text, aesthetic_v, quality_v, date_v, rating_v, seed_v) -> dict[str, Any]:
+    def overrides(prompt_text, aesthetic_v, quality_v, date_v, rating_v, seed_v, sizes) -> dict[str, Any]:
         values = {"prompt": prompt_text, "seed": seed_v}
         for key, value in (("aesthetic", aesthetic_v), ("quality", quality_v), ("date", date_v),
                            ("rating", rating_v)):
             if value and value != FROM_PRESET:
                 values[key] = value
+        values.update({k: v for k, v in sizes.items() if v not in (None, "", 0)})
         return values
 
-    @named_api(before=("preset_a", "preset_b", "prompt", "seed", "seeds", "aesthetic", "quality", "date", "rating"),
-               prefix="current_")
-    def run_compare(preset_a, preset_b, prompt, seed, seeds, aesthetic, quality, date, rating, current,
-                    request: gr.Request, progress=gr.Progress()):
+    def side(name: str, current: dict[str, Any], extra: dict[str, Any], sent: dict | None):
+        for key, label in SENT.items():
+            if name == label:
+                if not sent or key not in sent:
+                    raise gr.Error(f"no image was sent as {key.upper()}: use the gallery's Compare button",
+                                   print_exception=False)
+                return studio.side_request(CURRENT, sent[key], extra)
+        return studio.side_request(name, current, extra)
+
+    @named_api(before=("preset_a", "preset_b", "prompt", "seed", "seeds", "aesthetic", "quality", "date", "rating",
+                       "width", "height", "prior_steps", "decoder_steps"),
+               after=("sent",), prefix="current_")
+    def run_compare(preset_a, preset_b, prompt, seed, seeds, aesthetic, quality, date, rating, width, height,
+                    prior_steps, decoder_steps, current, sent, request: gr.Request, progress=gr.Progress()):
+        eta = Eta(_clock)
+
         def on_progress(p):
-            side = "A" if p.image % 2 == 0 else "B"
-            progress((p.done, p.total), desc=f"seed {p.image // 2 + 1}, side {side}: {p.stage} {p.step}/{p.steps}")
+            which = "A" if p.image % 2 == 0 else "B"
+            progress((p.done, p.total), desc=f"seed {p.image // 2 + 1}, side {which} · {p.stage} "
+                                             f"{p.step}/{p.steps} · {eta.text(p.done, p.total)}")
 
         try:
-            extra = overrides(prompt, aesthetic, quality, date, rating, seed)
-            a = studio.side_request(preset_a, current, extra)
-            b = studio.side_request(preset_b, current, extra)
-            first = int(extra["seed"]) if extra["seed"] is not None and int(extra["seed"]) >= 0 else 42
+            sizes = {"width": width, "height": height, "prior_steps": prior_steps, "decoder_steps": decoder_steps}
+            extra = overrides(prompt, aesthetic, quality, date, rating, seed, sizes)
+            a = side(preset_a, current, extra, sent)
+            b = side(preset_b, current, extra, sent)
+            if not a.differences(b):
+                raise gr.Error(f"A ({preset_a}) and B ({preset_b}) have the same settings: pick two that differ",
+                               print_exception=False)
+            first = a.seed if a.seed >= 0 else random.SystemRandom().randint(0, MAX_SEED - 8)
             pairs, info, sheet_path = studio.compare(
                 a, b, [first + i for i in range(int(seeds or 1))],
                 session=session_id(request), on_progress=on_progress)
         except Cancelled:
             raise gr.Error("stopped", print_exception=False) from None
+        except gr.Error:
+            raise
         except Exception as exc:
             raise user_error(exc) from None
         first_a, first_b = pairs[0]
         info["files"] = {"a": [x.path for x, _ in pairs], "b": [y.path for _, y in pairs], "sheet": sheet_path}
         rows = [[k, str(v["a"]), str(v["b"])] for k, v in info["diff"].items()]
-        return ((first_a.path, first_b.path), first_a.path, first_b.path, sheet_path, rows, info,
-                [(x.request.to_dict(), y.request.to_dict()) for x, y in pairs])
+        rows.append(["seconds", f"{info['seconds_a']:.1f}", f"{info['seconds_b']:.1f}"])
+        strip = [(path, f"seed {x.request.seed} · {label}") for x, y in pairs
+                 for path, label in ((x.path, "A"), (y.path, "B"))]
+        return ((first_a.path, first_b.path), strip, rows, compare_summary(info, (preset_a, preset_b)), info,
+                [(x.request.to_dict(), y.request.to_dict(), x.path, y.path) for x, y in pairs])
 
-    inputs = [preset_a, preset_b, prompt, seed, seeds, aesthetic, quality, date, rating] + generate["inputs"]
-    run.click(run_compare, inputs, [slider, image_a, image_b, sheet, diff, report, pairs_state],
-              api_name="compare", concurrency_id="gpu")
+    inputs = ([preset_a, preset_b, prompt, seed, seeds, aesthetic, quality, date, rating, width, height, prior_steps,
+               decoder_steps] + generate["inputs"] + [sent_state])
+    outputs = [slider, thumbs, diff, summary, report, pairs_state]
+    start = run.click(lambda: gr.update(interactive=True), None, stop, api_visibility="private", queue=False,
+                      show_progress="hidden")
+    job = wire(start.then, run_compare, inputs, outputs, note=3, concurrency_id="gpu", show_progress_on=[status])
+    job.then(lambda: gr.update(interactive=False), None, stop, api_visibility="private", queue=False,
+             show_progress="hidden")
+    gr.Button(visible=False).click(run_compare, inputs, outputs, api_name="compare", concurrency_id="gpu")
+    stop.click(generate["stop_job"], None, status, api_visibility="private", queue=False)
 
-    def use(side: int):
+    def pick_seed(pairs, evt: gr.SelectData):
+        if not pairs or evt.index is None:
+            return gr.update()
+        _, _, path_a, path_b = pairs[evt.index // 2]
+        return (path_a, path_b)
+
+    thumbs.select(pick_seed, pairs_state, slider, api_visibility="private", show_progress="hidden")
+
+    def use(which: int):
         def apply(pairs):
             if not pairs:
                 raise gr.Error("run a comparison first", print_exception=False)
-            return updates_for(pairs[0][side]) + [False, gr.Tabs(selected=generate_tab_id)]
+            values = pairs[0][which]
+            updates, notes = form_updates(values)
+            note = " · ".join([f"applied {'AB'[which]}'s settings from Compare"] + notes)
+            return (*updates, note, gr.Tabs(selected=generate_tab_id))
 
         return apply
 
-    outputs = generate["inputs"] + [generate["randomize"], tabs]
-    use_a.click(use(0), pairs_state, outputs, api_name="use_a", queue=False)
-    use_b.click(use(1), pairs_state, outputs, api_name="use_b", queue=False)
+    use_outputs = generate["form"] + [generate["image_note"], tabs]
+    for button, which in ((use_a, 0), (use_b, 1)):
+        wire(button.click, use(which), pairs_state, use_outputs + [summary], note=len(use_outputs))
 
-    # A parameter grid, aware of the two stages: each prior output is computed once.
-    with gr.Accordion("Parameter grid (X/Y plot)", open=False):
-        gr.Markdown("Varies settings of the Generate tab. Runs are ordered so every prior output is computed "
-                    "once and reused for all decoder values.")
-        with gr.Row():
-            x_key = gr.Dropdown(list(GRID_KEYS), value="prior_cfg", label="X axis", elem_id="grid_x")
-            x_values = gr.Textbox(value="4, 6, 8, 10", label="X values", elem_id="grid_x_values")
-            y_key = gr.Dropdown(["(none)"] + list(GRID_KEYS), value="decoder_steps", label="Y axis",
-                                elem_id="grid_y")
-            y_values = gr.Textbox(value="8, 10, 12", label="Y values", elem_id="grid_y_values")
-        grid_run = gr.Button("Run grid", variant="primary", elem_id="grid_run")
-        grid_image = gr.Image(label="Grid", type="filepath", format="png", interactive=False, elem_id="grid")
-        grid_report = gr.JSON(label="Grid report")
+    def receive(which: str):
+        """Put the gallery's selected image on side ``which``: its settings, prompt and seed."""
 
-    @named_api(before=("x_key", "x_values", "y_key", "y_values"))
-    def run_grid(x_key_v, x_text, y_key_v, y_text, current, request: gr.Request, progress=gr.Progress()):
-        def on_progress(p):
-            progress((p.done, p.total), desc=f"cell {p.image + 1}/{p.images}: {p.stage} {p.step}/{p.steps}")
+        def apply(session, sent):
+            _, shot = generate["selected_shot"](session)
+            sent = {**(sent or {}), which: shot.request.to_dict()}
+            names = choices_with_sent(sent)
+            dropdowns = [gr.update(choices=names, value=SENT[k]) if k == which else gr.update(choices=names)
+                         for k in ("a", "b")]
+            return (sent, *dropdowns, shot.request.prompt, shot.request.seed,
+                    f"seed {shot.request.seed} is side {which.upper()} in Compare",
+                    gr.Tabs(selected="compare"))
 
-        try:
-            base = studio.request_from(current).with_seed()
-            y = None if y_key_v in (None, "", "(none)") else y_key_v
-            path, info = studio.grid(base, x_key_v, x_text, y, y_text,
-                                     session=session_id(request), on_progress=on_progress)
-        except Cancelled:
-            raise gr.Error("stopped", print_exception=False) from None
-        except Exception as exc:
-            raise user_error(exc) from None
-        info["file"] = path
-        return path, info
+        return apply
 
-    grid_run.click(run_grid, [x_key, x_values, y_key, y_values] + generate["inputs"], [grid_image, grid_report],
-                   api_name="grid", concurrency_id="gpu")
-    return [preset_a, preset_b]
+    for button, which in ((generate["to_a"], "a"), (generate["to_b"], "b")):
+        wire(button.click, receive(which), [generate["state"], sent_state],
+             [sent_state, preset_a, preset_b, prompt, seed, generate["image_note"], tabs], note=5)
+
+    refresh_outputs = [preset_a, preset_b]
+
+    def refresh_from(sent):
+        return refreshed(sent)
+
+    # Presets saved or deleted in Generate show here at once.
+    for event in (generate["save_event"], generate["delete_event"]):
+        event.then(refresh_from, sent_state, refresh_outputs, api_visibility="private", show_progress="hidden")
+
+    return {"presets": [preset_a, preset_b], "describe": describe, "descriptions": descriptions}
+
+
+def _clock() -> float:
+    import time
+
+    return time.monotonic()

@@ -1,12 +1,13 @@
-"""The Generate tab: tag pickers, sliders, memory mode, presets, gallery, stop, reuse.
+"""The Generate tab: tag pickers, sliders, seed, memory mode, presets, gallery and its actions.
 
-Every event has an ``api_name``; ``/generate`` takes the request vocabulary
-as named parameters.
+``/generate`` takes the request vocabulary as named parameters and returns
+this job's images; the page keeps the session's gallery apart from it.
+Actions that only make sense on the page (reuse a seed, reuse an image's
+settings...) are not API endpoints.
 """
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,20 +16,24 @@ import gradio as gr
 from .. import tags
 from ..memory import MODE_HELP, Mode
 from ..request import FIELD_NAMES, GenerationRequest
-from .studio import SessionState, Studio, describe_error
+from .common import (
+    RESOLUTIONS,
+    Eta,
+    form_updates,
+    named_api,
+    page_action,
+    run_summary,
+    session_id,
+    size_to_resolution,
+    snap_side,
+    unsupported_syntax,
+    user_error,
+    values_of,
+    wire,
+)
+from .studio import SessionState, Studio
 
-RESOLUTIONS = [
-    ("1024 x 1536  (2:3 portrait, card default)", "1024x1536"),
-    ("1536 x 1024  (3:2 landscape)", "1536x1024"),
-    ("1024 x 1024  (1:1 square)", "1024x1024"),
-    ("1152 x 2048  (9:16 phone)", "1152x2048"),
-    ("2048 x 1152  (16:9 wallpaper)", "2048x1152"),
-    ("896 x 1152  (7:9 portrait)", "896x1152"),
-    ("1152 x 896  (9:7 landscape)", "1152x896"),
-    ("1280 x 1280  (1:1 large)", "1280x1280"),
-    ("custom", "custom"),
-]
-RESOLUTION_VALUES = {value for _, value in RESOLUTIONS}
+RANDOM_SEED_LABEL = "Seed (-1 = random)"
 
 
 def _choices(values) -> list[tuple[str, str]]:
@@ -56,46 +61,21 @@ class Controls:
     decoder_cfg: gr.Slider
     count: gr.Slider
     resolution_picker: gr.Dropdown  # not a request field: it sets width and height
+    composed: gr.Markdown  # the prompt as sent and its token count, under the prompt box
+    random_seed: gr.Button
+    reuse_seed: gr.Button
+    size_note: gr.Markdown
 
     def as_list(self) -> list:
         return [getattr(self, name) for name in FIELD_NAMES]
 
-
-def values_of(args) -> dict[str, Any]:
-    return dict(zip(FIELD_NAMES, args))
-
-
-def named_api(before: tuple[str, ...] = (), after: tuple[str, ...] = (), prefix: str = ""):
-    """Expose ``fn(*before, values, *after, request=, progress=)`` with every request field named.
-
-    Gradio names API parameters after the function's signature, so the
-    endpoint gets explicit names in the request's vocabulary (``prompt``,
-    ``width``, ``prior_cfg``...), optionally prefixed, instead of ``param_N``.
-    """
-    names = (*before, *(prefix + name for name in FIELD_NAMES), *after)
-
-    def wrap(fn):
-        first, count = len(before), len(FIELD_NAMES)
-
-        def endpoint(*args):
-            *args, request, progress = args
-            head, fields, tail = args[:first], args[first:first + count], args[first + count:]
-            return fn(*head, values_of(fields), *tail, request=request, progress=progress)
-
-        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-        params = [inspect.Parameter(name, kind) for name in names]
-        params += [inspect.Parameter("request", kind, annotation=gr.Request),
-                   inspect.Parameter("progress", kind, default=gr.Progress())]
-        endpoint.__signature__ = inspect.Signature(params)
-        endpoint.__annotations__ = {"request": gr.Request}
-        endpoint.__name__ = fn.__name__
-        return endpoint
-
-    return wrap
+    def form(self) -> list:
+        """Every request control, then the Resolution picker (kept in step with the sizes)."""
+        return self.as_list() + [self.resolution_picker]
 
 
 def updates_for(values: dict[str, Any]) -> list:
-    """gr.update per control for the keys present in ``values`` (others untouched)."""
+    """gr.update per request control for the keys present in ``values`` (others untouched)."""
     return [gr.update(value=values[name]) if name in values else gr.update() for name in FIELD_NAMES]
 
 
@@ -104,28 +84,32 @@ def build_controls(studio: Studio, defaults: GenerationRequest) -> Controls:
     with gr.Group():
         prompt = gr.Textbox(label="Your tags", placeholder="1girl, solo, cowboy shot, smile, hoodie, indoors",
                             lines=3, value=defaults.prompt, elem_id="prompt")
-        with gr.Row():
+        composed = gr.Markdown(elem_id="composed", padding=True)
+        with gr.Row(equal_height=True):
             aesthetic = gr.Dropdown(_choices(tags.AESTHETIC), value=defaults.aesthetic, label="Aesthetic",
-                                    elem_id="aesthetic")
+                                    elem_id="aesthetic", min_width=200)
             quality = gr.Dropdown(_choices(tags.QUALITY), value=defaults.quality, label="Quality",
-                                  elem_id="quality")
+                                  elem_id="quality", min_width=200)
             date = gr.Dropdown([("none", tags.NONE)] + [(f"{k} ({v})", k) for k, v in tags.DATE.items()],
-                               value=defaults.date, label="Date", elem_id="date")
-        with gr.Row():
-            rating = gr.Dropdown(_choices(tags.RATING), value=defaults.rating, label="Rating", elem_id="rating")
+                               value=defaults.date, label="Date", elem_id="date", min_width=200)
+        with gr.Row(equal_height=True):
+            rating = gr.Dropdown(_choices(tags.RATING), value=defaults.rating, label="Rating", elem_id="rating",
+                                 min_width=200)
             custom = gr.Dropdown(_choices(tags.CUSTOM), value=defaults.custom, label="Source tag",
-                                 elem_id="custom")
-            artist = gr.Textbox(label="Pixiv artist ('art by NAME')", value=defaults.artist, elem_id="artist")
+                                 elem_id="custom", min_width=200)
+            artist = gr.Textbox(label="Pixiv artist ('art by NAME')", value=defaults.artist, elem_id="artist",
+                                min_width=200)
         negative_prompt = gr.Textbox(label="Negative prompt", value=defaults.negative_prompt, lines=2,
                                      elem_id="negative_prompt")
-    with gr.Accordion("Size, steps and CFG", open=True):
-        resolution = gr.Dropdown(RESOLUTIONS, value=f"{defaults.width}x{defaults.height}", label="Resolution",
-                                 elem_id="resolution")
+    with gr.Accordion("Size, steps, CFG and seed", open=True, elem_id="size_steps"):
+        resolution = gr.Dropdown(RESOLUTIONS, value=size_to_resolution(defaults.width, defaults.height),
+                                 label="Resolution", elem_id="resolution")
         with gr.Row():
             width = gr.Slider(limits.min_side, min(limits.max_side, 2560), value=defaults.width, step=128,
-                              label="Width")
+                              label="Width", elem_id="width")
             height = gr.Slider(limits.min_side, min(limits.max_side, 2560), value=defaults.height, step=128,
-                               label="Height")
+                               label="Height", elem_id="height")
+        size_note = gr.Markdown(elem_id="size_note")
         with gr.Row():
             prior_steps = gr.Slider(1, min(limits.max_prior_steps, 80), value=defaults.prior_steps, step=1,
                                     label="Prior steps (stage C)")
@@ -136,167 +120,242 @@ def build_controls(studio: Studio, defaults: GenerationRequest) -> Controls:
                                       label="Decoder steps (stage B)")
             decoder_cfg = gr.Slider(0, min(limits.max_cfg, 5), value=defaults.decoder_cfg, step=0.1,
                                     label="Decoder ('secondary') CFG; applied above 1")
-        with gr.Row():
-            seed = gr.Number(value=defaults.seed if defaults.seed >= 0 else 42, precision=0, label="Seed",
-                             minimum=-1, elem_id="seed")
-            count = gr.Slider(1, limits.max_count, value=defaults.count, step=1, label="Images")
-    resolution.change(_resolution_to_size, resolution, [width, height], api_visibility="undocumented",
-                      queue=False, show_progress="hidden")
-    for slider in (width, height):  # .input fires on user edits only, so this can't loop with .change
-        slider.input(_size_to_resolution, [width, height], resolution, api_visibility="undocumented",
+        with gr.Row(equal_height=True, elem_id="seed_row"):
+            seed = gr.Number(value=defaults.seed, label=RANDOM_SEED_LABEL, minimum=-1, step=1, elem_id="seed",
+                             min_width=160, scale=3)
+            random_seed = gr.Button("🎲", elem_id="random_seed", min_width=44, scale=0,
+                                    elem_classes=["tool-button"])
+            reuse_seed = gr.Button("♻️", elem_id="reuse_seed", min_width=44, scale=0,
+                                   elem_classes=["tool-button"])
+            count = gr.Slider(1, limits.max_count, value=defaults.count, step=1, label="Images", scale=3)
+    random_seed.click(lambda: -1, None, seed, api_visibility="private", queue=False, show_progress="hidden")
+    resolution.input(_resolution_to_size, resolution, [width, height, size_note], api_visibility="private",
                      queue=False, show_progress="hidden")
+    # A typed size that is not a multiple of 128 snaps when the field is left; the picker follows.
+    for slider in (width, height):
+        slider.release(_snap_sizes, [width, height], [width, height, resolution, size_note],
+                       api_visibility="private", queue=False, show_progress="hidden")
     return Controls(prompt, negative_prompt, aesthetic, quality, date, custom, rating, artist, width, height,
-                    seed, prior_steps, prior_cfg, decoder_steps, decoder_cfg, count, resolution)
+                    seed, prior_steps, prior_cfg, decoder_steps, decoder_cfg, count, resolution, composed,
+                    random_seed, reuse_seed, size_note)
 
 
-def _size_to_resolution(width: float, height: float) -> str:
-    choice = f"{int(width)}x{int(height)}"
-    return choice if choice in RESOLUTION_VALUES else "custom"
+def _snap_sizes(width: float, height: float):
+    new_w, new_h = snap_side(width or 128), snap_side(height or 128)
+    note = ""
+    if (new_w, new_h) != (width, height):
+        note = f"size {width:g}x{height:g} snapped to {new_w}x{new_h} (sizes are multiples of 128)"
+    return new_w, new_h, size_to_resolution(new_w, new_h), note
 
 
 def _resolution_to_size(choice: str):
     if not choice or choice == "custom" or "x" not in choice:
-        return gr.update(), gr.update()
+        return gr.update(), gr.update(), ""
     width, height = (int(v) for v in choice.split("x"))
-    return width, height
-
-
-def session_id(request: gr.Request | None) -> str:
-    return request.session_hash if request else ""
-
-
-def user_error(exc: BaseException) -> gr.Error:
-    """The one-line message for ``exc``, shown in the page and returned to API clients."""
-    return gr.Error(describe_error(exc), print_exception=False)
+    return width, height, ""
 
 
 def new_session() -> SessionState:
     return SessionState()
 
 
-GALLERY_SIZE = 48  # the newest images shown; each reply carries the whole gallery
+GALLERY_SIZE = 48  # the newest images shown
+
+
+def gallery_order(state: SessionState) -> list[int]:
+    """Indices of the shots shown: newest run first, each run's images in seed order."""
+    shown = range(max(0, len(state.shots) - GALLERY_SIZE), len(state.shots))
+    return sorted(shown, key=lambda i: (-state.shots[i].job, state.shots[i].request.seed))
 
 
 def gallery_items(state: SessionState) -> list[tuple[str, str]]:
-    return [(shot.path, f"seed {shot.request.seed}") for shot in reversed(state.shots[-GALLERY_SIZE:])]
+    state.order = gallery_order(state)
+    return [(state.shots[i].path, f"seed {state.shots[i].request.seed}") for i in state.order]
 
 
-def build_generate_tab(studio: Studio) -> dict[str, Any]:
-    """Lay out the Generate tab inside the current Blocks; return its pieces for other tabs."""
+def describe_request(request: GenerationRequest) -> str:
+    return (f"seed {request.seed}, {request.width}x{request.height}, prior {request.prior_steps} steps "
+            f"at CFG {request.prior_cfg:g}, decoder {request.decoder_steps} steps at CFG {request.decoder_cfg:g}")
+
+
+def selected_shot(session: SessionState | None):
+    if not session or not session.shots:
+        raise gr.Error("no image yet: generate one first", print_exception=False)
+    index = session.selected if session.selected is not None and session.selected < len(session.shots) \
+        else session.order[0] if session.order else len(session.shots) - 1
+    return index, session.shots[index]
+
+
+def build_generate_tab(studio: Studio, waiting=None) -> dict[str, Any]:
+    """Lay out the Generate tab inside the current Blocks; return its pieces for other tabs.
+
+    ``waiting(session)`` counts the session's jobs still waiting in the GPU
+    queue, which Stop cancels too.
+    """
     defaults = GenerationRequest()
-    state = gr.State(new_session)
-    with gr.Row():
-        with gr.Column(scale=5):
+    state = gr.State(SessionState(), time_to_live=SESSION_TTL, delete_callback=_drop_session)
+    with gr.Row(elem_id="generate_layout"):
+        with gr.Column(scale=5, elem_id="settings_column"):
             controls = build_controls(studio, defaults)
-            composed = gr.Markdown(elem_id="composed")
-            with gr.Row():
-                randomize = gr.Checkbox(value=True, label="Random seed each run", elem_id="randomize")
-                reuse_seed = gr.Button("Reuse last seed", size="sm")
             with gr.Accordion("Presets", open=False):
                 with gr.Row():
                     preset = gr.Dropdown(studio.presets.names(), label="Preset", value=None, elem_id="preset",
                                          allow_custom_value=True)
-                    load_preset = gr.Button("Load", size="sm")
-                    delete_preset = gr.Button("Delete", size="sm", variant="stop")
+                    load_preset = gr.Button("Load", size="sm", elem_id="load_preset")
+                    delete_preset = gr.Button("Delete", size="sm", variant="stop", elem_id="delete_preset")
                 with gr.Row():
-                    preset_name = gr.Textbox(label="Save current settings as", placeholder="my-look")
-                    overwrite = gr.Checkbox(label="Overwrite", value=False)
-                    save_preset = gr.Button("Save", size="sm")
-                preset_status = gr.Markdown()
+                    preset_name = gr.Textbox(label="Save current settings as", placeholder="my-look",
+                                             elem_id="preset_name")
+                    overwrite = gr.Checkbox(label="Overwrite", value=False, elem_id="overwrite")
+                    save_preset = gr.Button("Save", size="sm", elem_id="save_preset")
+                preset_status = gr.Markdown(elem_id="preset_status")
             with gr.Accordion("Memory mode", open=False):
                 mode = gr.Dropdown([(f"{m.value}: {MODE_HELP[m]}", m.value) for m in Mode],
                                    value=studio.config.mode, label="Memory mode", elem_id="mode",
                                    interactive=studio.config.mode_switch)
-                device_info = gr.Markdown()
-        with gr.Column(scale=6):
-            with gr.Row():
-                generate = gr.Button("Generate", variant="primary", elem_id="generate")
-                stop = gr.Button("Stop", variant="stop", elem_id="stop")
-            gallery = gr.Gallery(label="This session's images", columns=2, height=640, format="png",
-                                 elem_id="gallery", buttons=["download", "fullscreen"])
-            with gr.Row():
-                reuse = gr.Button("Reuse settings of the selected image", size="sm")
-            report = gr.JSON(label="Last run", elem_id="report")
+                device_info = gr.Markdown(elem_id="device_info")
+        with gr.Column(scale=6, elem_id="output_column"):
+            with gr.Row(elem_id="actions"):
+                generate = gr.Button("Generate", variant="primary", elem_id="generate", scale=3)
+                stop = gr.Button("Stop", variant="stop", elem_id="stop", interactive=False, scale=1)
+            status = gr.Markdown(studio.status(), elem_id="status")
+            gallery = gr.Gallery(label="This session's images", columns=2, height=600, format="png",
+                                 elem_id="gallery", buttons=["download", "fullscreen"], preview=False)
+            with gr.Row(elem_id="gallery_actions"):
+                reuse = gr.Button("Reuse settings", size="sm", elem_id="reuse_settings")
+                to_a = gr.Button("Compare as A", size="sm", elem_id="to_compare_a")
+                to_b = gr.Button("Compare as B", size="sm", elem_id="to_compare_b")
+                to_info = gr.Button("PNG info", size="sm", elem_id="to_png_info")
+                remove = gr.Button("Remove", size="sm", variant="stop", elem_id="remove_image")
+            image_note = gr.Markdown(elem_id="image_note")
+            selected_prompt = gr.Textbox(label="Prompt of the selected image", interactive=False,
+                                         buttons=["copy"], elem_id="selected_prompt", lines=2)
+            summary = gr.Markdown(elem_id="summary")
+            with gr.Accordion("Last run, in full", open=False, elem_id="report_box"):
+                report = gr.JSON(label="Last run", elem_id="report")
+            job_images = gr.Gallery(visible=False, format="png", label="This job's images")
 
     inputs = controls.as_list()
     tag_inputs = [controls.prompt, controls.aesthetic, controls.quality, controls.date, controls.custom,
                   controls.rating, controls.artist]
 
-    # 1. Composed prompt preview, with the token budget the model was trained with.
+    # 1. The prompt as sent, with its token count, right under the prompt box.
     def compose(prompt, aesthetic, quality, date, custom, rating, artist) -> str:
         try:
             text = tags.compose_prompt(prompt, aesthetic=aesthetic, quality=quality, date=date, custom=custom,
                                        rating=rating, artist=artist)
         except ValueError as exc:
-            return f"**Prompt:** {exc}"
+            return f"⚠️ {exc}"
         tokens = studio.count_tokens(text)
-        budget = (f"{tokens} / {tags.TOKEN_BUDGET} tokens" if tokens is not None
-                  else "token count shows once the model is loaded")
-        warn = " — past the 225 tokens the model was trained with" if tokens and tokens > tags.TOKEN_BUDGET else ""
-        return f"**Prompt sent:** `{text}`  \n{budget}{warn}"
+        budget = (f"**{tokens} / {tags.TOKEN_BUDGET} tokens**" if tokens is not None
+                  else "tokens: counted once the model is loaded")
+        warn = " ⚠️ past the 225 tokens the model was trained with" if tokens and tokens > tags.TOKEN_BUDGET \
+            else ""
+        flagged = unsupported_syntax(prompt)
+        note = f"  \n⚠️ {flagged}" if flagged else ""
+        return f"{budget}{warn} · sent: `{text}`{note}"
 
     for component in tag_inputs:
-        component.change(compose, tag_inputs, composed, api_name=False, queue=False, show_progress="hidden")
+        component.change(compose, tag_inputs, controls.composed, api_visibility="private", queue=False,
+                         show_progress="hidden")
 
-    # 2. Generate, stop, reuse.
-    status = gr.Markdown(studio.status(), elem_id="status")
-
-    @named_api(after=("randomize_seed", "session"))
-    def run(values, randomize_seed, session, request: gr.Request, progress=gr.Progress()):
-        if randomize_seed:
-            values["seed"] = -1
+    # 2. Generate and stop. The gallery is not an output of the run, so it stays visible meanwhile.
+    @named_api(after=("session",))
+    def run(values, session, request: gr.Request, progress=gr.Progress()):
         session = session or SessionState()
+        eta = Eta(_clock)
 
         def on_progress(p):
-            progress((p.done, p.total), desc=f"image {p.image + 1}/{p.images}: {p.stage} {p.step}/{p.steps}")
+            progress((p.done, p.total), desc=f"image {p.image + 1}/{p.images} · {p.stage} step {p.step}/{p.steps}"
+                                             f" · {eta.text(p.done, p.total)}")
 
         try:
-            shots, info = studio.generate(values, session=session_id(request),
-                                          on_progress=on_progress)
+            shots, info = studio.generate(values, session=session_id(request), on_progress=on_progress)
         except Exception as exc:
             raise user_error(exc) from None
+        session.jobs += 1
+        for shot in shots:
+            shot.job = session.jobs
         session.shots.extend(shots)
         if shots:
-            session.last_seed = shots[-1].request.seed
+            session.last_seed = shots[-1].request.seed if len(shots) == 1 else shots[0].request.seed
+            session.selected = None
         info["files"] = [shot.path for shot in shots]
         info["parameters"] = [shot.parameters for shot in shots]
-        message = studio.status()
-        if info.get("stopped"):
-            message = f"stopped after {len(shots)} finished image(s): the GPU is free for the next job"
-        return gallery_items(session), info, session, message
+        line = run_summary(info, studio.device_word())
+        message = line if info.get("stopped") else studio.status()
+        images = [(shot.path, f"seed {shot.request.seed}") for shot in shots]
+        return images, line, info, session, message
 
-    run_inputs = inputs + [randomize, state]
-    run_outputs = [gallery, report, state, status]
-    gen_event = generate.click(run, run_inputs, run_outputs, api_name="generate", concurrency_id="gpu")
-    controls.prompt.submit(run, run_inputs, run_outputs, api_name=False, concurrency_id="gpu")
+    run_inputs = inputs + [state]
+    run_outputs = [job_images, summary, report, state, status]
+
+    def running():
+        return gr.update(interactive=True), gr.update(value="Generating…")
+
+    def finished(session: SessionState | None):
+        session = session or SessionState()
+        seed_label = RANDOM_SEED_LABEL
+        if session.last_seed is not None:
+            seed_label += f" · last run: {session.last_seed}"
+        return (gallery_items(session), gr.update(interactive=False), gr.update(value="Generate"),
+                gr.update(label=seed_label))
+
+    def chain(trigger):
+        start = trigger(running, None, [stop, generate], api_visibility="private", queue=False,
+                        show_progress="hidden")
+        job = start.then(page_action(run, len(run_outputs), 4), run_inputs, run_outputs, api_visibility="private",
+                         concurrency_id="gpu", show_progress_on=[status])
+        job.then(finished, state, [gallery, stop, generate, controls.seed], api_visibility="private",
+                 queue=False, show_progress="hidden")
+        return job
+
+    gen_event = chain(generate.click)
+    chain(controls.prompt.submit)
+    # The API endpoint: the same function, raising errors to the client.
+    gr.Button(visible=False).click(run, run_inputs, run_outputs, api_name="generate", concurrency_id="gpu")
 
     def stop_job(request: gr.Request) -> str:
-        stopped = studio.stop(session_id(request))
+        sid = session_id(request)
+        stopped = studio.stop(sid, waiting=waiting(sid) if waiting else 0)
         return "stopping after the current step" if stopped else "nothing is running"
 
     stop.click(stop_job, None, status, api_name="stop", queue=False)
 
     def reuse_last(session: SessionState):
         if not session or session.last_seed is None:
-            raise gr.Error("no image yet: generate one first", print_exception=False)
-        return session.last_seed, False
+            raise gr.Error("no seed yet: generate an image first", print_exception=False)
+        return session.last_seed, f"seed {session.last_seed} of the last run is back in the seed box"
 
-    reuse_seed.click(reuse_last, state, [controls.seed, randomize], api_name="reuse_seed", queue=False)
+    wire(controls.reuse_seed.click, reuse_last, state, [controls.seed, status], note=1)
 
     def select(session: SessionState, evt: gr.SelectData):
-        session.selected = len(session.shots) - 1 - evt.index  # the gallery shows the newest first
-        return session
+        if session and session.order and evt.index is not None and evt.index < len(session.order):
+            session.selected = session.order[evt.index]
+            shot = session.shots[session.selected]
+            return session, shot.request.composed_prompt(), f"selected: {describe_request(shot.request)}"
+        return session, gr.update(), gr.update()
 
-    gallery.select(select, state, state, api_name=False, queue=False)
+    gallery.select(select, state, [state, selected_prompt, image_note], api_visibility="private",
+                   show_progress="hidden")
 
     def reuse_settings(session: SessionState):
-        if not session or not session.shots:
-            raise gr.Error("no image yet: generate one first", print_exception=False)
-        index = session.selected if session.selected is not None else len(session.shots) - 1
-        values = session.shots[index].request.to_dict()
-        return updates_for(values) + [False]
+        _, shot = selected_shot(session)
+        updates, notes = form_updates(shot.request.to_dict())
+        message = f"applied the settings of {describe_request(shot.request)}"
+        return (*updates, " · ".join([message] + notes))
 
-    reuse.click(reuse_settings, state, inputs + [randomize], api_name="reuse_settings", queue=False)
+    wire(reuse.click, reuse_settings, state, controls.form() + [image_note], note=len(controls.form()))
+
+    def remove_selected(session: SessionState):
+        index, shot = selected_shot(session)
+        del session.shots[index]
+        session.selected = None
+        return (session, gallery_items(session),
+                f"removed seed {shot.request.seed} from this session's gallery (the file stays in the outputs "
+                "folder)", "")
+
+    wire(remove.click, remove_selected, state, [state, gallery, image_note, selected_prompt], note=2)
 
     # 3. Presets: shipped ones read-only, user ones saved to their own folder.
     def list_presets() -> list[dict]:
@@ -307,7 +366,7 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
         return rows
 
     hidden_list = gr.JSON(visible=False)
-    gr.Button(visible=False).click(list_presets, None, hidden_list, api_name="list_presets", queue=False)
+    gr.Button(visible=False).click(list_presets, None, hidden_list, api_name="list_presets")
 
     def apply_preset(name: str):
         if not name:
@@ -320,11 +379,11 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
         values.pop("prompt")  # a preset sets the look, not your subject
         if request.seed < 0:
             values.pop("seed")
-        return updates_for(values) + [gr.update(value=_size_to_resolution(request.width, request.height)),
-                                      f"loaded preset {name}"]
+        updates, notes = form_updates(values)
+        return (*updates, " · ".join([f"loaded preset {name}"] + notes))
 
-    load_preset.click(apply_preset, preset, inputs + [controls.resolution_picker, preset_status],
-                      api_name="load_preset", queue=False)
+    wire(load_preset.click, apply_preset, preset, controls.form() + [preset_status], api_name="load_preset",
+         note=len(controls.form()))
 
     def refreshed(selected=None):
         return gr.update(choices=studio.presets.names(), value=selected)
@@ -337,8 +396,8 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
             raise user_error(exc) from None
         return refreshed(saved.name), f"saved preset {saved.name} to {saved.path.parent}"
 
-    save_preset.click(save, [preset_name] + inputs + [overwrite], [preset, preset_status], api_name="save_preset",
-                      queue=False)
+    save_event = wire(save_preset.click, save, [preset_name] + inputs + [overwrite], [preset, preset_status],
+                      api_name="save_preset", note=1)
 
     def delete(name):
         try:
@@ -347,18 +406,35 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
             raise user_error(exc) from None
         return refreshed(None), f"deleted preset {name}"
 
-    delete_preset.click(delete, preset, [preset, preset_status], api_name="delete_preset", queue=False)
+    delete_event = wire(delete_preset.click, delete, preset, [preset, preset_status], api_name="delete_preset",
+                        note=1)
 
-    # 4. Memory mode: switching frees the old mode's memory; no restart.
+    # 4. Memory mode: switching frees the old mode's memory; no restart. Modes this device can't run are
+    # listed once with their reason, and the picker offers only the others.
     def device_markdown() -> str:
         report = studio.device_report()
         lines = [f"**Device:** {report['device']}  \n**Mode:** {report['mode']}"]
         if report.get("reason"):
             lines.append(f"  \n{report['reason']}")
-        if report["modes"]:
-            lines.append("\n\n| mode | needs at 1024x1536 | note |\n|---|---|---|")
-            lines += [f"| {m} | {need} | {note or 'available'} |" for m, need, note in report["modes"]]
+        usable = [(m, need) for m, need, note in report["modes"] if not note]
+        refused: dict[str, list[str]] = {}
+        for m, _need, note in report["modes"]:
+            if note:
+                refused.setdefault(note, []).append(f"`{m}`")
+        if usable:
+            lines.append("\n\n| mode | needs at 1024x1536 |\n|---|---|")
+            lines += [f"| `{m}` | {need} |" for m, need in usable]
+        for note, modes in refused.items():
+            lines.append(f"\n\n*Not on this device:* {', '.join(modes)}: {note}")
         return "".join(lines[:2]) + "\n".join(lines[2:])
+
+    def mode_choices():
+        report = studio.device_report()
+        usable = {m for m, _need, note in report["modes"] if not note} if report["modes"] else None
+        current = report["mode"] if report["mode"] not in ("not loaded", "not detected yet") else studio.config.mode
+        choices = [(f"{m.value}: {MODE_HELP[m]}", m.value) for m in Mode
+                   if usable is None or m.value in usable or m == Mode.AUTO or m.value == current]
+        return gr.update(choices=choices, value=current)
 
     def switch_mode(new_mode: str, progress=gr.Progress()):
         progress(0, desc=f"switching to {new_mode}")
@@ -368,23 +444,60 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
             raise user_error(exc) from None
         return device_markdown(), studio.status()
 
-    mode.input(switch_mode, mode, [device_info, status], api_name="set_mode", concurrency_id="gpu")
+    def switch_mode_in_page(new_mode: str, progress=gr.Progress()):
+        """As /set_mode, but a refused mode puts the picker back on the mode the engine is in."""
+        try:
+            return (*switch_mode(new_mode, progress), mode_choices())
+        except gr.Error as exc:
+            gr.Warning(exc.message)
+            return device_markdown(), f"⚠️ {exc.message}", mode_choices()
+
+    mode.input(switch_mode_in_page, mode, [device_info, status, mode], api_visibility="private",
+               concurrency_id="gpu")
+    gr.Button(visible=False).click(switch_mode, mode, [device_info, status], api_name="set_mode",
+                                   concurrency_id="gpu")
 
     return {
         "controls": controls,
         "inputs": inputs,
+        "form": controls.form(),
         "state": state,
         "status": status,
-        "composed": composed,
+        "composed": controls.composed,
         "device_info": device_info,
         "device_markdown": device_markdown,
+        "mode": mode,
+        "mode_choices": mode_choices,
+        "generate_button": generate,
         "compose": compose,
         "tag_inputs": tag_inputs,
-        "randomize": randomize,
         "preset": preset,
         "preset_status": preset_status,
         "gen_event": gen_event,
+        "save_event": save_event,
+        "delete_event": delete_event,
+        "to_a": to_a,
+        "to_b": to_b,
+        "to_info": to_info,
+        "image_note": image_note,
+        "selected_shot": selected_shot,
+        "stop_job": stop_job,
     }
 
 
-__all__ = ["Controls", "build_generate_tab", "updates_for", "values_of"]
+SESSION_TTL = 24 * 3600  # a session's images list is dropped a day after its last change at the latest
+
+
+def _drop_session(session: SessionState | None) -> None:
+    if session is not None:
+        session.shots.clear()
+        session.order.clear()
+
+
+def _clock() -> float:
+    import time
+
+    return time.monotonic()
+
+
+__all__ = ["Controls", "build_generate_tab", "named_api", "updates_for", "values_of"]

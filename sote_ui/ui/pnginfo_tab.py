@@ -7,20 +7,22 @@ from typing import Any
 import gradio as gr
 
 from ..request import FIELD_NAMES
-from .generate_tab import updates_for, user_error
+from .common import form_updates, user_error, wire
 from .studio import Studio
 
 
-def build_pnginfo_tab(studio: Studio, generate: dict[str, Any], tabs: gr.Tabs, generate_tab_id: str) -> None:
+def build_pnginfo_tab(studio: Studio, generate: dict[str, Any], tabs: gr.Tabs, generate_tab_id: str) -> dict:
     """Lay out the tab; "Send to Generate" fills the Generate tab's controls."""
     with gr.Row():
         with gr.Column():
             upload = gr.File(label="Drop a PNG here", file_types=["image"], type="filepath", elem_id="png_upload")
             preview = gr.Image(label="Image", interactive=False, height=360)
         with gr.Column():
+            send = gr.Button("Send to Generate", variant="primary", elem_id="send_to_generate")
+            note = gr.Markdown(elem_id="png_note")
             raw = gr.Textbox(label="Stored parameters", lines=8, elem_id="png_raw")
-            parsed = gr.JSON(label="Read as settings", elem_id="png_parsed")
-            send = gr.Button("Send to Generate", variant="primary")
+            with gr.Accordion("Read as settings", open=False):
+                parsed = gr.JSON(label="Read as settings", elem_id="png_parsed")
 
     def read(path: str | None):
         if not path:
@@ -31,13 +33,31 @@ def build_pnginfo_tab(studio: Studio, generate: dict[str, Any], tabs: gr.Tabs, g
             raise user_error(exc) from None
         return path, text, values
 
-    upload.change(read, upload, [preview, raw, parsed], api_name="png_info", queue=False)
+    def read_in_page(path: str | None):
+        try:
+            preview_path, text, values = read(path)
+        except gr.Error as exc:
+            gr.Warning(exc.message)
+            return None, "", None, f"⚠️ {exc.message}"
+        return preview_path, text, values, ""
+
+    upload.change(read_in_page, upload, [preview, raw, parsed, note], api_visibility="private")
+    gr.Button(visible=False).click(read, upload, [preview, raw, parsed], api_name="png_info")
 
     def apply(values: dict | None):
         if not values:
             raise gr.Error("drop an image with stored settings first", print_exception=False)
         settings = {k: v for k, v in values.items() if k in FIELD_NAMES}
-        return updates_for(settings) + [False, gr.Tabs(selected=generate_tab_id)]
+        updates, notes = form_updates(settings)
+        message = " · ".join(["applied the settings read from the image"] + notes)
+        return (*updates, message, message, gr.Tabs(selected=generate_tab_id))
 
-    send.click(apply, parsed, generate["inputs"] + [generate["randomize"], tabs], api_name="apply_png_info",
-               queue=False)
+    outputs = generate["form"] + [generate["image_note"], note, tabs]
+    wire(send.click, apply, parsed, outputs, note=len(generate["form"]) + 1)
+
+    def receive(session):
+        _, shot = generate["selected_shot"](session)
+        return shot.path, gr.Tabs(selected="pnginfo"), ""
+
+    wire(generate["to_info"].click, receive, generate["state"], [upload, tabs, generate["image_note"]], note=2)
+    return {"upload": upload}

@@ -52,6 +52,7 @@ class Shot:
     request: GenerationRequest
     seconds: float = 0.0
     prior_reused: bool = False
+    job: int = 0  # which run of the session made it (the gallery groups a batch in seed order)
 
 
 @dataclass
@@ -60,7 +61,9 @@ class SessionState:
 
     shots: list[Shot] = field(default_factory=list)
     last_seed: int | None = None
-    selected: int | None = None
+    selected: int | None = None  # index into shots
+    jobs: int = 0
+    order: list[int] = field(default_factory=list)  # shots' indices as the gallery shows them
 
 
 class Studio:
@@ -80,6 +83,8 @@ class Studio:
         self._status_lock = threading.Lock()
         self._loader: threading.Thread | None = None
         self._stops: dict[str, threading.Event] = {}
+        self._cancel_waiting: dict[str, int] = {}  # jobs of a session to drop when they leave the queue
+        self._jobs_lock = threading.Lock()
         self._tmp = Path(tempfile.mkdtemp(prefix="sote-studio-"))
         self._gpu = hosting.gpu_runner()  # spaces.GPU on ZeroGPU, None elsewhere
 
@@ -170,13 +175,31 @@ class Studio:
         values = {k: v for k, v in values.items() if k in FIELD_NAMES}
         return build_request(values, limits=self.config.limits)
 
-    def stop(self, session: str) -> bool:
-        """Ask the session's running job to stop after the current step."""
-        event = self._stops.get(session)
-        if event is None:
-            return False
-        event.set()
-        return True
+    def stop(self, session: str, waiting: int = 0) -> bool:
+        """Stop the session's running job after the current step, and drop its ``waiting`` queued jobs.
+
+        The queue hands jobs out in order, so the next ``waiting`` jobs this
+        session starts are the ones that were waiting when Stop was pressed:
+        each of them ends at once with :class:`Cancelled` instead of running.
+        """
+        with self._jobs_lock:
+            if waiting > 0:
+                self._cancel_waiting[session] = self._cancel_waiting.get(session, 0) + waiting
+            event = self._stops.get(session)
+        if event is not None:
+            event.set()
+        return event is not None or waiting > 0
+
+    def forget(self, session: str) -> None:
+        """Drop what the studio keeps for a closed browser session."""
+        with self._jobs_lock:
+            self._cancel_waiting.pop(session, None)
+
+    def device_word(self) -> str:
+        """'GPU' or 'CPU', for messages about what was freed."""
+        engine = self._engine
+        device = engine.device if engine is not None else None
+        return "CPU" if device is None or device.kind == "cpu" else "GPU"
 
     def _output_path(self, seed: int) -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -224,7 +247,13 @@ class Studio:
         is still loading.
         """
         stop = threading.Event()
-        self._stops[session] = stop
+        with self._jobs_lock:
+            if self._cancel_waiting.get(session, 0) > 0:  # Stop was pressed while this job waited
+                self._cancel_waiting[session] -= 1
+                if not self._cancel_waiting[session]:
+                    del self._cancel_waiting[session]
+                raise Cancelled("stopped before it started")
+            self._stops[session] = stop
         try:
             engine = self._ensure_engine()
             if stop.is_set():
@@ -234,7 +263,8 @@ class Studio:
                 return self._gpu(task, args, kwargs, seconds)
             return hosting.run_task(task, args, kwargs, engine, on_progress, stop.is_set)
         finally:
-            self._stops.pop(session, None)
+            with self._jobs_lock:
+                self._stops.pop(session, None)
 
     def set_mode(self, mode: str) -> str:
         """Switch memory mode without restarting: the old mode's memory is freed first."""
@@ -279,13 +309,18 @@ class Studio:
     def grid(self, base: GenerationRequest, x_key: str, x_text: str, y_key: str | None, y_text: str,
              session: str = "", on_progress: Callable | None = None) -> tuple[str, dict[str, Any]]:
         """Run a parameter grid; return the saved grid PNG and a report with the step counts."""
-        from ..compare import parse_values
+        from ..compare import axis_terms, parse_values
 
         limits = self.config.limits
         x_values = parse_values(x_key, x_text, limits, base)
         y_values = parse_values(y_key, y_text, limits, base) if y_key else []
+        terms: dict[str, list[str]] = {}
+        if x_key == "prompt_sr":  # labels show the terms typed, not whole prompts
+            terms["x_terms"] = axis_terms(x_key, x_text)
+        if y_key == "prompt_sr":
+            terms["y_terms"] = axis_terms(y_key, y_text)
         cells = len(x_values) * max(1, len(y_values))
-        grid = self._run("grid", (base, x_key, x_values, y_key, y_values), {"limits": limits},
+        grid = self._run("grid", (base, x_key, x_values, y_key, y_values), {"limits": limits, **terms},
                          hosting.gpu_seconds([base] * cells), session, on_progress)
         path = save_png(grid.image, grid.parameters, self._output_path(base.seed).with_suffix(".grid.png"))
         report = {
