@@ -1,13 +1,15 @@
 """The real page in a real browser: app.py --demo in a subprocess, driven by Debian's chromium through Playwright.
 
-Types tags, picks a rating, sets a small custom size and few steps, checks the
-composed prompt preview, generates, waits for the image in the gallery and
-saves a full-page screenshot: to docs/screenshot.png (the README's) when UPDATE_SCREENSHOT=1 is set,
-else into the test's temporary folder.
+One server for the module; each test opens its own page (its own session) at
+1400x1000, or 390x844 for the phone layout, and asserts what a person sees:
+visible text, control values, counts. Images are 256x256 with 2-3 steps.
+The first test saves a full-page screenshot: to docs/screenshot.png (the
+README's) when UPDATE_SCREENSHOT=1 is set, else into its temporary folder.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 pytestmark = pytest.mark.browser
 
@@ -26,6 +29,8 @@ SCREENSHOT = ROOT / "docs" / "screenshot.png"
 # Without these, headless Chromium keeps trying to reach Google's services and can hang here.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
+DESKTOP = {"width": 1400, "height": 1000}
+PHONE = {"width": 390, "height": 844}
 
 
 def free_port() -> int:
@@ -72,7 +77,7 @@ def server(sync_playwright, tmp_path_factory):
             if time.monotonic() > deadline:
                 pytest.fail(f"app.py did not answer within 180 s:\n{(home / 'app.log').read_text()[-3000:]}")
             time.sleep(0.5)
-        yield url, outputs
+        yield url, outputs, home
     finally:
         proc.terminate()
         try:
@@ -84,16 +89,42 @@ def server(sync_playwright, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(sync_playwright, server):
+def browser(sync_playwright):
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
-            context = browser.new_context(viewport={"width": 1400, "height": 1000})
-            page = context.new_page()
-            page.set_default_timeout(60_000)
-            yield page
+            yield chromium
         finally:
-            browser.close()
+            chromium.close()
+
+
+def open_page(browser, server, viewport=DESKTOP):
+    url = server[0]
+    context = browser.new_context(viewport=viewport)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.errors = []
+    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+    page.goto(url, wait_until="domcontentloaded")
+    page.locator("#prompt textarea").wait_for()
+    # The model is loaded once the status says so; Generate then has its plain label.
+    page.locator("#status").filter(has_text="ready on").wait_for(timeout=180_000)
+    return page
+
+
+@pytest.fixture
+def page(browser, server):
+    page = open_page(browser, server)
+    yield page
+    assert page.errors == []
+    page.context.close()
+
+
+@pytest.fixture
+def phone(browser, server):
+    page = open_page(browser, server, PHONE)
+    yield page
+    page.context.close()
 
 
 def pick(page, elem_id: str, option: str) -> None:
@@ -102,7 +133,11 @@ def pick(page, elem_id: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).click()
 
 
-def set_number(page, label: str, value: int) -> None:
+def dropdown_text(page, elem_id: str) -> str:
+    return page.locator(f"#{elem_id} input[role=combobox]").input_value()
+
+
+def set_number(page, label: str, value) -> None:
     """Type into the number box next to a slider (labelled 'number input for LABEL')."""
     box = page.get_by_label(f"number input for {label}", exact=True)
     box.fill(str(value))
@@ -110,22 +145,69 @@ def set_number(page, label: str, value: int) -> None:
     box.blur()
 
 
-def test_generate_in_the_browser(page, server, tmp_path):
-    url, outputs = server
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(url, wait_until="domcontentloaded")
-    prompt = page.locator("#prompt textarea")
-    prompt.wait_for()
-    assert "Demo mode" in page.locator("#demo_banner").inner_text()
+def number(page, label: str) -> str:
+    return page.get_by_label(f"number input for {label}", exact=True).input_value()
 
-    prompt.fill("1girl, solo, smile, hoodie")
+
+def expect_number(page, label: str, value) -> None:
+    """Wait (up to 10 s) for a slider's number box to show ``value``."""
+    from playwright.sync_api import expect
+
+    expect(page.get_by_label(f"number input for {label}", exact=True)).to_have_value(str(value), timeout=10_000)
+
+
+def expect_value(locator, part: str) -> None:
+    """Wait for a text field's value (not its text content) to contain ``part``."""
+    import re
+
+    from playwright.sync_api import expect
+
+    expect(locator).to_have_value(re.compile(re.escape(part)), timeout=30_000)
+
+
+def expect_dropdown(page, elem_id: str, text: str) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.locator(f"#{elem_id} input[role=combobox]")).to_have_value(text, timeout=10_000)
+
+
+def small_settings(page, prior_steps: int = 3, decoder_steps: int = 2) -> None:
+    page.locator("#prompt textarea").fill("1girl, solo, smile, hoodie")
+    pick(page, "resolution", "custom")
+    for label, value in (("Width", 256), ("Height", 256), ("Prior steps (stage C)", prior_steps),
+                         ("Decoder steps (stage B)", decoder_steps)):
+        set_number(page, label, value)
+
+
+def generate_and_wait(page, images: int = 1) -> None:
+    before = page.locator("#gallery .thumbnail-item").count()
+    page.locator("#generate").click()
+    page.wait_for_function(f"() => document.querySelectorAll('#gallery .thumbnail-item').length >= {before + images}",
+                           timeout=180_000)
+    page.locator("#summary").filter(has_text="image").wait_for()
+
+
+def no_error_badges(page) -> bool:
+    return page.get_by_text("Error", exact=True).count() == 0
+
+
+def toast(page, text: str):
+    return page.locator(".toast-body").filter(has_text=text)
+
+
+# 0. The whole flow, and the README's screenshot -------------------------------------------
+
+
+def test_generate_in_the_browser(page, server, tmp_path):
+    _, outputs, _ = server
+    assert "Demo mode" in page.locator("#demo_banner").inner_text()
+    page.locator("#prompt textarea").fill("1girl, solo, smile, hoodie")
     pick(page, "rating", "general")
     pick(page, "resolution", "custom")
     for label, value in (("Width", 256), ("Height", 256), ("Prior steps (stage C)", 3),
                          ("Decoder steps (stage B)", 2)):
         set_number(page, label, value)
-        assert page.get_by_label(f"number input for {label}", exact=True).input_value() == str(value)
+        assert number(page, label) == str(value)
 
     # The preview shows the prompt as sent: picked tags in the dataset's order, then the user's.
     expected = "very aesthetic, best quality, newest, general, 1girl, solo, smile, hoodie"
@@ -133,25 +215,281 @@ def test_generate_in_the_browser(page, server, tmp_path):
     composed.filter(has_text=expected).wait_for()
     assert composed.inner_text().strip() == expected
 
-    page.locator("#generate").click()
+    generate_and_wait(page)
     image = page.locator("#gallery img").first
-    image.wait_for(state="visible", timeout=180_000)
     page.wait_for_function("() => { const img = document.querySelector('#gallery img');"
                            " return img && img.complete && img.naturalWidth > 0; }")
-    assert page.locator("#gallery img").count() >= 1
-    size = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
-    assert size == [256, 256]
+    assert image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [256, 256]
     assert "seed" in page.locator("#gallery").inner_text()
     saved = list(outputs.glob("sote-*.png"))
-    assert len(saved) == 1
+    assert saved
 
+    # One line about the run; the full report waits in a closed accordion.
+    summary = page.locator("#summary").inner_text()
+    assert summary.startswith("1 image in ") and "fp32" in summary
+    assert not page.locator("#report").is_visible()
+    page.locator("#report_box > button").click()
     page.locator("#report").filter(has_text="decoder_steps_run").wait_for()
-    report = page.locator("#report").inner_text()
-    assert expected in report.replace("\n", "")
+    assert expected in page.locator("#report").inner_text().replace("\n", "")
 
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     target = SCREENSHOT if os.environ.get("UPDATE_SCREENSHOT") == "1" else tmp_path / "screenshot.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    page.locator("#report_box > button").click()  # fold the JSON again for the picture
     page.screenshot(path=str(target), full_page=True)
-    assert target.stat().st_size > 10_000
-    assert SCREENSHOT.stat().st_size > 10_000
-    assert errors == []
+    # This run's picture: written just now, a real page-sized image.
+    assert target.stat().st_mtime >= started - 1
+    with Image.open(target) as shot:
+        assert shot.width == DESKTOP["width"] and shot.height >= DESKTOP["height"] // 2
+        assert len(set(shot.convert("L").resize((64, 64)).getdata())) > 8  # not a blank page
+
+
+# 1. Errors reach the screen as text, never as badges over the form ------------------------
+
+
+def test_failing_actions_show_their_message_and_no_error_badges(page, server, tmp_path):
+    page.locator("#reuse_settings").click()
+    toast(page, "no image yet: generate one first").first.wait_for()
+    page.locator("#image_note").filter(has_text="no image yet: generate one first").wait_for()
+
+    page.locator("#reuse_seed").click()
+    page.locator("#status").filter(has_text="no seed yet: generate an image first").wait_for()
+
+    page.locator("#to_compare_a").click()
+    toast(page, "no image yet").first.wait_for()
+
+    page.get_by_text("Presets", exact=True).click()
+    page.locator("#load_preset").click()
+    page.locator("#preset_status").filter(has_text="pick a preset first").wait_for()
+
+    pick(page, "preset", "fast")
+    page.locator("#delete_preset").click()
+    page.locator("#preset_status").filter(has_text="'fast' is a shipped preset and can't be deleted").wait_for()
+
+    page.locator("#preset_name textarea, #preset_name input").first.fill("fast")
+    page.locator("#save_preset").click()
+    page.locator("#preset_status").filter(has_text="'fast'").filter(has_text="shipped").wait_for()
+    assert no_error_badges(page)
+
+    page.get_by_role("tab", name="PNG info").click()
+    page.locator("#send_to_generate").click()
+    page.locator("#png_note").filter(has_text="drop an image with stored settings first").wait_for()
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (32, 32), "white").save(plain)
+    page.locator("#png_upload input[type=file]").set_input_files(str(plain))
+    page.locator("#png_note").filter(has_text="carries no generation settings").wait_for()
+    toast(page, "carries no generation settings").first.wait_for()
+    assert no_error_badges(page)
+
+
+# 2. The seed box: -1 is random, the last run's seed is shown and can be reused --------------
+
+
+def test_seed_box_dice_and_recycle(page):
+    seed_box = page.locator("#seed input")
+    assert seed_box.input_value() == "-1"
+    small_settings(page)
+    generate_and_wait(page)
+    label = page.locator("#seed").inner_text()
+    assert "last run:" in label
+    last = int(label.split("last run:")[1].split()[0])
+    assert seed_box.input_value() == "-1"  # still random for the next run
+    assert f"seed {last}" in page.locator("#gallery").inner_text()
+    page.locator("#reuse_seed").click()
+    page.wait_for_function(f"() => document.querySelector('#seed input').value === '{last}'")
+    page.locator("#random_seed").click()
+    page.wait_for_function("() => document.querySelector('#seed input').value === '-1'")
+
+
+# 3. Controls stay consistent with the state they show --------------------------------------
+
+
+def test_reuse_settings_moves_the_resolution_picker_and_modes_offered_are_runnable(page):
+    small_settings(page)
+    generate_and_wait(page)
+    pick(page, "resolution", "1024 x 1536  (2:3 portrait, card default)")
+    expect_number(page, "Height", 1536)
+    page.locator("#gallery .thumbnail-item").first.click()
+    page.locator("#reuse_settings").click()
+    page.locator("#image_note").filter(has_text="applied the settings of seed").wait_for()
+    expect_number(page, "Width", 256)
+    expect_number(page, "Height", 256)
+    expect_dropdown(page, "resolution", "custom")
+    expect_number(page, "Prior steps (stage C)", 3)
+
+    # The memory picker offers only what this device runs; the panel names the rest once.
+    page.get_by_text("Memory mode", exact=True).first.click()
+    page.locator("#mode input[role=combobox]").click()
+    options = [o.split("\n")[-1].strip() for o in page.get_by_role("option").all_inner_texts()]
+    page.keyboard.press("Escape")
+    assert any(o.startswith("fp32") for o in options), options
+    assert not any(o.startswith("offload-bf16") or o.startswith("sequential") for o in options)
+    panel = page.locator("#device_info").inner_text()
+    assert panel.count("Not on this device") == 1 and "offload-bf16" in panel
+
+
+# 4. Live feedback where the eye is -----------------------------------------------------------
+
+
+def test_token_count_sits_at_the_prompt_and_status_under_generate(page):
+    page.locator("#prompt textarea").fill("1girl, solo")
+    page.locator("#composed").filter(has_text="/ 225 tokens").wait_for()
+    box = {k: page.locator(f"#{k}").bounding_box() for k in ("prompt", "composed", "aesthetic", "generate",
+                                                                "status", "gallery")}
+    assert box["prompt"]["y"] < box["composed"]["y"] < box["aesthetic"]["y"]
+    assert box["generate"]["y"] < box["status"]["y"] < box["gallery"]["y"]
+    assert "ready on CPU" in page.locator("#status").inner_text()
+    assert page.locator("#generate").inner_text().strip() == "Generate"
+    assert page.locator("#stop").is_disabled()  # nothing runs
+
+
+# 8. Gallery actions ----------------------------------------------------------------------------
+
+
+def test_gallery_actions_on_the_selected_image(page):
+    small_settings(page, prior_steps=2, decoder_steps=2)
+    set_number(page, "Images", 2)
+    page.locator("#seed input").fill("500")
+    generate_and_wait(page, images=2)
+    captions = page.locator("#gallery .caption-label").all_inner_texts()
+    assert captions[:2] == ["seed 500", "seed 501"]  # a batch in seed order
+
+    page.locator("#gallery .thumbnail-item").nth(1).click()
+    page.locator("#image_note").filter(has_text="selected: seed 501").wait_for()
+    assert "1girl, solo, smile, hoodie" in page.locator("#selected_prompt textarea").input_value()
+
+    page.locator("#to_compare_b").click()
+    page.locator("#compare_prompt").wait_for(state="visible")
+    assert dropdown_text(page, "preset_b") == "(image sent as B)"
+    assert page.locator("#compare_seed input").input_value() == "501"
+
+    page.get_by_role("tab", name="Generate").click()
+    page.locator("#to_png_info").click()
+    expect_value(page.locator("#png_raw textarea"), "Seed: 501")
+
+    page.get_by_role("tab", name="Generate").click()
+    page.locator("#remove_image").click()
+    page.locator("#image_note").filter(has_text="removed seed 501").wait_for()
+    assert page.locator("#gallery .caption-label").all_inner_texts() == ["seed 500"]
+
+
+# 9. Sizes snap to multiples of 128; A1111-only syntax is flagged ---------------------------------
+
+
+def test_typed_sizes_snap_and_lora_tags_are_flagged(page):
+    pick(page, "resolution", "custom")
+    set_number(page, "Width", 300)
+    page.get_by_label("number input for Width", exact=True).dispatch_event("change")
+    page.locator("#width input[type=range]").dispatch_event("pointerup")
+    page.locator("#size_note").filter(has_text="width 300 snapped to 256").wait_for()
+    expect_number(page, "Width", 256)
+    expect_dropdown(page, "resolution", "custom")
+
+    page.locator("#prompt textarea").fill("1girl, <lora:style:0.8>, smile")
+    page.locator("#composed").filter(has_text="LoRA").wait_for()
+    assert "<lora:style:0.8>" in page.locator("#composed").inner_text()
+
+
+def test_imported_a1111_size_snaps_when_sent_to_generate(page, tmp_path):
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("parameters", "1girl, solo\nNegative prompt: lowres\nSteps: 20, Sampler: Euler a, CFG scale: 7, "
+                                "Seed: 77, Size: 832x1216, Model: other")
+    path = tmp_path / "a1111.png"
+    Image.new("RGB", (64, 64), "white").save(path, pnginfo=info)
+    page.get_by_role("tab", name="PNG info").click()
+    page.locator("#png_upload input[type=file]").set_input_files(str(path))
+    expect_value(page.locator("#png_raw textarea"), "Size: 832x1216")
+    page.locator("#send_to_generate").click()
+    page.locator("#image_note").filter(has_text="832x1216 snapped to 896x1280").wait_for()
+    expect_number(page, "Width", 896)
+    expect_number(page, "Height", 1280)
+    expect_dropdown(page, "resolution", "custom")
+    assert page.locator("#seed input").input_value() == "77"
+
+
+# 10. Compare on one screen -------------------------------------------------------------------------
+
+
+def test_compare_fits_one_screen_and_applies_a_side(page):
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#preset_descriptions").filter(has_text="A:").wait_for()
+    assert "CFG" in page.locator("#preset_descriptions").inner_text() or \
+        "card" in page.locator("#preset_descriptions").inner_text().lower()
+    page.locator("#compare_prompt textarea").fill("1girl, solo")
+    for elem_id, value in (("compare_width", 256), ("compare_height", 256), ("compare_prior_steps", 2),
+                           ("compare_decoder_steps", 2)):
+        page.locator(f"#{elem_id} input").fill(str(value))
+    page.locator("#compare_seed input").fill("900")
+    page.locator("#compare").click()
+    page.locator("#compare_summary").filter(has_text="seed 900").wait_for(timeout=180_000)
+    assert page.locator("#compare_thumbs .thumbnail-item").count() == 2
+    diff = page.locator("#compare_diff").inner_text()
+    assert "decoder_cfg" in diff and "seconds" in diff
+    assert page.locator("#compare_slider img").count() >= 2
+    layout = page.locator("#compare_layout").bounding_box()
+    assert layout["height"] <= DESKTOP["height"]  # one screen, not 3,450 px
+
+    page.locator("#use_b").click()
+    page.locator("#image_note").filter(has_text="applied B's settings").wait_for()
+    expect_number(page, "Width", 256)
+    expect_dropdown(page, "resolution", "custom")
+    expect_number(page, "Prior steps (stage C)", 2)
+
+    # The same preset on both sides is refused with a readable reason.
+    page.get_by_role("tab", name="Compare").click()
+    pick(page, "preset_b", "card-recommended")
+    page.locator("#compare").click()
+    page.locator("#compare_summary").filter(has_text="have the same settings").wait_for()
+    assert no_error_badges(page)
+
+
+def test_a_preset_saved_in_generate_appears_in_compare_at_once(page):
+    page.get_by_text("Presets", exact=True).click()
+    page.locator("#preset_name textarea, #preset_name input").first.fill("browser-look")
+    page.locator("#save_preset").click()
+    page.locator("#preset_status").filter(has_text="saved preset browser-look").wait_for()
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#preset_a input[role=combobox]").click()
+    assert "browser-look" in page.get_by_role("option").all_inner_texts()
+    page.keyboard.press("Escape")
+
+
+# 12, 13. Phone layout; dropdown text never cut -------------------------------------------------------
+
+
+def test_phone_keeps_generate_on_screen_and_folds_the_sliders(phone):
+    generate = phone.locator("#generate").bounding_box()
+    assert 0 <= generate["y"] and generate["y"] + generate["height"] <= PHONE["height"]
+    assert phone.locator("#prompt").bounding_box()["y"] < PHONE["height"]
+    phone.mouse.wheel(0, 1500)
+    time.sleep(0.3)
+    generate = phone.locator("#generate").bounding_box()
+    assert 0 <= generate["y"] and generate["y"] + generate["height"] <= PHONE["height"]
+    phone.wait_for_function("() => !document.querySelector('#width') || "
+                            "document.querySelector('#width').offsetParent === null")
+    assert not phone.get_by_label("number input for Width", exact=True).is_visible()
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_dropdown_choices_are_shown_whole(browser, server, viewport):
+    page = open_page(browser, server, viewport)
+    try:
+        pick(page, "date", "newest (2022-2024)")
+        pick(page, "aesthetic", "extremely aesthetic")
+        clipped = page.evaluate("""() => [...document.querySelectorAll('input[role=combobox]')]
+            .filter(el => el.offsetParent !== null && el.scrollWidth > el.clientWidth + 1)
+            .map(el => el.value)""")
+        assert clipped == []
+        assert dropdown_text(page, "date") == "newest (2022-2024)"
+    finally:
+        page.context.close()
+
+
+def test_the_page_has_no_api_entries_for_page_only_events(server):
+    info = httpx.get(server[0] + "gradio_api/info", timeout=30).json()
+    names = set(info["named_endpoints"])
+    assert {"/generate", "/stop", "/compare", "/grid", "/png_info", "/status"} <= names
+    assert not names & {"/new_session", "/no_pairs", "/reuse_seed", "/reuse_settings", "/use_a", "/apply_png_info"}
+    assert json.dumps(info).count("randomize_seed") == 0

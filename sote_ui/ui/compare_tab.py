@@ -200,13 +200,13 @@ def build_compare_tab(studio: Studio, generate: dict[str, Any], tabs: gr.Tabs,
             values = pairs[0][which]
             updates, notes = form_updates(values)
             note = " · ".join([f"applied {'AB'[which]}'s settings from Compare"] + notes)
-            return (*updates, note, gr.Tabs(selected=generate_tab_id))
+            return (*updates, note, gr.Tabs(selected=generate_tab_id), gr.update())
 
         return apply
 
-    use_outputs = generate["form"] + [generate["image_note"], tabs]
+    use_outputs = generate["form"] + [generate["image_note"], tabs, summary]
     for button, which in ((use_a, 0), (use_b, 1)):
-        wire(button.click, use(which), pairs_state, use_outputs + [summary], note=len(use_outputs))
+        wire(button.click, use(which), pairs_state, use_outputs, note=len(use_outputs) - 1)
 
     def receive(which: str):
         """Put the gallery's selected image on side ``which``: its settings, prompt and seed."""

@@ -123,29 +123,40 @@ def build_controls(studio: Studio, defaults: GenerationRequest) -> Controls:
         with gr.Row(equal_height=True, elem_id="seed_row"):
             seed = gr.Number(value=defaults.seed, label=RANDOM_SEED_LABEL, minimum=-1, step=1, elem_id="seed",
                              min_width=160, scale=3)
-            random_seed = gr.Button("🎲", elem_id="random_seed", min_width=44, scale=0,
+            random_seed = gr.Button("🎲 -1", elem_id="random_seed", min_width=64, scale=0, size="sm",
                                     elem_classes=["tool-button"])
-            reuse_seed = gr.Button("♻️", elem_id="reuse_seed", min_width=44, scale=0,
+            reuse_seed = gr.Button("♻ last", elem_id="reuse_seed", min_width=64, scale=0, size="sm",
                                    elem_classes=["tool-button"])
             count = gr.Slider(1, limits.max_count, value=defaults.count, step=1, label="Images", scale=3)
     random_seed.click(lambda: -1, None, seed, api_visibility="private", queue=False, show_progress="hidden")
     resolution.input(_resolution_to_size, resolution, [width, height, size_note], api_visibility="private",
                      queue=False, show_progress="hidden")
     # A typed size that is not a multiple of 128 snaps when the field is left; the picker follows.
-    for slider in (width, height):
-        slider.release(_snap_sizes, [width, height], [width, height, resolution, size_note],
-                       api_visibility="private", queue=False, show_progress="hidden")
+    # Each handler writes only its own slider, so a stale value of the other one is never written back.
+    width.release(_snap_width, [width, height], [width, resolution, size_note], api_visibility="private",
+                  queue=False, show_progress="hidden")
+    height.release(_snap_height, [width, height], [height, resolution, size_note], api_visibility="private",
+                   queue=False, show_progress="hidden")
     return Controls(prompt, negative_prompt, aesthetic, quality, date, custom, rating, artist, width, height,
                     seed, prior_steps, prior_cfg, decoder_steps, decoder_cfg, count, resolution, composed,
                     random_seed, reuse_seed, size_note)
 
 
-def _snap_sizes(width: float, height: float):
-    new_w, new_h = snap_side(width or 128), snap_side(height or 128)
-    note = ""
-    if (new_w, new_h) != (width, height):
-        note = f"size {width:g}x{height:g} snapped to {new_w}x{new_h} (sizes are multiples of 128)"
-    return new_w, new_h, size_to_resolution(new_w, new_h), note
+def _snap(key: str, value: float, width: float, height: float):
+    snapped = snap_side(value or 128)
+    sizes = {"width": width, "height": height, key: snapped}
+    picker = size_to_resolution(sizes["width"], sizes["height"])
+    if snapped == value:
+        return gr.update(), picker, gr.update()
+    return snapped, picker, f"{key} {value:g} snapped to {snapped} (sizes are multiples of 128)"
+
+
+def _snap_width(width: float, height: float):
+    return _snap("width", width, width, height)
+
+
+def _snap_height(width: float, height: float):
+    return _snap("height", height, width, height)
 
 
 def _resolution_to_size(choice: str):
@@ -222,11 +233,11 @@ def build_generate_tab(studio: Studio, waiting=None) -> dict[str, Any]:
             gallery = gr.Gallery(label="This session's images", columns=2, height=600, format="png",
                                  elem_id="gallery", buttons=["download", "fullscreen"], preview=False)
             with gr.Row(elem_id="gallery_actions"):
-                reuse = gr.Button("Reuse settings", size="sm", elem_id="reuse_settings")
-                to_a = gr.Button("Compare as A", size="sm", elem_id="to_compare_a")
-                to_b = gr.Button("Compare as B", size="sm", elem_id="to_compare_b")
-                to_info = gr.Button("PNG info", size="sm", elem_id="to_png_info")
-                remove = gr.Button("Remove", size="sm", variant="stop", elem_id="remove_image")
+                reuse = gr.Button("Reuse settings", size="sm", elem_id="reuse_settings", min_width=100)
+                to_a = gr.Button("Compare as A", size="sm", elem_id="to_compare_a", min_width=100)
+                to_b = gr.Button("Compare as B", size="sm", elem_id="to_compare_b", min_width=100)
+                to_info = gr.Button("PNG info", size="sm", elem_id="to_png_info", min_width=100)
+                remove = gr.Button("Remove", size="sm", variant="stop", elem_id="remove_image", min_width=100)
             image_note = gr.Markdown(elem_id="image_note")
             selected_prompt = gr.Textbox(label="Prompt of the selected image", interactive=False,
                                          buttons=["copy"], elem_id="selected_prompt", lines=2)
@@ -263,6 +274,8 @@ def build_generate_tab(studio: Studio, waiting=None) -> dict[str, Any]:
     @named_api(after=("session",))
     def run(values, session, request: gr.Request, progress=gr.Progress()):
         session = session or SessionState()
+        if not studio.settled():
+            progress(0, desc=f"waiting for the model: {studio.status()}")
         eta = Eta(_clock)
 
         def on_progress(p):
@@ -419,13 +432,15 @@ def build_generate_tab(studio: Studio, waiting=None) -> dict[str, Any]:
         usable = [(m, need) for m, need, note in report["modes"] if not note]
         refused: dict[str, list[str]] = {}
         for m, _need, note in report["modes"]:
-            if note:
-                refused.setdefault(note, []).append(f"`{m}`")
+            if note:  # reasons name their mode ("offload-fp8 moves models..."): group by the rest
+                reason = note[len(m):].strip() if note.startswith(m) else note
+                refused.setdefault(reason, []).append(f"`{m}`")
         if usable:
             lines.append("\n\n| mode | needs at 1024x1536 |\n|---|---|")
             lines += [f"| `{m}` | {need} |" for m, need in usable]
-        for note, modes in refused.items():
-            lines.append(f"\n\n*Not on this device:* {', '.join(modes)}: {note}")
+        if refused:
+            lines.append("\n\n*Not on this device:*")
+            lines += [f"\n- {', '.join(modes)}: {reason}" for reason, modes in refused.items()]
         return "".join(lines[:2]) + "\n".join(lines[2:])
 
     def mode_choices():

@@ -57,7 +57,8 @@ def build_pnginfo_tab(studio: Studio, generate: dict[str, Any], tabs: gr.Tabs, g
 
     def receive(session):
         _, shot = generate["selected_shot"](session)
-        return shot.path, gr.Tabs(selected="pnginfo"), ""
+        return (*read_in_page(shot.path), gr.Tabs(selected="pnginfo"), "")
 
-    wire(generate["to_info"].click, receive, generate["state"], [upload, tabs, generate["image_note"]], note=2)
+    wire(generate["to_info"].click, receive, generate["state"], [preview, raw, parsed, note, tabs,
+                                                                 generate["image_note"]], note=5)
     return {"upload": upload}
