@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from . import tags
+from .emphasis import check_weights
 
 MAX_SEED = 2**32 - 1
 
@@ -194,8 +195,14 @@ def validate(request: GenerationRequest, limits: Limits = DEFAULT_LIMITS) -> Non
             raise InputError(f"{key} is {len(text)} characters long; the limit is {limits.max_prompt_chars}")
         if "\x00" in text:
             raise InputError(f"{key} contains a NUL character")
-    if not request.composed_prompt().strip():
+    composed = request.composed_prompt()
+    if not composed.strip():
         raise InputError("the prompt is empty: type some tags or pick a tag")
+    try:
+        check_weights(composed, "the prompt")
+        check_weights(request.negative_prompt, "the negative prompt")
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 # Parameters that only the decoder reads: changing them can reuse the prior's output.

@@ -194,9 +194,9 @@ class Studio:
         started = time.perf_counter()
         try:
             result = self._run("generate", ([request],), {}, hosting.gpu_seconds([request]), session, on_progress)
-            images, counters, stopped = result.images, result.counters, False
+            images, counters, stopped, warnings = result.images, result.counters, False, result.warnings
         except Cancelled as exc:  # images finished before Stop are kept
-            images, counters, stopped = getattr(exc, "images", []), None, True
+            images, counters, stopped, warnings = getattr(exc, "images", []), None, True, []
         shots = [self._keep(item) for item in images]
         report = {
             "seeds": [s.request.seed for s in shots],
@@ -209,6 +209,8 @@ class Studio:
             report.update(prior_steps_run=counters.prior_steps, decoder_steps_run=counters.decoder_steps)
         if stopped:
             report["stopped"] = True
+        if warnings:
+            report["warnings"] = warnings
         return shots, report
 
     def _keep(self, item) -> Shot:
@@ -248,6 +250,11 @@ class Studio:
     def count_tokens(self, text: str) -> int | None:
         engine = self._engine
         return engine.count_tokens(text) if engine is not None else None
+
+    def chunk_counts(self, text: str) -> list[int] | None:
+        """Tokens in each 75-token chunk of ``text`` as the encoder splits it (None before loading)."""
+        engine = self._engine
+        return engine.chunk_counts(text) if engine is not None else None
 
     # 3. A/B comparison and grids ------------------------------------------------------
 
