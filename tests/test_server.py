@@ -4,9 +4,11 @@ equal pixels whatever runs beside them, and no file is served that the app did n
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import shutil
 import socket
 import time
+import weakref
 from pathlib import Path
 
 import httpx
@@ -152,6 +154,12 @@ def test_stop_ends_the_running_job_and_frees_the_gpu(served):
     studio, url = served
     client = Client(url, verbose=False)
     slow = dict(SMALL, width=512, height=512, prior_steps=80, decoder_steps=40)
+    # Every activation the prior makes is watched: after the stop, none may still be alive.
+    alive: list[weakref.ref] = []
+    studio.wait_loaded(60)
+    hook = studio.engine._prior_pipe.prior.register_forward_hook(
+        lambda module, args, output: alive.append(weakref.ref(output[0] if isinstance(output, tuple) else
+                                                              output.sample)))
     job = client.submit(prompt="1girl", seed=31, api_name="/generate", **slow)
     before = studio.engine.counters.prior_steps
     for _ in range(600):  # wait until denoising has started (bounded: 60 s)
@@ -164,6 +172,9 @@ def test_stop_ends_the_running_job_and_frees_the_gpu(served):
     assert report["stopped"] is True and report["seeds"] == []  # stopped inside the only image
     assert "stopped" in status
     assert studio.engine.counters.prior_steps - before < 80  # it did not run to the end
+    hook.remove()
+    gc.collect()
+    assert alive and all(ref() is None for ref in alive)  # the stopped job's tensors were freed
     # The next job runs at once.
     assert client.predict(prompt="1girl", seed=32, api_name="/generate", **SMALL)[1]["seeds"] == [32]
 
