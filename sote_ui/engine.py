@@ -20,6 +20,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -27,7 +28,7 @@ import torch
 from PIL import Image
 
 from . import __version__, devices
-from .encoding import PromptEmbeds, count_tokens, encode_pair
+from .encoding import TRAINED_CHUNKS, PromptEmbeds, check_chunks, chunk_token_counts, count_tokens, encode_pair
 from .errors import Cancelled, GenerationError
 from .loading import Components, Folders, component_sizes, fetch, load_components
 from .memory import (
@@ -44,7 +45,7 @@ from .memory import (
 )
 from .metadata import ModelInfo, format_parameters
 from .models import ModelError, ModelSource, default_source
-from .request import GenerationRequest, InputError
+from .request import GenerationRequest, InputError, Reference
 
 
 @dataclass
@@ -58,6 +59,7 @@ class StepCounters:
     decoder_steps: int = 0
     prior_cache_hits: int = 0
     text_cache_hits: int = 0
+    image_encodes: int = 0
 
     def snapshot(self) -> "StepCounters":
         return replace(self)
@@ -75,6 +77,19 @@ class Progress:
     images: int
     done: int  # steps done in the whole run
     total: int  # steps the whole run needs
+
+
+@dataclass
+class PriorOutput:
+    """A prior run's stage-C latents, and the state of the image's generator after it.
+
+    One generator runs through both stages of an image (as in diffusers'
+    combined pipeline); keeping its state with a cached prior lets a
+    decoder-only change reuse the prior and still draw the same decoder noise.
+    """
+
+    latents: torch.Tensor
+    generator_state: torch.Tensor
 
 
 @dataclass
@@ -197,6 +212,9 @@ class Engine:
         self._prior_cache_size = prior_cache_size
         self._text_cache_size = text_cache_size
         self._stage = ""
+        self._image_encoder = None
+        self._image_embeds: OrderedDict = OrderedDict()  # content hash -> (1, 1, dim) fp32 embedding
+        self._hashes: dict[str, tuple[int, int, str]] = {}  # path -> (mtime_ns, size, sha256)
 
     # 1. Loading and memory modes -------------------------------------------------
 
@@ -255,8 +273,10 @@ class Engine:
     def _drop(self) -> None:
         self._prior_pipe = None
         self._decoder_pipe = None
+        self._image_encoder = None
         self._text_cache.clear()
         self._prior_cache.clear()
+        self._image_embeds.clear()
         if self.device is not None:
             devices.free_memory(self.device)
 
@@ -302,6 +322,24 @@ class Engine:
             return None
         return count_tokens(self._prior_pipe.tokenizer, text)
 
+    def chunk_counts(self, text: str) -> list[int] | None:
+        """Tokens in each 75-token chunk of ``text``, as the encoder splits it (None before loading)."""
+        if not self.loaded:
+            return None
+        return chunk_token_counts(self._prior_pipe.tokenizer, text)
+
+    def _check_prompts(self, jobs: list[GenerationRequest]) -> list[str]:
+        """Refuse prompts past the chunk cap before any GPU work; warn past the trained 3 chunks."""
+        warnings: list[str] = []
+        tokenizer = self._prior_pipe.tokenizer
+        for prompt, negative in dict.fromkeys((job.composed_prompt(), job.negative_prompt) for job in jobs):
+            chunks = len(check_chunks(tokenizer, prompt, "the prompt"))
+            check_chunks(tokenizer, negative, "the negative prompt")
+            if chunks > TRAINED_CHUNKS:
+                warnings.append(f"the prompt uses {chunks} chunks of 75 tokens; the model was trained with "
+                                f"{TRAINED_CHUNKS}, so tags past the third chunk count less reliably")
+        return warnings
+
     def _embeds(self, prompt: str, negative: str) -> PromptEmbeds:
         key = (prompt, negative)
         if key in self._text_cache:
@@ -319,22 +357,92 @@ class Engine:
             self._text_cache.popitem(last=False)
         return embeds
 
+    # 2b. Reference images (image remix) ----------------------------------------------
+
+    def _hash(self, path: str) -> str:
+        from .remix import content_hash
+
+        try:
+            stat = Path(path).expanduser().stat()
+            known = self._hashes.get(path)
+            if known and known[:2] == (stat.st_mtime_ns, stat.st_size):
+                return known[2]
+            digest = content_hash(Path(path).expanduser())
+        except OSError:
+            raise InputError(f"reference image {Path(path).name[:80]!r} can't be read") from None
+        self._hashes[path] = (stat.st_mtime_ns, stat.st_size, digest)
+        return digest
+
+    def _active_references(self, request: GenerationRequest) -> list[tuple[Reference, str]]:
+        """The references that act (strength above 0), each with its content hash."""
+        return [(ref, self._hash(ref.path)) for ref in request.references if ref.strength > 0]
+
+    def _encoder(self):
+        if self._image_encoder is None:
+            from .remix import load_image_encoder
+
+            self._stage = "image encoder"
+            encoder = load_image_encoder(self.folders.prior, _dtype(self.plan.compute_dtype))
+            wanted = self._prior_pipe.prior.config.clip_image_in_channels
+            if encoder.dim != wanted:
+                raise ModelError(f"the image encoder {encoder.source} gives {encoder.dim}-wide embeddings; this prior "
+                                 f"takes {wanted}")
+            if self.plan.mode.placement == Placement.DEVICE:
+                encoder.model.to(self.device.torch_device)  # offload modes move it only while it encodes
+            self._image_encoder = encoder
+        return self._image_encoder
+
+    def _prepare_references(self, jobs: list[GenerationRequest]) -> None:
+        """Encode every reference image the jobs use (once per content), before any denoising."""
+        from .outputs import open_image
+
+        for job in jobs:
+            for ref, digest in self._active_references(job):
+                if digest in self._image_embeds:
+                    self._image_embeds.move_to_end(digest)
+                    continue
+                try:
+                    image = open_image(ref.path)
+                except InputError as exc:
+                    raise InputError(f"reference image {Path(ref.path).name[:80]!r}: {exc}") from None
+                embedding = self._encoder().embed(image, self.device.torch_device)
+                self.counters.image_encodes += 1
+                self._image_embeds[digest] = embedding
+                while len(self._image_embeds) > 4 * self._prior_cache_size:
+                    self._image_embeds.popitem(last=False)
+
+    def _reference_embeds(self, request: GenerationRequest) -> torch.Tensor | None:
+        """The scaled, concatenated embeddings of the request's active references, or None."""
+        active = self._active_references(request)
+        if not active:
+            return None
+        pipe = self._prior_pipe
+        embeds = torch.cat([self._image_embeds[digest] * ref.strength for ref, digest in active], dim=1)
+        return embeds.to(device=pipe._execution_device, dtype=pipe.prior.dtype)
+
+    def _reference_note(self, request: GenerationRequest) -> str:
+        """How the PNG metadata names the references: file name, content hash, strength."""
+        return "; ".join(f"{Path(ref.path).name} sha256:{self._hash(ref.path)[:16]} x{ref.strength:g}"
+                         for ref in request.references)
+
     # 3. The two denoising stages --------------------------------------------------
 
-    def _prior(self, request: GenerationRequest, embeds: PromptEmbeds, step) -> tuple[torch.Tensor, bool]:
+    def _prior(self, request: GenerationRequest, embeds: PromptEmbeds, step) -> tuple[PriorOutput, bool]:
         key = self._prior_key(request)
         if key in self._prior_cache:
             self._prior_cache.move_to_end(key)
             self.counters.prior_cache_hits += 1
             return self._prior_cache[key], True
         self._stage = "prior"
+        generator = torch.Generator("cpu").manual_seed(request.seed)
         output = self._prior_pipe(
             **embeds.conditioning(guided=request.prior_cfg > 1),
+            image_embeds=self._reference_embeds(request),
             width=request.width,
             height=request.height,
             num_inference_steps=request.prior_steps,
             guidance_scale=request.prior_cfg,
-            generator=torch.Generator("cpu").manual_seed(request.seed),
+            generator=generator,
             output_type="pt",
             callback_on_step_end=step,
         )
@@ -345,19 +453,22 @@ class Engine:
                 "use an fp32 mode (--mode fp32 or offload-fp32)"
             )
         self.counters.prior_runs += 1
-        self._prior_cache[key] = latents
+        prior = PriorOutput(latents, generator.get_state())
+        self._prior_cache[key] = prior
         while len(self._prior_cache) > self._prior_cache_size:
             self._prior_cache.popitem(last=False)
-        return latents, False
+        return prior, False
 
-    def _decoder(self, request: GenerationRequest, embeds: PromptEmbeds, latents: torch.Tensor, step) -> Image.Image:
+    def _decoder(self, request: GenerationRequest, embeds: PromptEmbeds, prior: PriorOutput, step) -> Image.Image:
         self._stage = "decoder"
+        generator = torch.Generator("cpu")
+        generator.set_state(prior.generator_state)  # the image's one generator, where the prior left it
         output = self._decoder_pipe(
-            image_embeddings=latents,
+            image_embeddings=prior.latents,
             **embeds.conditioning(guided=request.decoder_cfg > 1),
             num_inference_steps=request.decoder_steps,
             guidance_scale=request.decoder_cfg,
-            generator=torch.Generator("cpu").manual_seed(request.seed),
+            generator=generator,
             output_type="np",
             callback_on_step_end=step,
         )
@@ -397,6 +508,8 @@ class Engine:
             for request in requests:
                 request = request.with_seed()
                 jobs += [replace(request, seed=request.seed + i, count=1) for i in range(request.count)]
+            warnings = self._check_prompts(jobs)
+            self._prepare_references(jobs)
             # A prior shared by several jobs runs once: count its steps once.
             total, planned = 0, set()
             for job in jobs:
@@ -426,7 +539,7 @@ class Engine:
                 ) from None
             finally:
                 self._stage = ""
-            return GenerationResult(images, self.counters.since(before), time.perf_counter() - start)
+            return GenerationResult(images, self.counters.since(before), time.perf_counter() - start, warnings)
 
     def _release_models(self) -> None:
         """After a stop or a failure mid-pipeline, move offloaded models back to the CPU.
@@ -440,10 +553,15 @@ class Engine:
                 if pipe is not None:
                     pipe.maybe_free_model_hooks()
 
-    @staticmethod
-    def _prior_key(request: GenerationRequest) -> tuple:
-        return (request.composed_prompt(), request.negative_prompt, request.width, request.height, request.seed,
-                request.prior_steps, float(request.prior_cfg))
+    def _prior_key(self, request: GenerationRequest) -> tuple:
+        """What decides the prior's output. Without guidance (CFG <= 1) neither the negative
+        prompt nor the CFG value is read, so they are left out and an unguided prior is reused.
+        Reference images count by content and strength, not by file name."""
+        guided = request.prior_cfg > 1
+        references = tuple((digest, ref.strength) for ref, digest in self._active_references(request))
+        return (request.composed_prompt(), request.negative_prompt if guided else None, request.width,
+                request.height, request.seed, request.prior_steps, float(request.prior_cfg) if guided else None,
+                references)
 
     def _one(self, job, index, count, total, done, on_progress, should_stop) -> GeneratedImage:
         started = time.perf_counter()
@@ -468,8 +586,9 @@ class Engine:
             return callback
 
         embeds = self._embeds(job.composed_prompt(), job.negative_prompt)
-        latents, reused = self._prior(job, embeds, stepper("prior", job.prior_steps))
-        image = self._decoder(job, embeds, latents, stepper("decoder", job.decoder_steps))
-        parameters = format_parameters(job, job.seed, self.model_info(),
-                                       extra={"Version": f"sote-studio {__version__}"})
+        prior, reused = self._prior(job, embeds, stepper("prior", job.prior_steps))
+        image = self._decoder(job, embeds, prior, stepper("decoder", job.decoder_steps))
+        extra = {"Reference images": self._reference_note(job)} if job.references else {}
+        extra["Version"] = f"sote-studio {__version__}"
+        parameters = format_parameters(job, job.seed, self.model_info(), extra=extra)
         return GeneratedImage(image, job, parameters, reused, time.perf_counter() - started)

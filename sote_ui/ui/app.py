@@ -16,6 +16,7 @@ from typing import Any
 
 import gradio as gr
 
+from ..outputs import MAX_UPLOAD_BYTES
 from ..presets import CURRENT
 from .common import queued_jobs
 from .compare_tab import build_compare_tab
@@ -65,9 +66,14 @@ JS = """
 """
 
 
+# Gradio keeps a copy of every image shown and every upload in its cache: every hour, drop the copies
+# older than a day (the saved images stay in the outputs folder). The cache is emptied at each start.
+CACHE_CLEANING = (3600, 86400)
+
+
 def build_demo(studio: Studio) -> gr.Blocks:
     """Build the Blocks app; the model loads in the background once it is launched."""
-    with gr.Blocks(title=TITLE) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=CACHE_CLEANING) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}", elem_id="intro")
         if studio.config.demo:
             gr.Markdown("**Demo mode:** this runs on a tiny random-weight model, so every image is noise. "
@@ -147,4 +153,5 @@ def launch_options(studio: Studio) -> dict[str, Any]:
     """
     outputs = studio.config.outputs
     allowed = [str(Path(outputs).expanduser().resolve())] if outputs else None
-    return {"css": CSS, "js": JS, "allowed_paths": allowed}
+    # Uploads over the limit are refused while they stream in, before anything is stored.
+    return {"css": CSS, "js": JS, "allowed_paths": allowed, "max_file_size": MAX_UPLOAD_BYTES}

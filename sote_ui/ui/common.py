@@ -53,14 +53,16 @@ def values_of(args) -> dict[str, Any]:
     return dict(zip(FIELD_NAMES, args))
 
 
-def named_api(before: tuple[str, ...] = (), after: tuple[str, ...] = (), prefix: str = ""):
+def named_api(before: tuple[str, ...] = (), after: tuple[str, ...] = (), prefix: str = "",
+              optional: tuple[str, ...] = ()):
     """Expose ``fn(*before, values, *after, request=, progress=)`` with every request field named.
 
     Gradio names API parameters after the function's signature, so the
     endpoint gets explicit names in the request's vocabulary (``prompt``,
     ``width``, ``prior_cfg``...), optionally prefixed, instead of ``param_N``.
+    ``optional`` names come last and default to None, so API clients may leave them out.
     """
-    names = (*before, *(prefix + name for name in FIELD_NAMES), *after)
+    names = (*before, *(prefix + name for name in FIELD_NAMES), *after, *optional)
 
     def wrap(fn):
         first, count = len(before), len(FIELD_NAMES)
@@ -71,8 +73,10 @@ def named_api(before: tuple[str, ...] = (), after: tuple[str, ...] = (), prefix:
             return fn(*head, values_of(fields), *tail, request=request, progress=progress)
 
         kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-        params = [inspect.Parameter(name, kind) for name in names]
-        params += [inspect.Parameter("request", kind, annotation=gr.Request),
+        params = [inspect.Parameter(name, kind) for name in names[:len(names) - len(optional)]]
+        params += [inspect.Parameter(name, kind, default=None) for name in optional]
+        params += [inspect.Parameter("request", kind, annotation=gr.Request, default=None if optional else
+                                     inspect.Parameter.empty),
                    inspect.Parameter("progress", kind, default=gr.Progress())]
         endpoint.__signature__ = inspect.Signature(params)
         endpoint.__annotations__ = {"request": gr.Request}

@@ -15,7 +15,8 @@ import gradio as gr
 
 from .. import tags
 from ..memory import MODE_HELP, Mode
-from ..request import FIELD_NAMES, GenerationRequest
+from ..request import FIELD_NAMES, MAX_REFERENCES, MAX_STRENGTH, GenerationRequest
+from ..tags import MAX_CHUNKS, TRAINED_CHUNKS
 from .common import (
     RESOLUTIONS,
     Eta,
@@ -166,8 +167,17 @@ def _resolution_to_size(choice: str):
     return width, height, ""
 
 
-def new_session() -> SessionState:
-    return SessionState()
+def budget_line(chunks: list[int] | None) -> str:
+    """The prompt's token budget in chunks: the model was trained with 3 chunks of 75 tokens."""
+    if chunks is None:
+        return "tokens: counted once the model is loaded"
+    parts = " + ".join(str(n) for n in chunks)
+    line = f"**{len(chunks)} of {TRAINED_CHUNKS} chunks** ({parts} tokens)"
+    if len(chunks) > MAX_CHUNKS:
+        return f"{line} ⚠️ over the limit of {MAX_CHUNKS} chunks: shorten the prompt"
+    if len(chunks) > TRAINED_CHUNKS:
+        return f"{line} ⚠️ past the {TRAINED_CHUNKS} chunks the model was trained with"
+    return line
 
 
 GALLERY_SIZE = 48  # the newest images shown
@@ -208,6 +218,11 @@ def build_generate_tab(studio: Studio, waiting=None) -> dict[str, Any]:
     with gr.Row(elem_id="generate_layout"):
         with gr.Column(scale=5, elem_id="settings_column"):
             controls = build_controls(studio, defaults)
+            with gr.Accordion("Image remix: steer the composition with reference images", open=False):
+                remix_images = gr.File(label=f"Up to {MAX_REFERENCES} reference images", file_count="multiple",
+                                       file_types=["image"], type="filepath", elem_id="remix_images")
+                remix_strengths = gr.Textbox(label=f"Strengths, 0 to {MAX_STRENGTH:g}: one for all, or one per image",
+                                             placeholder="1.0  (or 1.0, 0.5)", elem_id="remix_strengths")
             with gr.Accordion("Presets", open=False):
                 with gr.Row():
                     preset = gr.Dropdown(studio.presets.names(), label="Preset", value=None, elem_id="preset",
@@ -257,22 +272,19 @@ def build_generate_tab(studio: Studio, waiting=None) -> dict[str, Any]:
                                        rating=rating, artist=artist)
         except ValueError as exc:
             return f"⚠️ {exc}"
-        tokens = studio.count_tokens(text)
-        budget = (f"**{tokens} / {tags.TOKEN_BUDGET} tokens**" if tokens is not None
-                  else "tokens: counted once the model is loaded")
-        warn = " ⚠️ past the 225 tokens the model was trained with" if tokens and tokens > tags.TOKEN_BUDGET \
-            else ""
         flagged = unsupported_syntax(prompt)
         note = f"  \n⚠️ {flagged}" if flagged else ""
-        return f"{budget}{warn} · sent: `{text}`{note}"
+        return f"{budget_line(studio.chunk_counts(text))} · sent: `{text}`{note}"
 
     for component in tag_inputs:
         component.change(compose, tag_inputs, controls.composed, api_visibility="private", queue=False,
                          show_progress="hidden")
 
     # 2. Generate and stop. The gallery is not an output of the run, so it stays visible meanwhile.
-    @named_api(after=("session",))
-    def run(values, session, request: gr.Request, progress=gr.Progress()):
+    @named_api(after=("session",), optional=("images", "image_strengths"))
+    def run(values, session, images, image_strengths, request: gr.Request, progress=gr.Progress()):
+        values["images"] = list(images or [])
+        values["image_strengths"] = image_strengths if image_strengths not in (None, "") else None
         session = session or SessionState()
         if not studio.settled():
             progress(0, desc=f"waiting for the model: {studio.status()}")
@@ -300,7 +312,7 @@ def build_generate_tab(studio: Studio, waiting=None) -> dict[str, Any]:
         images = [(shot.path, f"seed {shot.request.seed}") for shot in shots]
         return images, line, info, session, message
 
-    run_inputs = inputs + [state]
+    run_inputs = inputs + [state, remix_images, remix_strengths]
     run_outputs = [job_images, summary, report, state, status]
 
     def running():
