@@ -333,7 +333,7 @@ def test_reuse_settings_moves_the_resolution_picker_and_modes_offered_are_runnab
 
 def test_token_count_sits_at_the_prompt_and_status_under_generate(page):
     page.locator("#prompt textarea").fill("1girl, solo")
-    page.locator("#composed").filter(has_text="/ 225 tokens").wait_for()
+    page.locator("#composed").filter(has_text="of 3 chunks").wait_for()
     box = {k: page.locator(f"#{k}").bounding_box() for k in ("prompt", "composed", "aesthetic", "generate",
                                                                 "status", "gallery")}
     assert box["prompt"]["y"] < box["composed"]["y"] < box["aesthetic"]["y"]
