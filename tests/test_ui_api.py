@@ -202,7 +202,8 @@ def test_stop_cancels_a_job_of_the_session_still_waiting_in_the_queue(app, clien
         _, _, other_report, _ = busy.result(timeout=120)
     finally:
         other.close()
-    assert images == [] and report["stopped"] is True and report["seeds"] == []
+    assert images == [] and report["stopped"] is True and report["cancelled_in_queue"] is True
+    assert report["seeds"] == []
     assert summary.startswith("stopped before it started")
     assert "stopped" not in other_report and other_report["seeds"] == [131, 132, 133]
     ran = studio.engine.counters.since(before)

@@ -227,8 +227,10 @@ def run_summary(report: dict[str, Any], device_word: str = "GPU") -> str:
         parts.append(f"prior reused for {reused}")
     line = " · ".join(parts)
     if report.get("stopped"):
+        if report.get("cancelled_in_queue"):
+            return "stopped before it started: it was still waiting in the queue"
         if not images:
-            return f"stopped before it started; the {device_word} is free"
+            return f"stopped before the first image was finished; the {device_word} is free"
         return f"stopped after {images} finished image{'s' if images != 1 else ''}; the {device_word} is free · {line}"
     return line
 

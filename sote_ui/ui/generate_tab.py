@@ -316,7 +316,7 @@ def build_generate_tab(studio: Studio, waiting=None) -> dict[str, Any]:
     run_outputs = [job_images, summary, report, state, status]
 
     def running():
-        return gr.update(interactive=True), gr.update(value="Generating…")
+        return gr.update(interactive=True), gr.update(value="Generating…"), ""
 
     def finished(session: SessionState | None):
         session = session or SessionState()
@@ -327,7 +327,7 @@ def build_generate_tab(studio: Studio, waiting=None) -> dict[str, Any]:
                 gr.update(label=seed_label))
 
     def chain(trigger):
-        start = trigger(running, None, [stop, generate], api_visibility="private", queue=False,
+        start = trigger(running, None, [stop, generate, status], api_visibility="private", queue=False,
                         show_progress="hidden")
         job = start.then(page_action(run, len(run_outputs), 4), run_inputs, run_outputs, api_visibility="private",
                          concurrency_id="gpu", show_progress_on=[status])

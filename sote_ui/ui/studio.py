@@ -30,6 +30,8 @@ from ..outputs import open_image, save_png
 from ..presets import DEFAULT_USER_DIR, SHIPPED_DIR, PresetStore
 from ..request import DEFAULT_LIMITS, REQUEST_KEYS, GenerationRequest, InputError, Limits, build_request
 
+WAITING_CANCELLED = "stopped before it started"
+
 
 @dataclass
 class StudioConfig:
@@ -225,11 +227,13 @@ class Studio:
         """
         request = self.request_from(values).with_seed()
         started = time.perf_counter()
+        waited = False
         try:
             result = self._run("generate", ([request],), {}, hosting.gpu_seconds([request]), session, on_progress)
             images, counters, stopped, warnings = result.images, result.counters, False, result.warnings
         except Cancelled as exc:  # images finished before Stop are kept
             images, counters, stopped, warnings = getattr(exc, "images", []), None, True, []
+            waited = str(exc) == WAITING_CANCELLED
         shots = [self._keep(item) for item in images]
         report = {
             "seeds": [s.request.seed for s in shots],
@@ -242,6 +246,8 @@ class Studio:
             report.update(prior_steps_run=counters.prior_steps, decoder_steps_run=counters.decoder_steps)
         if stopped:
             report["stopped"] = True
+            if waited:
+                report["cancelled_in_queue"] = True
         if warnings:
             report["warnings"] = warnings
         return shots, report
@@ -264,7 +270,7 @@ class Studio:
                 self._cancel_waiting[session] -= 1
                 if not self._cancel_waiting[session]:
                     del self._cancel_waiting[session]
-                raise Cancelled("stopped before it started")
+                raise Cancelled(WAITING_CANCELLED)
             self._stops[session] = stop
         try:
             engine = self._ensure_engine()
