@@ -554,3 +554,19 @@ def test_importing_the_ui_does_not_import_torch_or_diffusers(tmp_path):
     assert done.returncode == 0, done.stderr
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert loaded == {"import": [], "build": []}
+
+
+def test_stopping_a_running_job_keeps_finished_images_and_names_the_device(app, client):
+    from gradio_client.utils import Status
+
+    job = client.submit(**{**SMALL, "prior_steps": 60, "decoder_steps": 20, "count": 6, "seed": 171},
+                        api_name="/generate")
+    deadline = time.monotonic() + 60
+    while job.status().code != Status.PROCESSING and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    assert "stopping" in client.predict(api_name="/stop")
+    images, summary, report, status = job.result(timeout=120)
+    assert report["stopped"] is True and "cancelled_in_queue" not in report
+    assert len(images) == len(report["seeds"]) < 6
+    assert "the CPU is free" in summary and summary == status

@@ -493,3 +493,52 @@ def test_the_page_has_no_api_entries_for_page_only_events(server):
     assert {"/generate", "/stop", "/compare", "/grid", "/png_info", "/status"} <= names
     assert not names & {"/new_session", "/no_pairs", "/reuse_seed", "/reuse_settings", "/use_a", "/apply_png_info"}
     assert json.dumps(info).count("randomize_seed") == 0
+
+
+# 5. Progress with time left; Stop only while something runs ------------------------------------------
+
+
+def test_progress_shows_time_left_and_stop_says_what_was_freed(page):
+    small_settings(page, prior_steps=40, decoder_steps=20)
+    pick(page, "resolution", "custom")
+    set_number(page, "Width", 512)
+    set_number(page, "Height", 512)
+    set_number(page, "Images", 2)
+    assert page.locator("#stop").is_disabled()
+    page.locator("#generate").click()
+    page.locator("#status").filter(has_text="left").wait_for(timeout=120_000)
+    text = page.locator("#status").inner_text()
+    assert "image 1/2" in text and "elapsed" in text
+    assert page.locator("#stop").is_enabled()
+    page.locator("#stop").click()
+    page.locator("#status").filter(has_text="stopped").wait_for(timeout=120_000)
+    assert "the CPU is free" in page.locator("#status").inner_text()
+    from playwright.sync_api import expect
+
+    expect(page.locator("#stop")).to_be_disabled(timeout=10_000)
+
+
+# 11. The X/Y grid tab ------------------------------------------------------------------------------------
+
+
+def test_grid_tab_starts_from_generate_and_labels_axes_for_people(page):
+    page.locator("#prompt textarea").fill("1girl, smile")
+    page.get_by_role("tab", name="X/Y grid").click()
+    expect_value(page.locator("#grid_prompt textarea"), "1girl, smile")
+    for label, value in (("Width", 128), ("Height", 128), ("Prior steps", 2), ("Decoder steps", 1)):
+        box = page.locator("#grid_layout").get_by_label(f"number input for {label}", exact=True)
+        box.fill(str(value))
+        box.press("Enter")
+    pick(page, "grid_x", "Prompt S/R")
+    x_values = page.locator("#grid_x_values input, #grid_x_values textarea").first
+    expect_value(x_values, "first: the text to find")  # the axis's example shows first
+    x_values.fill("smile, frown")
+    pick(page, "grid_y", "Prior CFG")
+    y_values = page.locator("#grid_y_values input, #grid_y_values textarea").first
+    expect_value(y_values, "4, 6, 8, 10")
+    y_values.fill("4, 6")
+    page.locator("#grid_run").click()
+    page.locator("#grid_summary").filter(has_text="cells").wait_for(timeout=180_000)
+    summary = page.locator("#grid_summary").inner_text()
+    assert summary.startswith("4 cells in ") and "prior run 4 times" in summary
+    assert page.locator("#grid img").count() == 1
