@@ -20,7 +20,7 @@ from PIL import Image
 from sote_ui.ui.app import build_demo, launch_options
 from sote_ui.ui.studio import Studio, StudioConfig
 
-SMALL = {"width": 128, "height": 128, "prior_steps": 2, "decoder_steps": 2, "randomize_seed": False}
+SMALL = {"width": 128, "height": 128, "prior_steps": 2, "decoder_steps": 2}
 
 
 def _free_port() -> int:
@@ -65,7 +65,7 @@ def test_six_clients_at_once_all_get_their_images_and_equal_seeds_match(served):
 
     with concurrent.futures.ThreadPoolExecutor(len(seeds)) as pool:
         results = list(pool.map(one, seeds))
-    reports = [r[1] for r in results]
+    reports = [r[2] for r in results]
     assert [r["seeds"] for r in reports] == [[s] for s in seeds]
     by_seed: dict[int, list[np.ndarray]] = {}
     for seed, result in zip(seeds, results):
@@ -73,7 +73,7 @@ def test_six_clients_at_once_all_get_their_images_and_equal_seeds_match(served):
     for seed, images in by_seed.items():
         assert all(np.array_equal(images[0], other) for other in images[1:]), seed
     assert not np.array_equal(by_seed[11][0], by_seed[13][0])
-    # Each client's gallery holds only its own image: no per-user state is shared.
+    # Each client gets only its own job's image: no per-user state is shared.
     assert all(len(r[0]) == 1 for r in results)
 
 
@@ -86,7 +86,7 @@ def test_the_queue_bound_refuses_overflow_with_a_message(tiny_pair, tmp_path):
         outcomes = []
         for job in jobs:
             try:
-                outcomes.append(("ok", job.result(timeout=300)[1]["seeds"]))
+                outcomes.append(("ok", job.result(timeout=300)[2]["seeds"]))
             except Exception as exc:  # gradio_client raises the server's refusal
                 outcomes.append(("refused", str(exc)))
         refused = [text for kind, text in outcomes if kind == "refused"]
@@ -96,7 +96,7 @@ def test_the_queue_bound_refuses_overflow_with_a_message(tiny_pair, tmp_path):
         assert done  # the first jobs ran
         # The app still serves once the queue drains.
         result = client.predict(prompt="1girl", seed=99, api_name="/generate", **SMALL)
-        assert result[1]["seeds"] == [99]
+        assert result[2]["seeds"] == [99]
     finally:
         demo.close()
 
@@ -131,7 +131,7 @@ def test_auth_keeps_strangers_out(tiny_pair, tmp_path):
             Client(url, verbose=False)
         client = Client(url, auth=("artist", "s3cret"), verbose=False)
         result = client.predict(prompt="1girl", seed=3, api_name="/generate", **SMALL)
-        assert result[1]["seeds"] == [3]
+        assert result[2]["seeds"] == [3]
     finally:
         demo.close()
 
@@ -147,7 +147,7 @@ def test_bad_input_is_one_line_and_the_next_request_works(served):
             client.predict(**{**SMALL, "prompt": "1girl", "seed": 1, **bad}, api_name="/generate")
         assert needle in str(info.value)
     result = client.predict(prompt="1girl", seed=21, api_name="/generate", **SMALL)
-    assert result[1]["seeds"] == [21]
+    assert result[2]["seeds"] == [21]
 
 
 def test_stop_ends_the_running_job_and_frees_the_gpu(served):
@@ -168,7 +168,7 @@ def test_stop_ends_the_running_job_and_frees_the_gpu(served):
         time.sleep(0.1)
     assert studio.engine.counters.prior_steps > before
     assert client.predict(api_name="/stop") == "stopping after the current step"
-    gallery, report, status = job.result(timeout=120)
+    gallery, _summary, report, status = job.result(timeout=120)
     assert report["stopped"] is True and report["seeds"] == []  # stopped inside the only image
     assert "stopped" in status
     assert studio.engine.counters.prior_steps - before < 80  # it did not run to the end
@@ -176,7 +176,7 @@ def test_stop_ends_the_running_job_and_frees_the_gpu(served):
     gc.collect()
     assert alive and all(ref() is None for ref in alive)  # the stopped job's tensors were freed
     # The next job runs at once.
-    assert client.predict(prompt="1girl", seed=32, api_name="/generate", **SMALL)[1]["seeds"] == [32]
+    assert client.predict(prompt="1girl", seed=32, api_name="/generate", **SMALL)[2]["seeds"] == [32]
 
 
 def test_an_outputs_folder_anywhere_is_served(tiny_pair, tmp_path):
@@ -185,7 +185,7 @@ def test_an_outputs_folder_anywhere_is_served(tiny_pair, tmp_path):
     demo, studio, url = _serve(tiny_pair, tmp_path, queue_size=5, outputs=outputs)
     try:
         result = Client(url, verbose=False).predict(prompt="1girl", seed=8, api_name="/generate", **SMALL)
-        assert result[1]["seeds"] == [8]
+        assert result[2]["seeds"] == [8]
         assert Image.open(result[0][0]["image"]).size == (128, 128)
         assert len(list(outputs.glob("*.png"))) == 1
     finally:
