@@ -39,7 +39,7 @@ CSS = """
 #device_info td, #device_info th { white-space: nowrap; word-break: keep-all; }
 #device_info p { word-break: normal; }
 .hint { font-size: 0.85em; opacity: 0.8; }
-.tool-button { max-width: 84px; align-self: end; margin-bottom: 6px; }
+.seed-tools { justify-content: center; gap: 6px !important; }
 /* Dropdowns show their whole choice: text wraps instead of being cut. */
 .wrap-inner input[role=combobox] { text-overflow: clip; }
 .wrap-inner .token, .wrap-inner input { min-width: 0; }

@@ -123,12 +123,12 @@ def build_controls(studio: Studio, defaults: GenerationRequest) -> Controls:
                                     label="Decoder ('secondary') CFG; applied above 1")
         with gr.Row(equal_height=True, elem_id="seed_row"):
             seed = gr.Number(value=defaults.seed, label=RANDOM_SEED_LABEL, minimum=-1, step=1, elem_id="seed",
-                             min_width=160, scale=3)
-            random_seed = gr.Button("🎲 -1", elem_id="random_seed", min_width=64, scale=0, size="sm",
-                                    elem_classes=["tool-button"])
-            reuse_seed = gr.Button("♻ last", elem_id="reuse_seed", min_width=64, scale=0, size="sm",
-                                   elem_classes=["tool-button"])
-            count = gr.Slider(1, limits.max_count, value=defaults.count, step=1, label="Images", scale=3)
+                             min_width=180, scale=4)
+            with gr.Column(scale=0, min_width=110, elem_classes=["seed-tools"]):
+                random_seed = gr.Button("⚄ random", elem_id="random_seed", size="sm", min_width=100)
+                reuse_seed = gr.Button("♻ last seed", elem_id="reuse_seed", size="sm", min_width=100)
+            count = gr.Slider(1, limits.max_count, value=defaults.count, step=1, label="Images", scale=4,
+                              min_width=180)
     random_seed.click(lambda: -1, None, seed, api_visibility="private", queue=False, show_progress="hidden")
     resolution.input(_resolution_to_size, resolution, [width, height, size_note], api_visibility="private",
                      queue=False, show_progress="hidden")
