@@ -24,6 +24,9 @@ set "TORCH_INDEX=https://download.pytorch.org/whl"
 :: The driver's highest CUDA version -> the newest PyTorch CUDA index not above it (as in run.sh).
 set "CUDA_INDEXES=13.0:cu130 12.8:cu128 12.6:cu126 12.4:cu124 11.8:cu118"
 
+:: What a Python one-liner prints is read back through this file (for /f mangles quoted paths).
+set "OUT=%TEMP%\sote-studio-launcher.txt"
+set "PYVER="
 set "DRY_RUN=0"
 set "REINSTALL=0"
 set "APP_ARGS="
@@ -52,7 +55,8 @@ if "%REINSTALL%"=="0" if exist "%VENV%" (
 )
 if "%REINSTALL%"=="0" if exist "%VENV%" (
   set "PY="%VENV_PY%""
-  for /f "delims=" %%V in ('%VENV_PY% -c "import platform; print(platform.python_version())"') do set "PYVER=%%V"
+  "%VENV_PY%" -c "import platform; print(platform.python_version())" > "%OUT%" 2>nul
+  set /p PYVER=<"%OUT%"
   echo [1/5] Python       %VENV_PY% ^(!PYVER!, in .venv^)
   goto detect
 )
@@ -73,7 +77,8 @@ if not defined PY (
   call :fail 1 Python "no Python 3.10 or newer found" "Install one from https://www.python.org (tick 'Add python.exe to PATH'), or set PYTHON=C:\path\to\python.exe."
   exit /b 1
 )
-for /f "delims=" %%V in ('"!PY! -c "import platform; print(platform.python_version())""') do set "PYVER=%%V"
+!PY! -c "import platform; print(platform.python_version())" > "%OUT%" 2>nul
+set /p PYVER=<"%OUT%"
 echo [1/5] Python       !PY! ^(!PYVER!^)
 
 :: ---- 2. Accelerator -> PyTorch build ----
@@ -181,7 +186,8 @@ if "%FRESH%"=="0" if exist "%STAMP%" (
 set "HASH_PY=%VENV_PY%"
 if not exist "%VENV_PY%" set "HASH_PY=!PY!"
 set "REQ="
-for /f "delims=" %%H in ('"!HASH_PY! -c "import hashlib, pathlib, sys; print(hashlib.sha256(pathlib.Path(sys.argv[1]).read_bytes()).hexdigest())" requirements.txt"') do set "REQ=%%H"
+!HASH_PY! -c "import hashlib, pathlib, sys; print(hashlib.sha256(pathlib.Path(sys.argv[1]).read_bytes()).hexdigest())" requirements.txt > "%OUT%" 2>nul
+set /p REQ=<"%OUT%"
 if not defined REQ (
   call :fail 5 Packages "requirements.txt cannot be read" "Run run.bat from a complete copy of Sote Studio."
   exit /b 1
