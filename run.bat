@@ -113,8 +113,9 @@ if not errorlevel 1 (
     echo [2/5] Accelerator  nvidia-smi is installed but reports no driver
     echo       Check the NVIDIA driver ^(after a driver update, restart^). Looking for other GPUs.
   ) else (
-    set "CUDA=!SMI_LINE:*CUDA Version: =!"
-    for /f "tokens=1,2 delims=. " %%A in ("!CUDA!") do (
+    set "CUDA=!SMI_LINE:*CUDA Version=!"
+    set "CUDA_NUM=0"
+    for /f "tokens=1,2 delims=:. " %%A in ("!CUDA!") do (
       set "CUDA=%%A.%%B"
       set /a CUDA_NUM=%%A*100+%%B
     )
@@ -242,7 +243,7 @@ if "!OLD_requirements!"=="!REQ!" (
 
 :: ---- start ----
 if "%DRY_RUN%"=="1" (
-  echo Would start: %VENV_PY% app.py%APP_ARGS%
+  echo Would start: %VENV_PY% app.py!APP_ARGS!
   echo Dry run: nothing was installed or started.
   exit /b 0
 )
