@@ -170,6 +170,7 @@ if "%FRESH%"=="1" (
   )
   set "CMD=!PY! -m venv %VENV%"
   call :run || (
+    if exist "%VENV%" rmdir /s /q "%VENV%"
     call :fail 3 Environment "!PY! could not create .venv" "Read the message above, then run run.bat again."
     exit /b 1
   )

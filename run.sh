@@ -226,8 +226,10 @@ if [ "$REINSTALL" = 1 ] || [ ! -e "$VENV" ]; then
   else
     step 3 Environment "creating .venv"
   fi
-  run "$(quote "$PY") -m venv $VENV" || fail 3 Environment "$PY could not create .venv" \
-    "Read the message above; on Debian/Ubuntu install python3-venv. Then run ./run.sh again."
+  if ! run "$(quote "$PY") -m venv $VENV"; then
+    rm -rf "$VENV"  # half a venv would pass for a whole one next time
+    fail 3 Environment "$PY could not create .venv" "Read the message above; on Debian/Ubuntu install python3-venv. Then run ./run.sh again."
+  fi
 else
   step 3 Environment ".venv exists"
 fi

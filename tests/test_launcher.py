@@ -418,6 +418,17 @@ def test_a_failed_install_names_the_step_and_what_to_do(launcher):
     assert "Starting" not in result.out
 
 
+def test_a_venv_that_fails_halfway_is_removed(launcher, tmp_path):
+    python = tmp_path / "bin" / "python3.12"
+    python.parent.mkdir()
+    _script(python.parent, "python3.12", 'if [ "$2" = venv ]; then mkdir -p "$3/bin"; echo "Error: ensurepip failed"; exit 1; fi\n'
+                                         f'exec {sys.executable} "$@"\n')
+    result = launcher.run("--demo", PYTHON=str(python))
+    assert result.returncode == 1
+    assert f"error: step 3/5 (Environment) failed: {python} could not create .venv" in result.out
+    assert not (launcher.app / ".venv").exists()  # so the next run makes it again
+
+
 # ---- run.bat mirrors run.sh ---------------------------------------------------------------------
 
 def _sh() -> str:
