@@ -194,7 +194,7 @@ if not defined REQ (
   call :fail 5 Packages "requirements.txt cannot be read" "Run run.bat from a complete copy of Sote Studio."
   exit /b 1
 )
-set "TORCH_FAIL=Check your network and disk space (PyTorch takes 1 to 5 GB), then run run.bat again; TORCH_COMMAND chooses another build."
+set "TORCH_FAIL=Check your network and disk space (PyTorch takes 1 to 5 GB), then run run.bat again. If pip found no matching torch, that build has none for Python !PYVER!: set PYTHON to a Python 3.12 and run run.bat --reinstall. TORCH_COMMAND chooses another build."
 
 if not defined OLD_torch_command goto torch_install
 if "!OLD_torch_command!"=="!TORCH_CMD!" (

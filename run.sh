@@ -242,7 +242,7 @@ stamp_write() {  # torch command, its kind, the requirements' hash
 OLD_TORCH=$(stamp_get torch_command) OLD_KIND=$(stamp_get torch_kind) OLD_REQ=$(stamp_get requirements)
 REQ=$("$PY" -c 'import hashlib, pathlib, sys; print(hashlib.sha256(pathlib.Path(sys.argv[1]).read_bytes()).hexdigest())' requirements.txt) \
   || fail 5 Packages "requirements.txt cannot be read" "Run ./run.sh from a complete copy of Sote Studio."
-TORCH_FAIL="Check your network and disk space (PyTorch takes 1 to 5 GB), then run ./run.sh again; TORCH_COMMAND chooses another build."
+TORCH_FAIL="Check your network and disk space (PyTorch takes 1 to 5 GB), then run ./run.sh again. If pip found no matching torch, that build has none for Python $(python_version "$PY"): run PYTHON=python3.12 ./run.sh --reinstall. TORCH_COMMAND chooses another build."
 
 if [ -z "$OLD_TORCH" ]; then
   step 4 PyTorch "installing: python -m $TORCH_CMD"
