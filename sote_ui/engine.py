@@ -60,6 +60,7 @@ class StepCounters:
     prior_cache_hits: int = 0
     text_cache_hits: int = 0
     image_encodes: int = 0
+    previews: int = 0
 
     def snapshot(self) -> "StepCounters":
         return replace(self)
@@ -92,6 +93,26 @@ class PriorOutput:
     generator_state: torch.Tensor
 
 
+@dataclass(frozen=True)
+class Preview:
+    """A look at the prior's latent while it denoises (or, for a draft, when it is done)."""
+
+    image: Image.Image
+    step: int  # prior steps done
+    steps: int
+    index: int  # 0-based index of the image in the run
+    kind: str  # "previewer" or "fast"
+
+
+@dataclass
+class Draft:
+    """A prior-only run: the stage-C latent is cached; finishing it runs only the decoder."""
+
+    request: GenerationRequest  # seed concrete, count 1
+    preview: Image.Image
+    prior_reused: bool
+
+
 @dataclass
 class GeneratedImage:
     image: Image.Image
@@ -107,7 +128,10 @@ class GenerationResult:
     counters: StepCounters  # what this call ran
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    drafts: list[Draft] = field(default_factory=list)  # prior-only runs
 
+
+PREVIEW_EVERY = 4  # prior steps between two live previews (the last step always gives one)
 
 # Layers kept out of fp8: the UNets' input and output convolutions and the conditioning mappers
 # (Stable Cascade's counterparts of the patch_embed/proj_out layers diffusers keeps by default).
@@ -215,6 +239,10 @@ class Engine:
         self._image_encoder = None
         self._image_embeds: OrderedDict = OrderedDict()  # content hash -> (1, 1, dim) fp32 embedding
         self._hashes: dict[str, tuple[int, int, str]] = {}  # path -> (mtime_ns, size, sha256)
+        self.preview_kind = "auto"  # see previews.KINDS
+        self.preview_every = PREVIEW_EVERY
+        self._preview_decoder = None
+        self._preview_kind_loaded = None
 
     # 1. Loading and memory modes -------------------------------------------------
 
@@ -425,6 +453,25 @@ class Engine:
         return "; ".join(f"{Path(ref.path).name} sha256:{self._hash(ref.path)[:16]} x{ref.strength:g}"
                          for ref in request.references)
 
+    # 2c. Live previews -----------------------------------------------------------------
+
+    def previews(self):
+        """The preview decoder for ``preview_kind`` (None when previews are off); made on first use."""
+        if self._preview_kind_loaded != self.preview_kind:
+            from .previews import PreviewDecoder
+
+            self._preview_decoder = PreviewDecoder.create(self.preview_kind, self.folders.prior if self.folders
+                                                          else None)
+            self._preview_kind_loaded = self.preview_kind
+        return self._preview_decoder
+
+    def _preview(self, latents: torch.Tensor, step: int, steps: int, index: int) -> Preview | None:
+        decoder = self.previews()
+        if decoder is None:
+            return None
+        self.counters.previews += 1
+        return Preview(decoder.decode(latents), step, steps, index, decoder.kind)
+
     # 3. The two denoising stages --------------------------------------------------
 
     def _prior(self, request: GenerationRequest, embeds: PromptEmbeds, step) -> tuple[PriorOutput, bool]:
@@ -494,11 +541,17 @@ class Engine:
 
     def generate_many(self, requests: list[GenerationRequest],
                       on_progress: Callable[[Progress], None] | None = None,
-                      should_stop: Callable[[], bool] | None = None) -> GenerationResult:
+                      should_stop: Callable[[], bool] | None = None,
+                      on_preview: Callable[[Preview], None] | None = None,
+                      prior_only: bool = False) -> GenerationResult:
         """Generate several requests in order, each expanded by its ``count``.
 
         Runs sharing a prior (same prompt, size, seed and prior settings)
         compute it once; order them so they are adjacent to reuse it.
+        ``on_preview`` gets a look at the prior's latent every
+        ``preview_every`` steps. With ``prior_only`` only the priors run (and
+        are cached): the result's ``drafts`` hold each one's preview, and a
+        later run of the same request finishes it with the decoder alone.
         """
         with self._lock:
             start = time.perf_counter()
@@ -514,13 +567,17 @@ class Engine:
             total, planned = 0, set()
             for job in jobs:
                 key = self._prior_key(job)
-                total += job.decoder_steps + (0 if key in self._prior_cache or key in planned else job.prior_steps)
+                total += (0 if prior_only else job.decoder_steps) + (
+                    0 if key in self._prior_cache or key in planned else job.prior_steps)
                 planned.add(key)
             done = [0]
             images: list[GeneratedImage] = []
+            drafts: list[Draft] = []
             try:
                 for index, job in enumerate(jobs):
-                    images.append(self._one(job, index, len(jobs), total, done, on_progress, should_stop))
+                    item = self._one(job, index, len(jobs), total, done, on_progress, should_stop, on_preview,
+                                     prior_only)
+                    (drafts if prior_only else images).append(item)
             except Cancelled as exc:
                 self._release_models()
                 exc.images = images  # the finished images are kept
@@ -539,7 +596,8 @@ class Engine:
                 ) from None
             finally:
                 self._stage = ""
-            return GenerationResult(images, self.counters.since(before), time.perf_counter() - start, warnings)
+            return GenerationResult(images, self.counters.since(before), time.perf_counter() - start, warnings,
+                                    drafts)
 
     def _release_models(self) -> None:
         """After a stop or a failure mid-pipeline, move offloaded models back to the CPU.
@@ -563,7 +621,8 @@ class Engine:
                 request.height, request.seed, request.prior_steps, float(request.prior_cfg) if guided else None,
                 references)
 
-    def _one(self, job, index, count, total, done, on_progress, should_stop) -> GeneratedImage:
+    def _one(self, job, index, count, total, done, on_progress, should_stop, on_preview=None,
+             prior_only=False) -> GeneratedImage | Draft:
         started = time.perf_counter()
         if should_stop and should_stop():
             raise Cancelled()
@@ -572,6 +631,10 @@ class Engine:
             def callback(pipe, i, t, kwargs):
                 if stage == "prior":
                     self.counters.prior_steps += 1
+                    if on_preview and ((i + 1) % self.preview_every == 0 or i + 1 == steps):
+                        preview = self._preview(kwargs["latents"], i + 1, steps, index)
+                        if preview is not None:
+                            on_preview(preview)
                 else:
                     self.counters.decoder_steps += 1
                     if i + 1 == steps:
@@ -587,6 +650,12 @@ class Engine:
 
         embeds = self._embeds(job.composed_prompt(), job.negative_prompt)
         prior, reused = self._prior(job, embeds, stepper("prior", job.prior_steps))
+        if prior_only:
+            decoder = self.previews()
+            from .previews import PreviewDecoder
+
+            sketch = (decoder or PreviewDecoder("fast")).decode(prior.latents)
+            return Draft(job, sketch, reused)
         image = self._decoder(job, embeds, prior, stepper("decoder", job.decoder_steps))
         extra = {"Reference images": self._reference_note(job)} if job.references else {}
         extra["Version"] = f"sote-studio {__version__}"
