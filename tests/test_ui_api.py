@@ -182,21 +182,23 @@ def test_a_non_integer_seed_is_refused_not_rounded(client):
 
 
 def test_stop_cancels_a_job_of_the_session_still_waiting_in_the_queue(app, client):
-    from gradio_client.utils import Status
+    from sote_ui.ui.common import queued_jobs
 
     studio, url, _, _ = app
+    demo = studio_demo(app)
     other = Client(url, verbose=False)  # another visitor keeps the GPU busy
     try:
+        steps = studio.engine.counters.prior_steps
         busy = other.submit(**{**SMALL, "prior_steps": 60, "decoder_steps": 20, "count": 3, "seed": 131},
                             api_name="/generate")
         deadline = time.monotonic() + 60
-        while busy.status().code != Status.PROCESSING and time.monotonic() < deadline:
-            time.sleep(0.05)
+        while studio.engine.counters.prior_steps == steps and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the other job is denoising
         before = studio.engine.counters.snapshot()
         mine = client.submit(**{**SMALL, "seed": 141}, api_name="/generate")
-        while mine.status().code != Status.IN_QUEUE and time.monotonic() < deadline:
+        while queued_jobs(demo, client.session_hash) == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert mine.status().code == Status.IN_QUEUE
+        assert queued_jobs(demo, client.session_hash) == 1 and not busy.done()  # mine waits behind it
         assert "stopping" in client.predict(api_name="/stop")
         images, summary, report, _ = mine.result(timeout=120)
         _, _, other_report, _ = busy.result(timeout=120)
@@ -557,14 +559,13 @@ def test_importing_the_ui_does_not_import_torch_or_diffusers(tmp_path):
 
 
 def test_stopping_a_running_job_keeps_finished_images_and_names_the_device(app, client):
-    from gradio_client.utils import Status
-
+    studio = app[0]
+    decoded = studio.engine.counters.decoder_steps
     job = client.submit(**{**SMALL, "prior_steps": 60, "decoder_steps": 20, "count": 6, "seed": 171},
                         api_name="/generate")
     deadline = time.monotonic() + 60
-    while job.status().code != Status.PROCESSING and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(1.0)
+    while studio.engine.counters.decoder_steps == decoded and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the first image is being decoded
     assert "stopping" in client.predict(api_name="/stop")
     images, summary, report, status = job.result(timeout=120)
     assert report["stopped"] is True and "cancelled_in_queue" not in report
