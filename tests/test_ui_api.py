@@ -571,3 +571,18 @@ def test_stopping_a_running_job_keeps_finished_images_and_names_the_device(app, 
     assert report["stopped"] is True and "cancelled_in_queue" not in report
     assert len(images) == len(report["seeds"]) < 6
     assert "the CPU is free" in summary and summary == status
+
+
+def test_the_generate_button_says_what_the_model_is_doing(app, tmp_path):
+    from sote_ui.ui.app import generate_label
+    from sote_ui.ui.studio import Studio, StudioConfig
+
+    studio = app[0]
+    assert generate_label(studio) == "Generate"  # loaded
+    missing = Studio(StudioConfig(prior=str(tmp_path / "none"), decoder=str(tmp_path / "none"), device="cpu",
+                                  outputs=None, presets_dir=str(tmp_path / "presets")))
+    assert generate_label(missing) == "Generate (the model is loading…)"  # not started yet
+    missing.start_loading()
+    missing.wait_loaded(60)
+    assert generate_label(missing) == "Generate (the model failed to load: see the status)"
+    assert "model load failed" in missing.status()

@@ -23,7 +23,7 @@ from .compare_tab import build_compare_tab
 from .generate_tab import build_generate_tab
 from .grid_tab import build_grid_tab
 from .pnginfo_tab import build_pnginfo_tab
-from .studio import Studio
+from .studio import DEMO_PREFIX, Studio
 
 TITLE = "Sote Studio"
 INTRO = (
@@ -71,6 +71,20 @@ JS = """
 CACHE_CLEANING = (3600, 86400)
 
 
+def generate_label(studio: Studio) -> str:
+    """The Generate button's text: what the model is doing while it loads, else plain "Generate"."""
+    if studio.settled():
+        return "Generate (the model failed to load: see the status)" if studio.load_failed() else "Generate"
+    status = studio.status().removeprefix(DEMO_PREFIX)
+    if status.startswith("fetching"):
+        return "Generate (downloading the model…)"
+    if status.startswith("loading weights"):
+        return "Generate (loading the model…)"
+    if status.startswith("applying"):
+        return f"Generate ({status.split(':')[0]}…)"
+    return "Generate (the model is loading…)"
+
+
 def build_demo(studio: Studio) -> gr.Blocks:
     """Build the Blocks app; the model loads in the background once it is launched."""
     with gr.Blocks(title=TITLE, delete_cache=CACHE_CLEANING) as demo:
@@ -91,15 +105,10 @@ def build_demo(studio: Studio) -> gr.Blocks:
         # While the model loads, poll its status (Generate says it is loading); stop once ready or failed.
         timer = gr.Timer(1.0)
 
-        def generate_label() -> str:
-            if studio.settled():
-                return "Generate"
-            return "Generate (model loading…)"
-
         def poll():
             settled = studio.settled()
             return (studio.status(), generate["device_markdown"](), gr.Timer(active=not settled),
-                    gr.update(value=generate_label()), generate["mode_choices"]())
+                    gr.update(value=generate_label(studio)), generate["mode_choices"]())
 
         timer.tick(poll, None, [generate["status"], generate["device_info"], timer, generate["generate_button"],
                                 generate["mode"]], api_visibility="private", queue=False, show_progress="hidden")

@@ -31,6 +31,7 @@ from ..presets import DEFAULT_USER_DIR, SHIPPED_DIR, PresetStore
 from ..request import DEFAULT_LIMITS, REQUEST_KEYS, GenerationRequest, InputError, Limits, build_request
 
 WAITING_CANCELLED = "stopped before it started"
+DEMO_PREFIX = "DEMO MODE: tiny random-weight model, images are noise. "
 
 
 @dataclass
@@ -151,6 +152,10 @@ class Studio:
         engine = self._engine
         return self._engine_error is not None or (engine is not None and engine.state in ("ready", "error"))
 
+    def load_failed(self) -> bool:
+        engine = self._engine
+        return self._engine_error is not None or (engine is not None and engine.state == "error")
+
     def status(self) -> str:
         with self._status_lock:
             status = self._status
@@ -158,7 +163,7 @@ class Studio:
         if engine is not None and engine.loaded and engine.plan is not None:
             status = f"ready on {engine.device.describe()} in {engine.plan.mode.value}: {engine.plan.reason}"
         if self.config.demo:
-            status = "DEMO MODE: tiny random-weight model, images are noise. " + status
+            status = DEMO_PREFIX + status
         return status
 
     def device_report(self) -> dict[str, Any]:
