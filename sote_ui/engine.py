@@ -45,6 +45,7 @@ from .memory import (
 from .metadata import ModelInfo, format_parameters
 from .models import ModelError, ModelSource, default_source
 from .request import GenerationRequest, InputError
+from .wildcards import resolve_request
 
 
 @dataclass
@@ -396,7 +397,9 @@ class Engine:
             jobs: list[GenerationRequest] = []
             for request in requests:
                 request = request.with_seed()
-                jobs += [replace(request, seed=request.seed + i, count=1) for i in range(request.count)]
+                # Each image's wildcards are picked from its own seed: its prompt is what its metadata records.
+                jobs += [resolve_request(replace(request, seed=request.seed + i, count=1))
+                         for i in range(request.count)]
             # A prior shared by several jobs runs once: count its steps once.
             total, planned = 0, set()
             for job in jobs:

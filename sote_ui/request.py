@@ -194,6 +194,9 @@ def validate(request: GenerationRequest, limits: Limits = DEFAULT_LIMITS) -> Non
             raise InputError(f"{key} is {len(text)} characters long; the limit is {limits.max_prompt_chars}")
         if "\x00" in text:
             raise InputError(f"{key} contains a NUL character")
+    from .wildcards import check_request  # a bad template or missing wildcard file fails here, before any work
+
+    check_request(request)
     if not request.composed_prompt().strip():
         raise InputError("the prompt is empty: type some tags or pick a tag")
 
