@@ -20,6 +20,7 @@ from ..presets import CURRENT
 from .compare_tab import build_compare_tab
 from .generate_tab import build_generate_tab
 from .pnginfo_tab import build_pnginfo_tab
+from .prompt_tools import script_head
 from .studio import Studio
 
 TITLE = "Sote Studio"
@@ -82,4 +83,4 @@ def launch_options(studio: Studio) -> dict[str, Any]:
     """
     outputs = studio.config.outputs
     allowed = [str(Path(outputs).expanduser().resolve())] if outputs else None
-    return {"css": CSS, "allowed_paths": allowed}
+    return {"css": CSS, "allowed_paths": allowed, "head": script_head()}

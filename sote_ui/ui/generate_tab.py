@@ -15,6 +15,7 @@ import gradio as gr
 from .. import tags
 from ..memory import MODE_HELP, Mode
 from ..request import FIELD_NAMES, GenerationRequest
+from .prompt_tools import attach_prompt_tools
 from .studio import SessionState, Studio, describe_error
 
 RESOLUTIONS = [
@@ -177,8 +178,15 @@ def new_session() -> SessionState:
 GALLERY_SIZE = 48  # the newest images shown; each reply carries the whole gallery
 
 
+def caption(request: GenerationRequest, width: int = 90) -> str:
+    """The seed and the image's own prompt (with its wildcards picked)."""
+    prompt = " ".join(request.prompt.split())
+    prompt = prompt if len(prompt) <= width else prompt[:width - 1] + "…"
+    return f"seed {request.seed} · {prompt}" if prompt else f"seed {request.seed}"
+
+
 def gallery_items(state: SessionState) -> list[tuple[str, str]]:
-    return [(shot.path, f"seed {shot.request.seed}") for shot in reversed(state.shots[-GALLERY_SIZE:])]
+    return [(shot.path, caption(shot.request)) for shot in reversed(state.shots[-GALLERY_SIZE:])]
 
 
 def build_generate_tab(studio: Studio) -> dict[str, Any]:
@@ -370,6 +378,9 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
 
     mode.input(switch_mode, mode, [device_info, status], api_name="set_mode", concurrency_id="gpu")
 
+    # 5. Tag suggestions, keyboard habits and the prompt history.
+    tools = attach_prompt_tools(studio, {"inputs": inputs, "gen_event": gen_event})
+
     return {
         "controls": controls,
         "inputs": inputs,
@@ -384,6 +395,7 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
         "preset": preset,
         "preset_status": preset_status,
         "gen_event": gen_event,
+        **tools,
     }
 
 

@@ -1,0 +1,178 @@
+"""Prompt tools for the Generate tab: tag suggestions, the chunk budget, keyboard habits, prompt history.
+
+- ``/suggest_tags`` (``text``, optional ``category`` "artist") returns ranked Danbooru tag suggestions;
+  the page's script (``prompt_tools.js``, loaded into the page's head) calls it as you type.
+- Ctrl+Enter / Cmd+Enter generates; Ctrl+Up / Ctrl+Down change the weight of the tag at the cursor.
+- Every generated prompt goes into a searchable history (a file next to the presets folder, or the
+  browser's own storage where the server keeps no user folder, as on Spaces).
+
+Example::
+
+    with gr.Blocks() as demo:
+        generate = build_generate_tab(studio)     # calls attach_prompt_tools at its end
+    demo.launch(head=script_head())
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from .. import history, tagindex, tags
+from ..request import FIELD_NAMES
+from .studio import Studio
+
+SCRIPT = Path(__file__).with_name("prompt_tools.js")
+HISTORY_KEY = "sote-studio-history"
+# BrowserState encrypts what it stores with this; fixed so a restarted Space still reads its visitors' history.
+HISTORY_SECRET = "sote-studio-prompt-history-v1"
+HISTORY_SHOWN = 30
+CHUNK = 75
+TRAINED_CHUNKS = tags.TOKEN_BUDGET // CHUNK
+
+
+def script_head() -> str:
+    """The ``<script>`` for ``launch(head=...)``: suggestions, weights and Ctrl+Enter in the page."""
+    return f"<script>\n{SCRIPT.read_text(encoding='utf-8')}\n</script>"
+
+
+def suggest_tags(text: str, category: str = "") -> list[dict[str, Any]]:
+    """Ranked Danbooru tags for what was typed of the current tag.
+
+    ``text`` may be the whole prompt up to the cursor: the tag after its last
+    comma is what is looked up. Each suggestion has ``text`` (what to insert,
+    spaces for underscores, literal brackets escaped, then ", "), ``tag``
+    (Danbooru's spelling), ``category``, ``count`` (Danbooru posts) and
+    ``alias`` (the alias that matched, if any). ``category="artist"`` looks up
+    artist names only, inserted bare (for the Pixiv artist field).
+    """
+    if category not in ("", "artist"):
+        raise gr.Error(f"category must be '' or 'artist', got {category[:20]!r}", print_exception=False)
+    text = str(text or "")[-500:]
+    query = tagindex.query_of(text) if category == "" else tagindex.normalize(text)
+    group = tagindex.ARTIST if category == "artist" else None
+    return [s.to_dict() for s in tagindex.suggest(query, category=group)]
+
+
+def warm_up() -> None:
+    """Index the tag list in the background so the first keystroke finds it ready (about a second)."""
+    threading.Thread(target=tagindex.index, name="sote-tag-index", daemon=True).start()
+
+
+# 1. The chunk budget ----------------------------------------------------------------------
+
+
+def budget_markdown(chunk_tokens: list[int] | None, tags_past: list[str] | None = None) -> str:
+    """Token count of each 75-token chunk, with the tags past the three chunks the model was trained on."""
+    if chunk_tokens is None:
+        return "token count shows once the model is loaded"
+    total = sum(chunk_tokens)
+    parts = [f"chunk {i + 1}: {n}/{CHUNK}" for i, n in enumerate(chunk_tokens)]
+    line = f"{total} / {tags.TOKEN_BUDGET} tokens ({', '.join(parts)})"
+    if len(chunk_tokens) > TRAINED_CHUNKS:
+        line += f" — past the {TRAINED_CHUNKS} chunks the model was trained on"
+        if tags_past:
+            shown = ", ".join(f"`{t}`" for t in tags_past[:12]) + (" …" if len(tags_past) > 12 else "")
+            line += f": {shown}"
+    return line
+
+
+# 2. Prompt history ---------------------------------------------------------------------------
+
+
+class HistoryStore:
+    """The history of one server (a file) or, without a user folder, of each browser (BrowserState)."""
+
+    def __init__(self, studio: Studio):
+        folder = studio.config.presets_dir
+        self.file = history.HistoryFile(Path(folder).expanduser().parent / "history.json") if folder else None
+        self._lock = threading.Lock()
+
+    def entries(self, stored: Any) -> list[dict]:
+        return self.file.load() if self.file else history.clean(stored)
+
+    def change(self, stored: Any, edit) -> list[dict]:
+        with self._lock:
+            entries = edit(self.entries(stored))
+            if self.file:
+                self.file.save(entries)
+        return entries
+
+
+def build_history(studio: Studio, inputs: list, gen_event) -> dict[str, Any]:
+    store = HistoryStore(studio)
+    stored = gr.BrowserState([], storage_key=HISTORY_KEY, secret=HISTORY_SECRET)
+    where = f"kept in {store.file.path}" if store.file else "kept in this browser"
+    with gr.Accordion("Prompt history", open=False, elem_id="history") as panel:
+        gr.Markdown(f"Every prompt you generate, newest first ({where}). Starred prompts are never dropped.")
+        with gr.Row():
+            search = gr.Textbox(label="Search", placeholder="words from the prompt or negative prompt",
+                                elem_id="history_search", scale=4)
+            starred_only = gr.Checkbox(label="Starred only", value=False, elem_id="history_starred", scale=1)
+        listing = gr.Radio([], label="Prompts", elem_id="history_list")
+        with gr.Row():
+            use = gr.Button("Use this prompt", size="sm", elem_id="history_use")
+            star = gr.Button("Star / unstar", size="sm", elem_id="history_star")
+
+    def shown(entries, query, only_starred, selected=None):
+        found = history.search(entries, query or "", bool(only_starred))[:HISTORY_SHOWN]
+        choices = [(history.label(e), e["id"]) for e in found]
+        keep = selected if any(value == selected for _, value in choices) else None
+        return gr.update(choices=choices, value=keep)
+
+    def refresh(stored_value, query, only_starred, selected=None):
+        return shown(store.entries(stored_value), query, only_starred, selected)
+
+    def record(*args):
+        values, stored_value, query, only_starred = dict(zip(FIELD_NAMES, args[:-3])), *args[-3:]
+        entries = store.change(stored_value, lambda old: history.add(old, values))
+        return (entries if store.file is None else stored_value), shown(entries, query, only_starred)
+
+    def toggle(stored_value, selected, query, only_starred):
+        if not selected:
+            raise gr.Error("pick a prompt in the list first", print_exception=False)
+        entries = store.change(stored_value, lambda old: history.star(old, selected))
+        return (entries if store.file is None else stored_value), shown(entries, query, only_starred, selected)
+
+    def reuse(stored_value, selected):
+        entry = history.find(store.entries(stored_value), selected or "")
+        if entry is None:
+            raise gr.Error("pick a prompt in the list first", print_exception=False)
+        settings = entry["settings"]
+        return [gr.update(value=settings[name]) if name in settings else gr.update() for name in FIELD_NAMES]
+
+    filters = [search, starred_only]
+    gen_event.success(record, inputs + [stored] + filters, [stored, listing], api_name=False, queue=False,
+                      show_progress="hidden")
+    for trigger in (panel.expand, search.change, starred_only.change):
+        trigger(refresh, [stored] + filters, listing, api_name=False, queue=False, show_progress="hidden")
+    star.click(toggle, [stored, listing] + filters, [stored, listing], api_name=False, queue=False)
+    use.click(reuse, [stored, listing], inputs, api_name=False, queue=False)
+
+    def prompt_history(query: str = "") -> list[dict]:
+        """The server's prompt history (newest first) matching ``query``; empty where it is kept per browser."""
+        return history.search(store.entries([]), query or "")
+
+    gr.api(prompt_history, api_name="prompt_history", queue=False)
+    return {"history_list": listing, "history_state": stored}
+
+
+# 3. Wiring ---------------------------------------------------------------------------------------
+
+
+def attach_prompt_tools(studio: Studio, generate: dict[str, Any]) -> dict[str, Any]:
+    """Add the suggestion endpoint and the history panel to the Generate tab being built.
+
+    ``generate`` holds the tab's ``inputs`` (the request controls in field
+    order) and ``gen_event`` (the Generate click). The suggestions, weights
+    and Ctrl+Enter live in the page's script, loaded through ``script_head()``.
+    """
+    gr.api(suggest_tags, api_name="suggest_tags", queue=False)
+    warm_up()
+    return build_history(studio, generate["inputs"], generate["gen_event"])
+
+
+__all__ = ["attach_prompt_tools", "budget_markdown", "script_head", "suggest_tags"]
