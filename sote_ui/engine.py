@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from . import __version__, devices
-from .encoding import PromptEmbeds, count_tokens, encode_pair
+from .encoding import TRAINED_CHUNKS, PromptEmbeds, check_chunks, chunk_token_counts, count_tokens, encode_pair
 from .errors import Cancelled, GenerationError
 from .loading import Components, Folders, component_sizes, fetch, load_components
 from .memory import (
@@ -76,6 +76,19 @@ class Progress:
     images: int
     done: int  # steps done in the whole run
     total: int  # steps the whole run needs
+
+
+@dataclass
+class PriorOutput:
+    """A prior run's stage-C latents, and the state of the image's generator after it.
+
+    One generator runs through both stages of an image (as in diffusers'
+    combined pipeline); keeping its state with a cached prior lets a
+    decoder-only change reuse the prior and still draw the same decoder noise.
+    """
+
+    latents: torch.Tensor
+    generator_state: torch.Tensor
 
 
 @dataclass
@@ -303,6 +316,24 @@ class Engine:
             return None
         return count_tokens(self._prior_pipe.tokenizer, text)
 
+    def chunk_counts(self, text: str) -> list[int] | None:
+        """Tokens in each 75-token chunk of ``text``, as the encoder splits it (None before loading)."""
+        if not self.loaded:
+            return None
+        return chunk_token_counts(self._prior_pipe.tokenizer, text)
+
+    def _check_prompts(self, jobs: list[GenerationRequest]) -> list[str]:
+        """Refuse prompts past the chunk cap before any GPU work; warn past the trained 3 chunks."""
+        warnings: list[str] = []
+        tokenizer = self._prior_pipe.tokenizer
+        for prompt, negative in dict.fromkeys((job.composed_prompt(), job.negative_prompt) for job in jobs):
+            chunks = len(check_chunks(tokenizer, prompt, "the prompt"))
+            check_chunks(tokenizer, negative, "the negative prompt")
+            if chunks > TRAINED_CHUNKS:
+                warnings.append(f"the prompt uses {chunks} chunks of 75 tokens; the model was trained with "
+                                f"{TRAINED_CHUNKS}, so tags past the third chunk count less reliably")
+        return warnings
+
     def _embeds(self, prompt: str, negative: str) -> PromptEmbeds:
         key = (prompt, negative)
         if key in self._text_cache:
@@ -322,20 +353,21 @@ class Engine:
 
     # 3. The two denoising stages --------------------------------------------------
 
-    def _prior(self, request: GenerationRequest, embeds: PromptEmbeds, step) -> tuple[torch.Tensor, bool]:
+    def _prior(self, request: GenerationRequest, embeds: PromptEmbeds, step) -> tuple[PriorOutput, bool]:
         key = self._prior_key(request)
         if key in self._prior_cache:
             self._prior_cache.move_to_end(key)
             self.counters.prior_cache_hits += 1
             return self._prior_cache[key], True
         self._stage = "prior"
+        generator = torch.Generator("cpu").manual_seed(request.seed)
         output = self._prior_pipe(
             **embeds.conditioning(guided=request.prior_cfg > 1),
             width=request.width,
             height=request.height,
             num_inference_steps=request.prior_steps,
             guidance_scale=request.prior_cfg,
-            generator=torch.Generator("cpu").manual_seed(request.seed),
+            generator=generator,
             output_type="pt",
             callback_on_step_end=step,
         )
@@ -346,19 +378,22 @@ class Engine:
                 "use an fp32 mode (--mode fp32 or offload-fp32)"
             )
         self.counters.prior_runs += 1
-        self._prior_cache[key] = latents
+        prior = PriorOutput(latents, generator.get_state())
+        self._prior_cache[key] = prior
         while len(self._prior_cache) > self._prior_cache_size:
             self._prior_cache.popitem(last=False)
-        return latents, False
+        return prior, False
 
-    def _decoder(self, request: GenerationRequest, embeds: PromptEmbeds, latents: torch.Tensor, step) -> Image.Image:
+    def _decoder(self, request: GenerationRequest, embeds: PromptEmbeds, prior: PriorOutput, step) -> Image.Image:
         self._stage = "decoder"
+        generator = torch.Generator("cpu")
+        generator.set_state(prior.generator_state)  # the image's one generator, where the prior left it
         output = self._decoder_pipe(
-            image_embeddings=latents,
+            image_embeddings=prior.latents,
             **embeds.conditioning(guided=request.decoder_cfg > 1),
             num_inference_steps=request.decoder_steps,
             guidance_scale=request.decoder_cfg,
-            generator=torch.Generator("cpu").manual_seed(request.seed),
+            generator=generator,
             output_type="np",
             callback_on_step_end=step,
         )
@@ -400,6 +435,7 @@ class Engine:
                 # Each image's wildcards are picked from its own seed: its prompt is what its metadata records.
                 jobs += [resolve_request(replace(request, seed=request.seed + i, count=1))
                          for i in range(request.count)]
+            warnings = self._check_prompts(jobs)
             # A prior shared by several jobs runs once: count its steps once.
             total, planned = 0, set()
             for job in jobs:
@@ -429,7 +465,7 @@ class Engine:
                 ) from None
             finally:
                 self._stage = ""
-            return GenerationResult(images, self.counters.since(before), time.perf_counter() - start)
+            return GenerationResult(images, self.counters.since(before), time.perf_counter() - start, warnings)
 
     def _release_models(self) -> None:
         """After a stop or a failure mid-pipeline, move offloaded models back to the CPU.
@@ -445,8 +481,11 @@ class Engine:
 
     @staticmethod
     def _prior_key(request: GenerationRequest) -> tuple:
-        return (request.composed_prompt(), request.negative_prompt, request.width, request.height, request.seed,
-                request.prior_steps, float(request.prior_cfg))
+        """What decides the prior's output. Without guidance (CFG <= 1) neither the negative
+        prompt nor the CFG value is read, so they are left out and an unguided prior is reused."""
+        guided = request.prior_cfg > 1
+        return (request.composed_prompt(), request.negative_prompt if guided else None, request.width,
+                request.height, request.seed, request.prior_steps, float(request.prior_cfg) if guided else None)
 
     def _one(self, job, index, count, total, done, on_progress, should_stop) -> GeneratedImage:
         started = time.perf_counter()
@@ -471,8 +510,8 @@ class Engine:
             return callback
 
         embeds = self._embeds(job.composed_prompt(), job.negative_prompt)
-        latents, reused = self._prior(job, embeds, stepper("prior", job.prior_steps))
-        image = self._decoder(job, embeds, latents, stepper("decoder", job.decoder_steps))
+        prior, reused = self._prior(job, embeds, stepper("prior", job.prior_steps))
+        image = self._decoder(job, embeds, prior, stepper("decoder", job.decoder_steps))
         parameters = format_parameters(job, job.seed, self.model_info(),
                                        extra={"Version": f"sote-studio {__version__}"})
         return GeneratedImage(image, job, parameters, reused, time.perf_counter() - started)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from . import tags
+from .emphasis import check_weights
 
 MAX_SEED = 2**32 - 1
 
@@ -197,8 +198,14 @@ def validate(request: GenerationRequest, limits: Limits = DEFAULT_LIMITS) -> Non
     from .wildcards import check_request  # a bad template or missing wildcard file fails here, before any work
 
     check_request(request)
-    if not request.composed_prompt().strip():
+    composed = request.composed_prompt()
+    if not composed.strip():
         raise InputError("the prompt is empty: type some tags or pick a tag")
+    try:
+        check_weights(composed, "the prompt")
+        check_weights(request.negative_prompt, "the negative prompt")
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 # Parameters that only the decoder reads: changing them can reuse the prior's output.

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Union
 
+from .emphasis import check_weights
 from .request import GenerationRequest, InputError
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "wildcards"
@@ -228,7 +229,13 @@ class WildcardStore:
             return request
         if request.seed < 0:
             raise InputError("wildcards need a concrete seed; pick one before resolving")
-        return replace(request, **{key: self.resolve(getattr(request, key), request.seed, key) for key in FIELDS})
+        resolved = {key: self.resolve(getattr(request, key), request.seed, key) for key in FIELDS}
+        for key, text in resolved.items():
+            try:  # a wildcard line may bring a weight the template itself did not have
+                check_weights(text, f"the {key.replace('_', ' ')} (wildcards picked for seed {request.seed})")
+            except ValueError as exc:
+                raise InputError(str(exc)) from None
+        return replace(request, **resolved)
 
 
 _default = WildcardStore()

@@ -117,3 +117,10 @@ def test_shipped_examples_resolve():
     assert text == wildcards.resolve("__hair_color__, __eye_color__, __outfit__", 42)
     hair = text.split(", ")[0]
     assert hair.endswith("hair") and not has_template(text)
+
+
+def test_a_weight_brought_by_a_wildcard_line_is_checked_after_picking(tmp_path):
+    (tmp_path / "loud.txt").write_text("(smile:9)\n", encoding="utf-8")
+    store = WildcardStore([tmp_path])
+    with pytest.raises(InputError, match=r"^the prompt \(wildcards picked for seed 4\) has the weight 9"):
+        store.resolve_request(GenerationRequest(prompt="__loud__", seed=4))

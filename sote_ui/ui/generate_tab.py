@@ -15,7 +15,8 @@ import gradio as gr
 from .. import tags
 from ..memory import MODE_HELP, Mode
 from ..request import FIELD_NAMES, GenerationRequest
-from .prompt_tools import attach_prompt_tools
+from ..tags import MAX_CHUNKS, TRAINED_CHUNKS
+from .prompt_tools import attach_prompt_tools, past_chunks_markdown
 from .studio import SessionState, Studio, describe_error
 
 RESOLUTIONS = [
@@ -162,6 +163,19 @@ def _resolution_to_size(choice: str):
     return width, height
 
 
+def budget_line(chunks: list[int] | None) -> str:
+    """The prompt's token budget in chunks: the model was trained with 3 chunks of 75 tokens."""
+    if chunks is None:
+        return "token count shows once the model is loaded"
+    parts = " + ".join(str(n) for n in chunks)
+    line = f"{len(chunks)} of {TRAINED_CHUNKS} chunks ({parts} tokens)"
+    if len(chunks) > MAX_CHUNKS:
+        return f"{line} — over the limit of {MAX_CHUNKS} chunks: shorten the prompt"
+    if len(chunks) > TRAINED_CHUNKS:
+        return f"{line} — past the {TRAINED_CHUNKS} chunks the model was trained with"
+    return line
+
+
 def session_id(request: gr.Request | None) -> str:
     return request.session_hash if request else ""
 
@@ -237,11 +251,8 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
                                        rating=rating, artist=artist)
         except ValueError as exc:
             return f"**Prompt:** {exc}"
-        tokens = studio.count_tokens(text)
-        budget = (f"{tokens} / {tags.TOKEN_BUDGET} tokens" if tokens is not None
-                  else "token count shows once the model is loaded")
-        warn = " — past the 225 tokens the model was trained with" if tokens and tokens > tags.TOKEN_BUDGET else ""
-        return f"**Prompt sent:** `{text}`  \n{budget}{warn}"
+        return (f"**Prompt sent:** `{text}`  \n{budget_line(studio.chunk_counts(text))}"
+                + past_chunks_markdown(text, studio.chunk_counts))
 
     for component in tag_inputs:
         component.change(compose, tag_inputs, composed, api_name=False, queue=False, show_progress="hidden")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import gradio as gr
 
@@ -30,8 +30,6 @@ HISTORY_KEY = "sote-studio-history"
 # BrowserState encrypts what it stores with this; fixed so a restarted Space still reads its visitors' history.
 HISTORY_SECRET = "sote-studio-prompt-history-v1"
 HISTORY_SHOWN = 30
-CHUNK = 75
-TRAINED_CHUNKS = tags.TOKEN_BUDGET // CHUNK
 
 
 def script_head() -> str:
@@ -62,22 +60,39 @@ def warm_up() -> None:
     threading.Thread(target=tagindex.index, name="sote-tag-index", daemon=True).start()
 
 
-# 1. The chunk budget ----------------------------------------------------------------------
+# 1. The chunk budget: which tags fall past the chunks the model was trained on ------------------
 
 
-def budget_markdown(chunk_tokens: list[int] | None, tags_past: list[str] | None = None) -> str:
-    """Token count of each 75-token chunk, with the tags past the three chunks the model was trained on."""
-    if chunk_tokens is None:
-        return "token count shows once the model is loaded"
-    total = sum(chunk_tokens)
-    parts = [f"chunk {i + 1}: {n}/{CHUNK}" for i, n in enumerate(chunk_tokens)]
-    line = f"{total} / {tags.TOKEN_BUDGET} tokens ({', '.join(parts)})"
-    if len(chunk_tokens) > TRAINED_CHUNKS:
-        line += f" — past the {TRAINED_CHUNKS} chunks the model was trained on"
-        if tags_past:
-            shown = ", ".join(f"`{t}`" for t in tags_past[:12]) + (" …" if len(tags_past) > 12 else "")
-            line += f": {shown}"
-    return line
+def tags_past_trained(text: str, chunk_counts: Callable[[str], list[int] | None]) -> list[str]:
+    """The tags of ``text`` that the encoder puts past the third 75-token chunk.
+
+    ``chunk_counts`` is the encoder's own split (tokens per chunk). Chunks are
+    cut greedily from the start at a comma, so a tag is past the third chunk
+    exactly when the prompt up to and including it needs more than three
+    chunks; the first such tag is found by bisection (a few tokenizer calls).
+    """
+    full = chunk_counts(text)
+    if full is None or len(full) <= tags.TRAINED_CHUNKS:
+        return []
+    parts = tags.split_tags(text)
+    lo, hi = 0, len(parts) - 1  # the first tag whose prefix needs more than the trained chunks
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(chunk_counts(", ".join(parts[:mid + 1])) or []) > tags.TRAINED_CHUNKS:
+            hi = mid
+        else:
+            lo = mid + 1
+    return parts[lo:]
+
+
+def past_chunks_markdown(text: str, chunk_counts: Callable[[str], list[int] | None], shown: int = 20) -> str:
+    """A line naming the tags past the third chunk (empty when every tag fits)."""
+    past = tags_past_trained(text, chunk_counts)
+    if not past:
+        return ""
+    names = ", ".join(f"`{tag}`" for tag in past[:shown]) + (f" and {len(past) - shown} more" if len(past) > shown
+                                                            else "")
+    return f"  \n**Past the third chunk** ({len(past)} tags, weaker): {names}"
 
 
 # 2. Prompt history ---------------------------------------------------------------------------
@@ -175,4 +190,4 @@ def attach_prompt_tools(studio: Studio, generate: dict[str, Any]) -> dict[str, A
     return build_history(studio, generate["inputs"], generate["gen_event"])
 
 
-__all__ = ["attach_prompt_tools", "budget_markdown", "script_head", "suggest_tags"]
+__all__ = ["attach_prompt_tools", "past_chunks_markdown", "script_head", "suggest_tags", "tags_past_trained"]
