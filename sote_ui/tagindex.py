@@ -120,8 +120,8 @@ class TagIndex:
         # (alias "sole female"), yet "longh" still finds long hair (alias "longhair") above "longhorn".
         self.rank = [self.tags[n].count // (ALIAS_PENALTY if alias else 1) for _, n, alias in entries]
         self._cache: dict[tuple[str, int | None], list[int]] = {}
-        for prefix in sorted({key[:length] for key in self.keys for length in (1, 2)}):
-            self._positions(prefix, None)  # warm the slowest lookups once, here
+        for prefix in sorted({key[:length] for key in self.keys for length in (1, 2, 3)}):
+            self._positions(prefix, None)  # rank the prefixes matching thousands of keys once, here
 
     @classmethod
     def from_csv(cls, path: Path = DATA_FILE) -> "TagIndex":

@@ -144,3 +144,21 @@ def test_ctrl_enter_generates_with_wildcards_and_the_prompt_lands_in_history(fre
     stored = httpx.post(url.rstrip("/") + "/gradio_api/run/prompt_history", json={"data": ["red|blue"]}).json()
     (entry_data,) = stored["data"][0]
     assert entry_data["settings"]["prompt"] == template and entry_data["starred"] is True
+
+
+def test_tags_past_the_third_chunk_are_named_under_the_prompt(fresh, server):
+    page, _ = fresh
+    url, _ = server
+    # the model is loaded by now (the test above generated); the counts are the encoder's own split
+    parts = [f"{word} {i}" for i, word in enumerate(["long hair", "blue eyes", "school uniform", "smile"] * 20)]
+    prompt = page.locator("#prompt textarea")
+    prompt.fill(", ".join(parts))
+    marked = page.locator("#composed", has_text="Past the third chunk")
+    marked.wait_for()
+    text = marked.inner_text()
+    assert "chunks (" in text and "tokens)" in text
+    assert parts[-1] in text.split("Past the third chunk")[1]
+    assert parts[0] not in text.split("Past the third chunk")[1].replace(parts[0] + "0", "")
+    prompt.fill("1girl, smile")
+    page.locator("#composed", has_text="1 of 3 chunks").wait_for()
+    assert "Past the third chunk" not in page.locator("#composed").inner_text()
