@@ -54,6 +54,8 @@
   }
 
   function close() {
+    state.seq += 1; // a reply still on its way is for text that is gone
+    clearTimeout(state.timer);
     popup.style.display = "none";
     popup.replaceChildren();
     state.items = [];
@@ -141,7 +143,8 @@
     } catch (error) {
       return; // suggestions are a convenience: typing goes on without them
     }
-    if (seq !== state.seq || document.activeElement !== el) return;
+    const now = fragment(el, box);
+    if (seq !== state.seq || document.activeElement !== el || !now || now.text !== part.text) return;
     attachPopup();
     state = { ...state, el, items, active: 0, start: part.start, end: el.selectionStart, box };
     if (!items.length) close();
@@ -152,6 +155,12 @@
     const el = state.el;
     const item = state.items[state.active];
     if (!el || !item) return;
+    // Replace all that is typed of the tag now: more may have been typed since the list came.
+    const part = fragment(el, state.box);
+    if (part) {
+      state.start = part.start;
+      state.end = el.selectionStart;
+    }
     let text = item.text;
     const after = el.value.slice(state.end);
     if (/^\s*,/.test(after)) text = text.replace(/, $/, "");
