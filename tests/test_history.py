@@ -74,3 +74,17 @@ def test_clean_drops_malformed_items():
     assert cleaned[1]["settings"] == {"prompt": "p"}
     assert clean({"not": "a list"}) == []
     assert json.loads(json.dumps(cleaned)) == cleaned
+
+
+def test_the_prompt_modules_import_neither_torch_nor_gradio():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys\nimport sote_ui.tagindex, sote_ui.wildcards, sote_ui.history\n"
+            "sote_ui.tagindex.suggest('long h')\n"
+            "print(sorted(m for m in ('torch', 'gradio', 'diffusers') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -96,6 +96,14 @@ def test_suggest_tags_for_the_artist_field(client):
     assert results[0]["text"] == "wlop"
 
 
+def test_typing_a_wildcard_suggests_wildcard_files(client):
+    results = client.predict("1girl, __", "", api_name="/suggest_tags")
+    names = [r["tag"] for r in results]
+    assert {"mood", "hair_color", "eye_color", "outfit"} <= set(names)  # the user's and the shipped ones
+    (mood,) = client.predict("1girl, __mo", "", api_name="/suggest_tags")
+    assert (mood["text"], mood["category"], mood["count"]) == ("__mood__, ", "wildcard", len(MOODS))
+
+
 def test_suggest_tags_over_plain_http_as_the_page_calls_it(app):
     reply = httpx.post(app.rstrip("/") + "/gradio_api/run/suggest_tags", json={"data": ["best", ""]}, timeout=30)
     assert reply.status_code == 200

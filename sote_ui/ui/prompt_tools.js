@@ -14,6 +14,7 @@
   };
   const COLORS = {
     general: "#3b82f6", artist: "#dc2626", copyright: "#a21caf", character: "#16a34a", meta: "#ea580c",
+    wildcard: "#0d9488",
   };
   const MIN_CHARS = 2;
   const DELAY_MS = 40;
@@ -104,7 +105,8 @@
       kind.style.cssText = "font-size:11px;opacity:.75";
       const count = document.createElement("span");
       count.className = "sote-suggestion-count";
-      count.textContent = item.count ? formatCount(item.count) : "model tag";
+      count.textContent = item.category === "wildcard" ? item.count + " options"
+        : item.count ? formatCount(item.count) : "model tag";
       count.style.cssText = "font-size:12px;opacity:.75;min-width:4.5em;text-align:right";
       row.append(name, alias, kind, count);
       row.addEventListener("mousedown", (event) => {

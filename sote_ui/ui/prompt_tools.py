@@ -15,14 +15,15 @@ Example::
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 from typing import Any, Callable
 
 import gradio as gr
 
-from .. import history, tagindex, tags
-from ..request import FIELD_NAMES
+from .. import history, tagindex, tags, wildcards
+from ..request import FIELD_NAMES, InputError
 from .studio import Studio
 
 SCRIPT = Path(__file__).with_name("prompt_tools.js")
@@ -50,9 +51,27 @@ def suggest_tags(text: str, category: str = "") -> list[dict[str, Any]]:
     if category not in ("", "artist"):
         raise gr.Error(f"category must be '' or 'artist', got {category[:20]!r}", print_exception=False)
     text = str(text or "")[-500:]
+    typed_wildcard = re.search(r"__([A-Za-z0-9_\-/]*)$", text)
+    if category == "" and typed_wildcard:
+        return wildcard_suggestions(typed_wildcard.group(1))
     query = tagindex.query_of(text) if category == "" else tagindex.normalize(text)
     group = tagindex.ARTIST if category == "artist" else None
     return [s.to_dict() for s in tagindex.suggest(query, category=group)]
+
+
+def wildcard_suggestions(typed: str, limit: int = tagindex.DEFAULT_LIMIT) -> list[dict[str, Any]]:
+    """Wildcard files whose name starts with ``typed`` (after ``__``), inserted as ``__name__, ``."""
+    store = wildcards.default_store()
+    found = []
+    for name in store.names():
+        if name.lower().startswith(typed.lower()):
+            try:
+                options = len(store.lines(name))
+            except InputError:  # an empty or unreadable file: shown, so the user finds it
+                options = 0
+            found.append({"text": f"__{name}__, ", "tag": name, "category": "wildcard", "count": options,
+                          "alias": ""})
+    return found[:limit]
 
 
 def warm_up() -> None:
