@@ -287,7 +287,7 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
     run_inputs = inputs + [randomize, state]
     run_outputs = [gallery, report, state, status]
     gen_event = generate.click(run, run_inputs, run_outputs, api_name="generate", concurrency_id="gpu")
-    controls.prompt.submit(run, run_inputs, run_outputs, api_name=False, concurrency_id="gpu")
+    submit_event = controls.prompt.submit(run, run_inputs, run_outputs, api_name=False, concurrency_id="gpu")
 
     def stop_job(request: gr.Request) -> str:
         stopped = studio.stop(session_id(request))
@@ -390,7 +390,7 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
     mode.input(switch_mode, mode, [device_info, status], api_name="set_mode", concurrency_id="gpu")
 
     # 5. Tag suggestions, keyboard habits and the prompt history.
-    tools = attach_prompt_tools(studio, {"inputs": inputs, "gen_event": gen_event})
+    tools = attach_prompt_tools(studio, inputs, [gen_event, submit_event])
 
     return {
         "controls": controls,

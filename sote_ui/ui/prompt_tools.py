@@ -136,7 +136,7 @@ class HistoryStore:
         return entries
 
 
-def build_history(studio: Studio, inputs: list, gen_event) -> dict[str, Any]:
+def build_history(studio: Studio, inputs: list, generated: list) -> dict[str, Any]:
     store = HistoryStore(studio)
     stored = gr.BrowserState([], storage_key=HISTORY_KEY, secret=HISTORY_SECRET)
     where = f"kept in {store.file.path}" if store.file else "kept in this browser"
@@ -179,12 +179,14 @@ def build_history(studio: Studio, inputs: list, gen_event) -> dict[str, Any]:
         return [gr.update(value=settings[name]) if name in settings else gr.update() for name in FIELD_NAMES]
 
     filters = [search, starred_only]
-    gen_event.success(record, inputs + [stored] + filters, [stored, listing], api_name=False, queue=False,
+    for event in generated:
+        event.success(record, inputs + [stored] + filters, [stored, listing], api_name=False, queue=False,
                       show_progress="hidden")
     for trigger in (panel.expand, search.change, starred_only.change):
         trigger(refresh, [stored] + filters, listing, api_name=False, queue=False, show_progress="hidden")
-    star.click(toggle, [stored, listing] + filters, [stored, listing], api_name=False, queue=False)
-    use.click(reuse, [stored, listing], inputs, api_name=False, queue=False)
+    # Queued: their "pick a prompt first" message shows as a toast only from a queued handler.
+    star.click(toggle, [stored, listing] + filters, [stored, listing], api_name=False)
+    use.click(reuse, [stored, listing], inputs, api_name=False)
 
     def prompt_history(query: str = "") -> list[dict]:
         """The server's prompt history (newest first) matching ``query``; empty where it is kept per browser."""
@@ -197,16 +199,17 @@ def build_history(studio: Studio, inputs: list, gen_event) -> dict[str, Any]:
 # 3. Wiring ---------------------------------------------------------------------------------------
 
 
-def attach_prompt_tools(studio: Studio, generate: dict[str, Any]) -> dict[str, Any]:
+def attach_prompt_tools(studio: Studio, inputs: list, generated: list) -> dict[str, Any]:
     """Add the suggestion endpoint and the history panel to the Generate tab being built.
 
-    ``generate`` holds the tab's ``inputs`` (the request controls in field
-    order) and ``gen_event`` (the Generate click). The suggestions, weights
-    and Ctrl+Enter live in the page's script, loaded through ``script_head()``.
+    ``inputs`` are the request controls in field order; ``generated`` the
+    events that generate (the button, the prompt box's submit): each prompt
+    they generate goes into the history. The suggestions, weights and
+    Ctrl+Enter live in the page's script, loaded through ``script_head()``.
     """
     gr.api(suggest_tags, api_name="suggest_tags", queue=False)
     warm_up()
-    return build_history(studio, generate["inputs"], generate["gen_event"])
+    return build_history(studio, inputs, generated)
 
 
 __all__ = ["attach_prompt_tools", "past_chunks_markdown", "script_head", "suggest_tags", "tags_past_trained"]
