@@ -166,3 +166,25 @@ def test_tags_past_the_third_chunk_are_named_under_the_prompt(fresh, server):
     prompt.fill("1girl, smile")
     page.locator("#composed", has_text="1 of 3 chunks").wait_for()
     assert "Past the third chunk" not in page.locator("#composed").inner_text()
+
+
+def test_ctrl_enter_in_the_compare_tab_runs_the_comparison(fresh):
+    page, _ = fresh
+    page.get_by_role("tab", name="Compare").click()
+    box = page.locator("#compare_prompt textarea")
+    box.wait_for()
+    compare_id = page.evaluate(
+        "() => window.gradio_config.components.find(c => c.props && c.props.elem_id === 'compare').id")
+
+    def triggered_by_compare(request) -> bool:
+        return "queue/join" in request.url and (request.post_data_json or {}).get("trigger_id") == compare_id
+
+    # See that the page asks for the comparison, without running a full-size one on the tiny model.
+    page.route("**/queue/join*", lambda route: route.abort())
+    try:
+        box.fill("1girl, smile")
+        with page.expect_request(triggered_by_compare, timeout=10_000) as asked:
+            box.press("Control+Enter")
+    finally:
+        page.unroute("**/queue/join*")
+    assert asked.value.post_data_json["data"]  # the comparison's inputs went with it
