@@ -20,6 +20,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -44,7 +45,7 @@ from .memory import (
 )
 from .metadata import ModelInfo, format_parameters
 from .models import ModelError, ModelSource, default_source
-from .request import GenerationRequest, InputError
+from .request import GenerationRequest, InputError, Reference
 from .wildcards import resolve_request
 
 
@@ -59,6 +60,8 @@ class StepCounters:
     decoder_steps: int = 0
     prior_cache_hits: int = 0
     text_cache_hits: int = 0
+    image_encodes: int = 0
+    previews: int = 0
 
     def snapshot(self) -> "StepCounters":
         return replace(self)
@@ -91,6 +94,26 @@ class PriorOutput:
     generator_state: torch.Tensor
 
 
+@dataclass(frozen=True)
+class Preview:
+    """A look at the prior's latent while it denoises (or, for a draft, when it is done)."""
+
+    image: Image.Image
+    step: int  # prior steps done
+    steps: int
+    index: int  # 0-based index of the image in the run
+    kind: str  # "previewer" or "fast"
+
+
+@dataclass
+class Draft:
+    """A prior-only run: the stage-C latent is cached; finishing it runs only the decoder."""
+
+    request: GenerationRequest  # seed concrete, count 1
+    preview: Image.Image
+    prior_reused: bool
+
+
 @dataclass
 class GeneratedImage:
     image: Image.Image
@@ -106,7 +129,10 @@ class GenerationResult:
     counters: StepCounters  # what this call ran
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    drafts: list[Draft] = field(default_factory=list)  # prior-only runs
 
+
+PREVIEW_EVERY = 4  # prior steps between two live previews (the last step always gives one)
 
 # Layers kept out of fp8: the UNets' input and output convolutions and the conditioning mappers
 # (Stable Cascade's counterparts of the patch_embed/proj_out layers diffusers keeps by default).
@@ -211,6 +237,13 @@ class Engine:
         self._prior_cache_size = prior_cache_size
         self._text_cache_size = text_cache_size
         self._stage = ""
+        self._image_encoder = None
+        self._image_embeds: OrderedDict = OrderedDict()  # content hash -> (1, 1, dim) fp32 embedding
+        self._hashes: dict[str, tuple[int, int, str]] = {}  # path -> (mtime_ns, size, sha256)
+        self.preview_kind = "auto"  # see previews.KINDS
+        self.preview_every = PREVIEW_EVERY
+        self._preview_decoder = None
+        self._preview_kind_loaded = None
 
     # 1. Loading and memory modes -------------------------------------------------
 
@@ -269,8 +302,10 @@ class Engine:
     def _drop(self) -> None:
         self._prior_pipe = None
         self._decoder_pipe = None
+        self._image_encoder = None
         self._text_cache.clear()
         self._prior_cache.clear()
+        self._image_embeds.clear()
         if self.device is not None:
             devices.free_memory(self.device)
 
@@ -351,6 +386,93 @@ class Engine:
             self._text_cache.popitem(last=False)
         return embeds
 
+    # 2b. Reference images (image remix) ----------------------------------------------
+
+    def _hash(self, path: str) -> str:
+        from .remix import content_hash
+
+        try:
+            stat = Path(path).expanduser().stat()
+            known = self._hashes.get(path)
+            if known and known[:2] == (stat.st_mtime_ns, stat.st_size):
+                return known[2]
+            digest = content_hash(Path(path).expanduser())
+        except OSError:
+            raise InputError(f"reference image {Path(path).name[:80]!r} can't be read") from None
+        self._hashes[path] = (stat.st_mtime_ns, stat.st_size, digest)
+        return digest
+
+    def _active_references(self, request: GenerationRequest) -> list[tuple[Reference, str]]:
+        """The references that act (strength above 0), each with its content hash."""
+        return [(ref, self._hash(ref.path)) for ref in request.references if ref.strength > 0]
+
+    def _encoder(self):
+        if self._image_encoder is None:
+            from .remix import load_image_encoder
+
+            self._stage = "image encoder"
+            encoder = load_image_encoder(self.folders.prior, _dtype(self.plan.compute_dtype))
+            wanted = self._prior_pipe.prior.config.clip_image_in_channels
+            if encoder.dim != wanted:
+                raise ModelError(f"the image encoder {encoder.source} gives {encoder.dim}-wide embeddings; this prior "
+                                 f"takes {wanted}")
+            if self.plan.mode.placement == Placement.DEVICE:
+                encoder.model.to(self.device.torch_device)  # offload modes move it only while it encodes
+            self._image_encoder = encoder
+        return self._image_encoder
+
+    def _prepare_references(self, jobs: list[GenerationRequest]) -> None:
+        """Encode every reference image the jobs use (once per content), before any denoising."""
+        from .outputs import open_image
+
+        for job in jobs:
+            for ref, digest in self._active_references(job):
+                if digest in self._image_embeds:
+                    self._image_embeds.move_to_end(digest)
+                    continue
+                try:
+                    image = open_image(ref.path)
+                except InputError as exc:
+                    raise InputError(f"reference image {Path(ref.path).name[:80]!r}: {exc}") from None
+                embedding = self._encoder().embed(image, self.device.torch_device)
+                self.counters.image_encodes += 1
+                self._image_embeds[digest] = embedding
+                while len(self._image_embeds) > 4 * self._prior_cache_size:
+                    self._image_embeds.popitem(last=False)
+
+    def _reference_embeds(self, request: GenerationRequest) -> torch.Tensor | None:
+        """The scaled, concatenated embeddings of the request's active references, or None."""
+        active = self._active_references(request)
+        if not active:
+            return None
+        pipe = self._prior_pipe
+        embeds = torch.cat([self._image_embeds[digest] * ref.strength for ref, digest in active], dim=1)
+        return embeds.to(device=pipe._execution_device, dtype=pipe.prior.dtype)
+
+    def _reference_note(self, request: GenerationRequest) -> str:
+        """How the PNG metadata names the references: file name, content hash, strength."""
+        return "; ".join(f"{Path(ref.path).name} sha256:{self._hash(ref.path)[:16]} x{ref.strength:g}"
+                         for ref in request.references)
+
+    # 2c. Live previews -----------------------------------------------------------------
+
+    def previews(self):
+        """The preview decoder for ``preview_kind`` (None when previews are off); made on first use."""
+        if self._preview_kind_loaded != self.preview_kind:
+            from .previews import PreviewDecoder
+
+            self._preview_decoder = PreviewDecoder.create(self.preview_kind, self.folders.prior if self.folders
+                                                          else None)
+            self._preview_kind_loaded = self.preview_kind
+        return self._preview_decoder
+
+    def _preview(self, latents: torch.Tensor, step: int, steps: int, index: int) -> Preview | None:
+        decoder = self.previews()
+        if decoder is None:
+            return None
+        self.counters.previews += 1
+        return Preview(decoder.decode(latents), step, steps, index, decoder.kind)
+
     # 3. The two denoising stages --------------------------------------------------
 
     def _prior(self, request: GenerationRequest, embeds: PromptEmbeds, step) -> tuple[PriorOutput, bool]:
@@ -363,6 +485,7 @@ class Engine:
         generator = torch.Generator("cpu").manual_seed(request.seed)
         output = self._prior_pipe(
             **embeds.conditioning(guided=request.prior_cfg > 1),
+            image_embeds=self._reference_embeds(request),
             width=request.width,
             height=request.height,
             num_inference_steps=request.prior_steps,
@@ -419,11 +542,17 @@ class Engine:
 
     def generate_many(self, requests: list[GenerationRequest],
                       on_progress: Callable[[Progress], None] | None = None,
-                      should_stop: Callable[[], bool] | None = None) -> GenerationResult:
+                      should_stop: Callable[[], bool] | None = None,
+                      on_preview: Callable[[Preview], None] | None = None,
+                      prior_only: bool = False) -> GenerationResult:
         """Generate several requests in order, each expanded by its ``count``.
 
         Runs sharing a prior (same prompt, size, seed and prior settings)
         compute it once; order them so they are adjacent to reuse it.
+        ``on_preview`` gets a look at the prior's latent every
+        ``preview_every`` steps. With ``prior_only`` only the priors run (and
+        are cached): the result's ``drafts`` hold each one's preview, and a
+        later run of the same request finishes it with the decoder alone.
         """
         with self._lock:
             start = time.perf_counter()
@@ -436,17 +565,22 @@ class Engine:
                 jobs += [resolve_request(replace(request, seed=request.seed + i, count=1))
                          for i in range(request.count)]
             warnings = self._check_prompts(jobs)
+            self._prepare_references(jobs)
             # A prior shared by several jobs runs once: count its steps once.
             total, planned = 0, set()
             for job in jobs:
                 key = self._prior_key(job)
-                total += job.decoder_steps + (0 if key in self._prior_cache or key in planned else job.prior_steps)
+                total += (0 if prior_only else job.decoder_steps) + (
+                    0 if key in self._prior_cache or key in planned else job.prior_steps)
                 planned.add(key)
             done = [0]
             images: list[GeneratedImage] = []
+            drafts: list[Draft] = []
             try:
                 for index, job in enumerate(jobs):
-                    images.append(self._one(job, index, len(jobs), total, done, on_progress, should_stop))
+                    item = self._one(job, index, len(jobs), total, done, on_progress, should_stop, on_preview,
+                                     prior_only)
+                    (drafts if prior_only else images).append(item)
             except Cancelled as exc:
                 self._release_models()
                 exc.images = images  # the finished images are kept
@@ -465,7 +599,8 @@ class Engine:
                 ) from None
             finally:
                 self._stage = ""
-            return GenerationResult(images, self.counters.since(before), time.perf_counter() - start, warnings)
+            return GenerationResult(images, self.counters.since(before), time.perf_counter() - start, warnings,
+                                    drafts)
 
     def _release_models(self) -> None:
         """After a stop or a failure mid-pipeline, move offloaded models back to the CPU.
@@ -479,15 +614,18 @@ class Engine:
                 if pipe is not None:
                     pipe.maybe_free_model_hooks()
 
-    @staticmethod
-    def _prior_key(request: GenerationRequest) -> tuple:
+    def _prior_key(self, request: GenerationRequest) -> tuple:
         """What decides the prior's output. Without guidance (CFG <= 1) neither the negative
-        prompt nor the CFG value is read, so they are left out and an unguided prior is reused."""
+        prompt nor the CFG value is read, so they are left out and an unguided prior is reused.
+        Reference images count by content and strength, not by file name."""
         guided = request.prior_cfg > 1
+        references = tuple((digest, ref.strength) for ref, digest in self._active_references(request))
         return (request.composed_prompt(), request.negative_prompt if guided else None, request.width,
-                request.height, request.seed, request.prior_steps, float(request.prior_cfg) if guided else None)
+                request.height, request.seed, request.prior_steps, float(request.prior_cfg) if guided else None,
+                references)
 
-    def _one(self, job, index, count, total, done, on_progress, should_stop) -> GeneratedImage:
+    def _one(self, job, index, count, total, done, on_progress, should_stop, on_preview=None,
+             prior_only=False) -> GeneratedImage | Draft:
         started = time.perf_counter()
         if should_stop and should_stop():
             raise Cancelled()
@@ -496,6 +634,10 @@ class Engine:
             def callback(pipe, i, t, kwargs):
                 if stage == "prior":
                     self.counters.prior_steps += 1
+                    if on_preview and ((i + 1) % self.preview_every == 0 or i + 1 == steps):
+                        preview = self._preview(kwargs["latents"], i + 1, steps, index)
+                        if preview is not None:
+                            on_preview(preview)
                 else:
                     self.counters.decoder_steps += 1
                     if i + 1 == steps:
@@ -511,7 +653,14 @@ class Engine:
 
         embeds = self._embeds(job.composed_prompt(), job.negative_prompt)
         prior, reused = self._prior(job, embeds, stepper("prior", job.prior_steps))
+        if prior_only:
+            decoder = self.previews()
+            from .previews import PreviewDecoder
+
+            sketch = (decoder or PreviewDecoder("fast")).decode(prior.latents)
+            return Draft(job, sketch, reused)
         image = self._decoder(job, embeds, prior, stepper("decoder", job.decoder_steps))
-        parameters = format_parameters(job, job.seed, self.model_info(),
-                                       extra={"Version": f"sote-studio {__version__}"})
+        extra = {"Reference images": self._reference_note(job)} if job.references else {}
+        extra["Version"] = f"sote-studio {__version__}"
+        parameters = format_parameters(job, job.seed, self.model_info(), extra=extra)
         return GeneratedImage(image, job, parameters, reused, time.perf_counter() - started)

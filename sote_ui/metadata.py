@@ -228,7 +228,26 @@ def parse_parameters(text: str) -> dict[str, Any]:
         values["decoder"] = pairs["Decoder"]
     if "Memory mode" in pairs:
         values["mode"] = pairs["Memory mode"]
+    if "Reference images" in pairs:  # shown, not applied: the images themselves are not in the file
+        values["references"] = parse_references(pairs["Reference images"])
     return values
+
+
+_REFERENCE = re.compile(r"^(?P<name>.+?) sha256:(?P<sha>[0-9a-f]{1,64}) x(?P<strength>[0-9.]+)$")
+
+
+def parse_references(text: str) -> list[dict[str, Any]]:
+    """``name sha256:HASH xSTRENGTH; ...`` (how reference images are recorded) as a list of dicts."""
+    found = []
+    for part in text.split("; "):
+        match = _REFERENCE.match(part.strip())
+        if match:
+            try:
+                strength = float(match.group("strength"))
+            except ValueError:
+                continue
+            found.append({"name": match.group("name"), "sha256": match.group("sha"), "strength": strength})
+    return found
 
 
 def png_info(parameters: str) -> PngImagePlugin.PngInfo:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .request import DEFAULT_LIMITS, FIELD_NAMES, GenerationRequest, InputError, Limits, build_request
+from .request import DEFAULT_LIMITS, REQUEST_KEYS, GenerationRequest, InputError, Limits, build_request
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "presets"
 DEFAULT_USER_DIR = Path(os.environ.get("SOTE_STUDIO_HOME", Path.home() / ".sote-studio")) / "presets"
@@ -175,7 +175,7 @@ class PresetStore:
         if self.shipped_dir is not None and (self.shipped_dir / f"{name}.json").exists():
             raise InputError(f"{name!r} is a shipped preset; save under another name")
         data = values.to_dict() if isinstance(values, GenerationRequest) else dict(values)
-        data = {k: v for k, v in data.items() if k in FIELD_NAMES}
+        data = {k: v for k, v in data.items() if k in REQUEST_KEYS and v != []}  # no empty reference lists
         build_request(data, limits=self.limits)
         if description:
             data = {"description": description, **data}

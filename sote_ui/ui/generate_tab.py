@@ -14,7 +14,7 @@ import gradio as gr
 
 from .. import tags
 from ..memory import MODE_HELP, Mode
-from ..request import FIELD_NAMES, GenerationRequest
+from ..request import FIELD_NAMES, MAX_REFERENCES, MAX_STRENGTH, GenerationRequest
 from ..tags import MAX_CHUNKS, TRAINED_CHUNKS
 from .prompt_tools import attach_prompt_tools, past_chunks_markdown
 from .studio import SessionState, Studio, describe_error
@@ -67,14 +67,16 @@ def values_of(args) -> dict[str, Any]:
     return dict(zip(FIELD_NAMES, args))
 
 
-def named_api(before: tuple[str, ...] = (), after: tuple[str, ...] = (), prefix: str = ""):
+def named_api(before: tuple[str, ...] = (), after: tuple[str, ...] = (), prefix: str = "",
+              optional: tuple[str, ...] = ()):
     """Expose ``fn(*before, values, *after, request=, progress=)`` with every request field named.
 
     Gradio names API parameters after the function's signature, so the
     endpoint gets explicit names in the request's vocabulary (``prompt``,
     ``width``, ``prior_cfg``...), optionally prefixed, instead of ``param_N``.
+    ``optional`` names come last and default to None, so API clients may leave them out.
     """
-    names = (*before, *(prefix + name for name in FIELD_NAMES), *after)
+    names = (*before, *(prefix + name for name in FIELD_NAMES), *after, *optional)
 
     def wrap(fn):
         first, count = len(before), len(FIELD_NAMES)
@@ -85,8 +87,10 @@ def named_api(before: tuple[str, ...] = (), after: tuple[str, ...] = (), prefix:
             return fn(*head, values_of(fields), *tail, request=request, progress=progress)
 
         kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-        params = [inspect.Parameter(name, kind) for name in names]
-        params += [inspect.Parameter("request", kind, annotation=gr.Request),
+        params = [inspect.Parameter(name, kind) for name in names[:len(names) - len(optional)]]
+        params += [inspect.Parameter(name, kind, default=None) for name in optional]
+        params += [inspect.Parameter("request", kind, annotation=gr.Request, default=None if optional else
+                                     inspect.Parameter.empty),
                    inspect.Parameter("progress", kind, default=gr.Progress())]
         endpoint.__signature__ = inspect.Signature(params)
         endpoint.__annotations__ = {"request": gr.Request}
@@ -214,6 +218,11 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
             with gr.Row():
                 randomize = gr.Checkbox(value=True, label="Random seed each run", elem_id="randomize")
                 reuse_seed = gr.Button("Reuse last seed", size="sm")
+            with gr.Accordion("Image remix: steer the composition with reference images", open=False):
+                remix_images = gr.File(label=f"Up to {MAX_REFERENCES} reference images", file_count="multiple",
+                                       file_types=["image"], type="filepath", elem_id="remix_images")
+                remix_strengths = gr.Textbox(label=f"Strengths, 0 to {MAX_STRENGTH:g}: one for all, or one per image",
+                                             placeholder="1.0  (or 1.0, 0.5)", elem_id="remix_strengths")
             with gr.Accordion("Presets", open=False):
                 with gr.Row():
                     preset = gr.Dropdown(studio.presets.names(), label="Preset", value=None, elem_id="preset",
@@ -260,10 +269,12 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
     # 2. Generate, stop, reuse.
     status = gr.Markdown(studio.status(), elem_id="status")
 
-    @named_api(after=("randomize_seed", "session"))
-    def run(values, randomize_seed, session, request: gr.Request, progress=gr.Progress()):
+    @named_api(after=("randomize_seed", "session"), optional=("images", "image_strengths"))
+    def run(values, randomize_seed, session, images, image_strengths, request: gr.Request, progress=gr.Progress()):
         if randomize_seed:
             values["seed"] = -1
+        values["images"] = list(images or [])
+        values["image_strengths"] = image_strengths if image_strengths not in (None, "") else None
         session = session or SessionState()
 
         def on_progress(p):
@@ -284,7 +295,7 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
             message = f"stopped after {len(shots)} finished image(s): the GPU is free for the next job"
         return gallery_items(session), info, session, message
 
-    run_inputs = inputs + [randomize, state]
+    run_inputs = inputs + [randomize, state, remix_images, remix_strengths]
     run_outputs = [gallery, report, state, status]
     gen_event = generate.click(run, run_inputs, run_outputs, api_name="generate", concurrency_id="gpu")
     submit_event = controls.prompt.submit(run, run_inputs, run_outputs, api_name=False, concurrency_id="gpu")

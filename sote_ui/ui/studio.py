@@ -28,7 +28,7 @@ from ..errors import Cancelled, GenerationError
 from ..metadata import parse_parameters, read_parameters
 from ..outputs import open_image, save_png
 from ..presets import DEFAULT_USER_DIR, SHIPPED_DIR, PresetStore
-from ..request import DEFAULT_LIMITS, FIELD_NAMES, GenerationRequest, InputError, Limits, build_request
+from ..request import DEFAULT_LIMITS, REQUEST_KEYS, GenerationRequest, InputError, Limits, build_request
 
 
 @dataclass
@@ -177,7 +177,7 @@ class Studio:
     # 2. Generation ---------------------------------------------------------------
 
     def request_from(self, values: dict[str, Any]) -> GenerationRequest:
-        values = {k: v for k, v in values.items() if k in FIELD_NAMES}
+        values = {k: v for k, v in values.items() if k in REQUEST_KEYS}
         return build_request(values, limits=self.config.limits)
 
     def stop(self, session: str) -> bool:
@@ -272,11 +272,11 @@ class Studio:
         """A preset (or the current settings) with the compare tab's prompt, tags and seed on top."""
         from ..presets import CURRENT
 
-        overrides = {k: v for k, v in overrides.items() if v is not None and k in FIELD_NAMES}
+        overrides = {k: v for k, v in overrides.items() if v is not None and k in REQUEST_KEYS}
         if not name:
             raise InputError("pick a preset for both sides (or current settings)")
         if name == CURRENT:
-            return build_request({**{k: v for k, v in current.items() if k in FIELD_NAMES}, **overrides},
+            return build_request({**{k: v for k, v in current.items() if k in REQUEST_KEYS}, **overrides},
                                  limits=self.config.limits)
         return self.presets.request(name, overrides)
 
