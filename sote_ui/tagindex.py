@@ -26,6 +26,7 @@ import heapq
 import io
 import re
 import threading
+from array import array
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -92,22 +93,22 @@ def _key(name: str) -> str:
     return normalize(key) if "\\" in key or "  " in key else key
 
 
-@dataclass(frozen=True)
-class _Tag:
-    name: str
-    category: int
-    count: int
-
-
 class TagIndex:
-    """Sorted keys (names and aliases) with bisect lookup; built from the CSV on first use."""
+    """Sorted keys (names and aliases) with bisect lookup; built from the CSV on first use.
+
+    Tags and keys are kept in flat arrays: about 30 MB for the whole list, rather than an object per tag.
+    """
 
     def __init__(self, rows: list[tuple[str, int, int, list[str]]]):
-        self.tags: list[_Tag] = []
+        self.names: list[str] = []
+        self.categories = array("b")
+        self.counts = array("q")
         entries: list[tuple[str, int, bool]] = []  # (key, tag number, is alias)
         for name, category, count, aliases in rows:
-            number = len(self.tags)
-            self.tags.append(_Tag(name, category, count))
+            number = len(self.names)
+            self.names.append(name)
+            self.categories.append(category)
+            self.counts.append(count)
             entries.append((_key(name), number, False))
             for alias in aliases:
                 key = _key(alias)
@@ -115,10 +116,12 @@ class TagIndex:
                     entries.append((key, number, True))
         entries.sort()
         self.keys = [key for key, _, _ in entries]
-        self.entries = [(number, alias) for _, number, alias in entries]
+        self.entry_tag = array("l", (number for _, number, _ in entries))
+        self.entry_alias = bytearray(alias for _, _, alias in entries)
         # An alias match ranks below name matches of similar size: typing "s" should not open with 1girl
         # (alias "sole female"), yet "longh" still finds long hair (alias "longhair") above "longhorn".
-        self.rank = [self.tags[n].count // (ALIAS_PENALTY if alias else 1) for _, n, alias in entries]
+        self.rank = array("q", (self.counts[n] // (ALIAS_PENALTY if alias else 1) for _, n, alias in entries))
+        del entries
         self._cache: dict[tuple[str, int | None], list[int]] = {}
         for prefix in sorted({key[:length] for key in self.keys for length in (1, 2, 3)}):
             self._positions(prefix, None)  # rank the prefixes matching thousands of keys once, here
@@ -148,7 +151,7 @@ class TagIndex:
         hi = bisect.bisect_left(self.keys, prefix + "\U0010ffff", lo)
         positions = range(lo, hi)
         if category is not None:
-            positions = [p for p in positions if self.tags[self.entries[p][0]].category == category]
+            positions = [p for p in positions if self.categories[self.entry_tag[p]] == category]
         best = heapq.nlargest(MAX_LIMIT * 2, positions, key=self.rank.__getitem__)
         if hi - lo > CACHE_ABOVE:  # short prefixes match thousands of keys: rank those once
             self._cache[(prefix, category)] = best
@@ -171,14 +174,14 @@ class TagIndex:
         for position in self._positions(query, category):
             if len(results) >= limit:
                 break
-            number, is_alias = self.entries[position]
-            tag = self.tags[number]
-            if tag.name in seen or normalize(tag.name) in seen:
+            number = self.entry_tag[position]
+            name, kind = self.names[number], self.categories[number]
+            if name in seen or normalize(name) in seen:
                 continue
-            seen.add(tag.name)
-            text = escape_tag(tag.name) + ("" if category == ARTIST else ", ")
-            results.append(Suggestion(text, tag.name, CATEGORY_NAMES.get(tag.category, str(tag.category)),
-                                      tag.count, self.keys[position] if is_alias else ""))
+            seen.add(name)
+            text = escape_tag(name) + ("" if category == ARTIST else ", ")
+            results.append(Suggestion(text, name, CATEGORY_NAMES.get(kind, str(kind)), self.counts[number],
+                                      self.keys[position] if self.entry_alias[position] else ""))
         return results[:limit]
 
 
