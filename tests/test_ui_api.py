@@ -112,7 +112,7 @@ def test_generate_returns_pngs_carrying_the_requested_settings(client):
     assert report["seeds"] == [101]
     assert report["prior_steps_run"] == 3 and report["decoder_steps_run"] == 2
     newest = gallery[0]
-    assert newest["caption"] == "seed 101"
+    assert newest["caption"] == "seed 101 · 1girl, solo"
     text, values = png_values(newest["image"])
     assert "Sampler: DDPMWuerstchen" in text
     assert values["seed"] == 101
@@ -170,7 +170,7 @@ def test_an_explicit_seed_is_used_as_given(client):
 def test_generate_returns_this_jobs_images_only(client):
     generate(client, seed=121)
     images, report = generate(client, seed=122, count=2)
-    assert [item["caption"] for item in images] == ["seed 122", "seed 123"]
+    assert [item["caption"] for item in images] == ["seed 122 · 1girl, solo", "seed 123 · 1girl, solo"]
     assert report["seeds"] == [122, 123]
     assert [png_values(item["image"])[1]["seed"] for item in images] == [122, 123]
 
@@ -235,7 +235,7 @@ def test_the_api_page_lists_the_public_endpoints_only(app):
     info = studio_demo(app).get_api_info()
     assert sorted(info["named_endpoints"]) == sorted(
         ["/generate", "/stop", "/compare", "/grid", "/list_presets", "/load_preset", "/save_preset",
-         "/delete_preset", "/png_info", "/set_mode", "/status"])
+         "/delete_preset", "/png_info", "/set_mode", "/status", "/suggest_tags", "/prompt_history"])
     assert not info.get("unnamed_endpoints")
     assert "randomize_seed" not in [p["parameter_name"] for p in info["named_endpoints"]["/generate"]["parameters"]]
 

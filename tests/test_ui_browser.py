@@ -353,7 +353,7 @@ def test_gallery_actions_on_the_selected_image(page):
     page.locator("#seed input").fill("500")
     generate_and_wait(page, images=2)
     captions = page.locator("#gallery .caption-label").all_inner_texts()
-    assert captions[:2] == ["seed 500", "seed 501"]  # a batch in seed order
+    assert [c.split(" · ")[0] for c in captions[:2]] == ["seed 500", "seed 501"]  # a batch in seed order
 
     page.locator("#gallery .thumbnail-item").nth(1).click()
     page.locator("#image_note").filter(has_text="selected: seed 501").wait_for()
@@ -371,7 +371,7 @@ def test_gallery_actions_on_the_selected_image(page):
     page.get_by_role("tab", name="Generate").click()
     page.locator("#remove_image").click()
     page.locator("#image_note").filter(has_text="removed seed 501").wait_for()
-    assert page.locator("#gallery .caption-label").all_inner_texts() == ["seed 500"]
+    assert [c.split(" · ")[0] for c in page.locator("#gallery .caption-label").all_inner_texts()] == ["seed 500"]
 
 
 # 9. Sizes snap to multiples of 128; A1111-only syntax is flagged ---------------------------------
@@ -544,3 +544,18 @@ def test_grid_tab_starts_from_generate_and_labels_axes_for_people(page):
     summary = page.locator("#grid_summary").inner_text()
     assert summary.startswith("4 cells in ") and "prior run 4 times" in summary
     assert page.locator("#grid img").count() == 1
+
+
+def test_reuse_settings_gives_the_prompt_each_image_really_got(page):
+    from sote_ui import wildcards
+
+    small_settings(page, prior_steps=2, decoder_steps=1)
+    template = "{cat ears|dog ears}, __eye_color__"
+    page.locator("#prompt textarea").fill(template)
+    page.locator("#seed input").fill("710")
+    generate_and_wait(page)
+    page.locator("#gallery .thumbnail-item").first.click()
+    page.locator("#image_note").filter(has_text="selected: seed 710").wait_for()
+    page.locator("#reuse_settings").click()
+    page.locator("#image_note").filter(has_text="applied the settings of seed 710").wait_for()
+    expect_value(page.locator("#prompt textarea"), wildcards.resolve(template, 710))

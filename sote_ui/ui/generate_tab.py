@@ -32,6 +32,7 @@ from .common import (
     values_of,
     wire,
 )
+from .prompt_tools import attach_prompt_tools, past_chunks_markdown
 from .studio import SessionState, Studio
 
 RANDOM_SEED_LABEL = "Seed (-1 = random)"
@@ -189,9 +190,16 @@ def gallery_order(state: SessionState) -> list[int]:
     return sorted(shown, key=lambda i: (-state.shots[i].job, state.shots[i].request.seed))
 
 
+def caption(request: GenerationRequest, width: int = 90) -> str:
+    """The seed and the image's own prompt (with its wildcards picked)."""
+    prompt = " ".join(request.prompt.split())
+    prompt = prompt if len(prompt) <= width else prompt[:width - 1] + "…"
+    return f"seed {request.seed} · {prompt}" if prompt else f"seed {request.seed}"
+
+
 def gallery_items(state: SessionState) -> list[tuple[str, str]]:
     state.order = gallery_order(state)
-    return [(state.shots[i].path, f"seed {state.shots[i].request.seed}") for i in state.order]
+    return [(state.shots[i].path, caption(state.shots[i].request)) for i in state.order]
 
 
 def describe_request(request: GenerationRequest) -> str:
@@ -274,7 +282,8 @@ def build_generate_tab(studio: Studio, waiting=None) -> dict[str, Any]:
             return f"⚠️ {exc}"
         flagged = unsupported_syntax(prompt)
         note = f"  \n⚠️ {flagged}" if flagged else ""
-        return f"{budget_line(studio.chunk_counts(text))} · sent: `{text}`{note}"
+        return (f"{budget_line(studio.chunk_counts(text))} · sent: `{text}`{note}"
+                + past_chunks_markdown(text, studio.chunk_counts))
 
     for component in tag_inputs:
         component.change(compose, tag_inputs, controls.composed, api_visibility="private", queue=False,
@@ -309,7 +318,7 @@ def build_generate_tab(studio: Studio, waiting=None) -> dict[str, Any]:
         info["parameters"] = [shot.parameters for shot in shots]
         line = run_summary(info, studio.device_word())
         message = line if info.get("stopped") else studio.status()
-        images = [(shot.path, f"seed {shot.request.seed}") for shot in shots]
+        images = [(shot.path, caption(shot.request)) for shot in shots]
         return images, line, info, session, message
 
     run_inputs = inputs + [state, remix_images, remix_strengths]
@@ -336,9 +345,10 @@ def build_generate_tab(studio: Studio, waiting=None) -> dict[str, Any]:
         return job
 
     gen_event = chain(generate.click)
-    chain(controls.prompt.submit)
+    submit_event = chain(controls.prompt.submit)
     # The API endpoint: the same function, raising errors to the client.
-    gr.Button(visible=False).click(run, run_inputs, run_outputs, api_name="generate", concurrency_id="gpu")
+    api_event = gr.Button(visible=False).click(run, run_inputs, run_outputs, api_name="generate",
+                                               concurrency_id="gpu")
 
     def stop_job(request: gr.Request) -> str:
         sid = session_id(request)
@@ -484,6 +494,9 @@ def build_generate_tab(studio: Studio, waiting=None) -> dict[str, Any]:
     gr.Button(visible=False).click(switch_mode, mode, [device_info, status], api_name="set_mode",
                                    concurrency_id="gpu")
 
+    # 5. Tag suggestions, keyboard habits and the prompt history.
+    tools = attach_prompt_tools(studio, inputs, [gen_event, submit_event, api_event])
+
     return {
         "controls": controls,
         "inputs": inputs,
@@ -509,6 +522,7 @@ def build_generate_tab(studio: Studio, waiting=None) -> dict[str, Any]:
         "image_note": image_note,
         "selected_shot": selected_shot,
         "stop_job": stop_job,
+        **tools,
     }
 
 
