@@ -14,7 +14,7 @@ import pytest
 import test_ui_browser as base
 
 # The app server, browser page and helpers of the main browser test.
-sync_playwright, server, page = base.sync_playwright, base.server, base.page
+sync_playwright, server, browser, page = base.sync_playwright, base.server, base.browser, base.page
 ROOT, pick, set_number = base.ROOT, base.pick, base.set_number
 
 pytestmark = pytest.mark.browser
@@ -24,7 +24,7 @@ SUGGESTIONS_SHOT = ROOT / "docs" / "suggestions.png"
 @pytest.fixture
 def fresh(page, server):
     """The page, freshly loaded, with page errors collected."""
-    url, _ = server
+    url = server[0]
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(url, wait_until="domcontentloaded")
@@ -115,7 +115,7 @@ def test_ctrl_up_and_down_change_the_weight_of_the_tag_at_the_cursor(fresh):
 
 def test_ctrl_enter_generates_with_wildcards_and_the_prompt_lands_in_history(fresh, server):
     page, _ = fresh
-    url, _ = server
+    url = server[0]
     pick(page, "resolution", "custom")
     for label, value in (("Width", 128), ("Height", 128), ("Prior steps (stage C)", 2),
                          ("Decoder steps (stage B)", 1)):
@@ -151,7 +151,7 @@ def test_ctrl_enter_generates_with_wildcards_and_the_prompt_lands_in_history(fre
 
 def test_tags_past_the_third_chunk_are_named_under_the_prompt(fresh, server):
     page, _ = fresh
-    url, _ = server
+    url = server[0]
     # the model is loaded by now (the test above generated); the counts are the encoder's own split
     parts = [f"{word} {i}" for i, word in enumerate(["long hair", "blue eyes", "school uniform", "smile"] * 20)]
     prompt = page.locator("#prompt textarea")
