@@ -151,7 +151,6 @@ def test_ctrl_enter_generates_with_wildcards_and_the_prompt_lands_in_history(fre
 
 def test_tags_past_the_third_chunk_are_named_under_the_prompt(fresh, server):
     page, _ = fresh
-    url = server[0]
     # the model is loaded by now (the test above generated); the counts are the encoder's own split
     parts = [f"{word} {i}" for i, word in enumerate(["long hair", "blue eyes", "school uniform", "smile"] * 20)]
     prompt = page.locator("#prompt textarea")

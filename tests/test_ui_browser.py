@@ -130,8 +130,11 @@ def phone(browser, server):
 
 def pick(page, elem_id: str, option: str) -> None:
     """Choose ``option`` in a Gradio 6 dropdown: a combobox input whose options appear in a listbox."""
-    page.locator(f"#{elem_id} input[role=combobox]").click()
-    page.get_by_role("option", name=option, exact=True).click()
+    box = page.locator(f"#{elem_id} input[role=combobox]")
+    box.click()
+    listbox = box.get_attribute("aria-controls")  # this dropdown's own list, not another one still open
+    scope = page.locator(f"[id='{listbox}']") if listbox else page
+    scope.get_by_role("option", name=option, exact=True).click()
 
 
 def dropdown_text(page, elem_id: str) -> str:
@@ -513,10 +516,10 @@ def test_progress_shows_time_left_and_stop_says_what_was_freed(page):
                      text), text
     assert page.locator("#stop").is_enabled()
     page.locator("#stop").click()
-    page.locator("#status").filter(has_text="stopped").wait_for(timeout=120_000)
-    assert "the CPU is free" in page.locator("#status").inner_text()
     from playwright.sync_api import expect
 
+    expect(page.locator("#status")).to_contain_text("stopped", timeout=120_000)
+    assert "the CPU is free" in page.locator("#status").inner_text()
     expect(page.locator("#stop")).to_be_disabled(timeout=10_000)
 
 

@@ -325,14 +325,14 @@ def build_generate_tab(studio: Studio, waiting=None) -> dict[str, Any]:
     run_outputs = [job_images, summary, report, state, status]
 
     def running():
-        return gr.update(interactive=True), gr.update(value="Generating…"), ""
+        return gr.update(value="Stop", interactive=True), gr.update(value="Generating…"), ""
 
     def finished(session: SessionState | None):
         session = session or SessionState()
         seed_label = RANDOM_SEED_LABEL
         if session.last_seed is not None:
             seed_label += f" · last run: {session.last_seed}"
-        return (gallery_items(session), gr.update(interactive=False), gr.update(value="Generate"),
+        return (gallery_items(session), gr.update(value="Stop", interactive=False), gr.update(value="Generate"),
                 gr.update(label=seed_label))
 
     def chain(trigger):
@@ -355,7 +355,15 @@ def build_generate_tab(studio: Studio, waiting=None) -> dict[str, Any]:
         stopped = studio.stop(sid, waiting=waiting(sid) if waiting else 0)
         return "stopping after the current step" if stopped else "nothing is running"
 
-    stop.click(stop_job, None, status, api_name="stop", queue=False)
+    def stop_in_page(request: gr.Request):
+        # The button, not the status line, acknowledges: the run's own reply writes the status line, and
+        # this reply may arrive after it.
+        stop_job(request)
+        return gr.update(value="Stopping…", interactive=False)
+
+    stop.click(stop_in_page, None, stop, api_visibility="private", queue=False, show_progress="hidden")
+    stop_reply = gr.Textbox(visible=False, label="Stop")
+    gr.Button(visible=False).click(stop_job, None, stop_reply, api_name="stop", queue=False)
 
     def reuse_last(session: SessionState):
         if not session or session.last_seed is None:
