@@ -29,7 +29,18 @@ from PIL import Image
 from . import __version__, devices
 from .encoding import PromptEmbeds, count_tokens, encode_pair
 from .errors import Cancelled, GenerationError
-from .loading import Components, Folders, component_sizes, fetch, load_components
+from .loading import (
+    FP8_SKIP,  # noqa: F401  (re-exported: the layers kept out of fp8)
+    QUANTO_QTYPES,
+    Components,
+    Folders,
+    component_sizes,
+    fetch,
+    layerwise_skip,
+    load_components,
+    quanto_exclude,
+    release_memory,
+)
 from .memory import (
     GiB,
     Mode,
@@ -94,12 +105,6 @@ class GenerationResult:
     warnings: list[str] = field(default_factory=list)
 
 
-# Layers kept out of fp8: the UNets' input and output convolutions and the conditioning mappers
-# (Stable Cascade's counterparts of the patch_embed/proj_out layers diffusers keeps by default).
-# They are small, and the prior pipeline reads its dtype from clip_txt_pooled_mapper.
-FP8_SKIP = ("embedding", "clf", "clip_", "effnet_mapper", "pixels_mapper")  # module-name prefixes
-
-
 def _dtype(name: str) -> torch.dtype:
     return {"bfloat16": torch.bfloat16, "float32": torch.float32}[name]
 
@@ -110,27 +115,26 @@ def apply_mode(parts: Components, plan: Plan, torch_device: str):
     Uses diffusers', accelerate's and optimum-quanto's own APIs: quanto
     ``qfloat8`` weights or diffusers layerwise fp8 casting, then
     ``.to(device)``, ``enable_model_cpu_offload`` or
-    ``enable_sequential_cpu_offload``.
+    ``enable_sequential_cpu_offload``. Parts that ``load_components(...,
+    fp8=...)`` already made fp8 (the engine's way: lighter and cached) are
+    used as they are; bf16 parts are converted here.
     """
     from diffusers import StableCascadeDecoderPipeline, StableCascadePriorPipeline
 
     compute = _dtype(plan.compute_dtype)
-    if plan.mode.weights == Weights.FP8:
-        if plan.fp8_backend == "quanto":
-            from optimum.quanto import freeze, qfloat8, quantize
+    if plan.mode.weights == Weights.FP8 and parts.fp8 != plan.fp8_backend:
+        if plan.fp8_backend in QUANTO_QTYPES:
+            from optimum.quanto import freeze, qtypes, quantize
 
-            quantize(parts.text_encoder, weights=qfloat8)
-            freeze(parts.text_encoder)
-            for module in (parts.prior, parts.decoder):
-                quantize(module, weights=qfloat8, exclude=[prefix + "*" for prefix in FP8_SKIP])
+            for kind in ("text_encoder", "prior", "decoder"):
+                module = getattr(parts, kind)
+                quantize(module, weights=qtypes[QUANTO_QTYPES[plan.fp8_backend]], exclude=quanto_exclude(kind) or None)
                 freeze(module)
+                release_memory()
         else:
-            from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
-
-            skip = tuple(DEFAULT_SKIP_MODULES_PATTERN) + tuple("^" + prefix for prefix in FP8_SKIP)
             for module in (parts.prior, parts.decoder):
                 module.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute,
-                                                skip_modules_pattern=skip)
+                                                skip_modules_pattern=layerwise_skip())
     prior_pipe = StableCascadePriorPipeline(
         tokenizer=parts.tokenizer, text_encoder=parts.text_encoder, prior=parts.prior,
         scheduler=parts.prior_scheduler,
@@ -189,6 +193,7 @@ class Engine:
         self.device: devices.DeviceInfo | None = None
         self.folders: Folders | None = None
         self.sizes = None
+        self.load_notes: list[str] = []  # what the last load did (fp8 cache built or used, and its size)
         self._lock = threading.RLock()
         self._prior_pipe = None
         self._decoder_pipe = None
@@ -226,7 +231,7 @@ class Engine:
                 self.sizes = component_sizes(self.folders)
             plan = choose_mode(mode, self.device, self.sizes)
             say(f"loading weights: {plan.reason}")
-            parts = load_components(self.folders, _dtype(plan.compute_dtype))
+            parts = load_components(self.folders, _dtype(plan.compute_dtype), fp8=plan.fp8_backend, on_status=say)
             say(f"applying {plan.mode.value}")
             try:
                 self._prior_pipe, self._decoder_pipe = apply_mode(parts, plan, self.device.torch_device)
@@ -239,7 +244,10 @@ class Engine:
             self.plan = plan
             self.requested_mode = mode
             self.state = "ready"
-            say(f"ready: {plan.reason}")
+            self.load_notes = list(parts.notes)
+            del parts
+            release_memory()  # hand what loading freed back to the OS
+            say(f"ready: {plan.reason}" + "".join(f"; {note}" for note in self.load_notes))
             return plan
         except (InputError, GenerationError) as exc:
             self._drop()
