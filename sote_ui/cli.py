@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from . import tags
-from .request import InputError
+from .request import MAX_REFERENCES, MAX_STRENGTH, InputError
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen = commands.add_parser("generate", help="generate images")
     for flag, key in REQUEST_FLAGS.items():
         gen.add_argument(flag, dest=key, default=None, help=_HELP[key])
+    gen.add_argument("--image", dest="images", action="append", default=None, metavar="PATH",
+                     help=f"a reference image for image remix (repeatable, up to {MAX_REFERENCES})")
+    gen.add_argument("--image-strength", dest="image_strengths", default=None, metavar="S",
+                     help=f"strength of the reference images, 0 to {MAX_STRENGTH:g} (default 1): one for all, "
+                          "or a comma-separated list, one per image")
     gen.add_argument("--preset", help="start from this preset (flags given override it)")
     gen.add_argument("--presets-dir", default=None, help="user presets folder (default ~/.sote-studio/presets)")
     gen.add_argument("--from-image", help="start from the settings stored in a PNG")
@@ -110,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _request_values(args: argparse.Namespace) -> dict:
-    return {key: getattr(args, key) for key in REQUEST_FLAGS.values() if getattr(args, key) is not None}
+    keys = (*REQUEST_FLAGS.values(), "images", "image_strengths")
+    return {key: getattr(args, key) for key in keys if getattr(args, key, None) is not None}
 
 
 def _store(presets_dir):

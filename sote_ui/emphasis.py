@@ -18,6 +18,7 @@ import re
 
 UP = 1.1
 DOWN = 1 / 1.1
+MAX_WEIGHT = 5.0  # an explicit (tag:w) weight must lie in 0..MAX_WEIGHT
 
 _TOKEN = re.compile(
     r"""
@@ -90,3 +91,28 @@ def parse_emphasis(text: str) -> list[tuple[str, float]]:
 def strip_emphasis(text: str) -> str:
     """The prompt's plain text, as the tokenizer sees it."""
     return "".join(piece for piece, _ in parse_emphasis(text))
+
+
+def explicit_weights(text: str) -> list[float]:
+    """Every explicit ``(tag:w)`` weight in ``text``, as written (closing brackets that do close a ``(``)."""
+    found: list[float] = []
+    depth = 0
+    for match in _TOKEN.finditer(text):
+        token = match.group(0)
+        if token == "(":
+            depth += 1
+        elif match.group(1) is not None and depth:
+            depth -= 1
+            found.append(float(match.group(1)))
+        elif token == ")" and depth:
+            depth -= 1
+    return found
+
+
+def check_weights(text: str, what: str = "the prompt") -> None:
+    """Raise ValueError for an explicit weight outside 0..MAX_WEIGHT (a negative weight
+    would flip the tag's embedding, which means nothing to the model)."""
+    for weight in explicit_weights(text):
+        if not 0 <= weight <= MAX_WEIGHT:
+            raise ValueError(f"{what} has the weight {weight:g}; a (tag:weight) weight must be between 0 and "
+                             f"{MAX_WEIGHT:g}")

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 import torch
 
 from .emphasis import parse_emphasis
+from .request import InputError
+from .tags import CHUNK_TOKENS, MAX_CHUNKS, TRAINED_CHUNKS
 
-CHUNK = 75  # tokens between the start and end token of each 77-token window
+CHUNK = CHUNK_TOKENS
 COMMA_LOOKBACK = 20
 
 
@@ -62,6 +64,27 @@ def tokenize_weighted(tokenizer, text: str) -> tuple[list[int], list[float]]:
 
 def count_tokens(tokenizer, text: str) -> int:
     return len(tokenize_weighted(tokenizer, text)[0])
+
+
+def chunk_token_counts(tokenizer, text: str) -> list[int]:
+    """Tokens in each 75-token chunk of ``text``, split exactly as :func:`encode_pair` splits it.
+
+    Chunks are cut at a comma near their end, so they often hold fewer than 75
+    tokens: a prompt of 222 tokens can need 4 chunks. An empty prompt is one empty chunk.
+    """
+    ids, weights = tokenize_weighted(tokenizer, text)
+    return [len(chunk_ids) for chunk_ids, _ in _split(ids, weights, _comma_id(tokenizer))]
+
+
+def check_chunks(tokenizer, text: str, what: str = "the prompt") -> list[int]:
+    """:func:`chunk_token_counts`, refusing text past :data:`MAX_CHUNKS` with a one-line message."""
+    counts = chunk_token_counts(tokenizer, text)
+    if len(counts) > MAX_CHUNKS:
+        raise InputError(
+            f"{what} needs {len(counts)} chunks of {CHUNK} tokens ({sum(counts)} tokens); the limit is {MAX_CHUNKS} "
+            f"(the model was trained with {TRAINED_CHUNKS}): shorten it"
+        )
+    return counts
 
 
 def _split(ids: list[int], weights: list[float], comma_id: int | None) -> list[tuple[list[int], list[float]]]:

@@ -19,7 +19,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -27,7 +29,7 @@ import torch
 from PIL import Image
 
 from . import __version__, devices
-from .encoding import PromptEmbeds, count_tokens, encode_pair
+from .encoding import TRAINED_CHUNKS, PromptEmbeds, check_chunks, chunk_token_counts, count_tokens, encode_pair
 from .errors import Cancelled, GenerationError
 from .loading import (
     FP8_SKIP,  # noqa: F401  (re-exported: the layers kept out of fp8)
@@ -55,7 +57,7 @@ from .memory import (
 )
 from .metadata import ModelInfo, format_parameters
 from .models import ModelError, ModelSource, default_source
-from .request import GenerationRequest, InputError
+from .request import GenerationRequest, InputError, Reference
 
 
 @dataclass
@@ -69,6 +71,9 @@ class StepCounters:
     decoder_steps: int = 0
     prior_cache_hits: int = 0
     text_cache_hits: int = 0
+    image_encodes: int = 0
+    previews: int = 0
+    stage_switches: int = 0  # runs of one stage (prior, decoder) right after the other stage's
 
     def snapshot(self) -> "StepCounters":
         return replace(self)
@@ -89,6 +94,39 @@ class Progress:
 
 
 @dataclass
+class PriorOutput:
+    """A prior run's stage-C latents, and the state of the image's generator after it.
+
+    One generator runs through both stages of an image (as in diffusers'
+    combined pipeline); keeping its state with a cached prior lets a
+    decoder-only change reuse the prior and still draw the same decoder noise.
+    """
+
+    latents: torch.Tensor
+    generator_state: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A look at the prior's latent while it denoises (or, for a draft, when it is done)."""
+
+    image: Image.Image
+    step: int  # prior steps done
+    steps: int
+    index: int  # 0-based index of the image in the run
+    kind: str  # "previewer" or "fast"
+
+
+@dataclass
+class Draft:
+    """A prior-only run: the stage-C latent is cached; finishing it runs only the decoder."""
+
+    request: GenerationRequest  # seed concrete, count 1
+    preview: Image.Image
+    prior_reused: bool
+
+
+@dataclass
 class GeneratedImage:
     image: Image.Image
     request: GenerationRequest  # seed concrete, count 1
@@ -103,6 +141,10 @@ class GenerationResult:
     counters: StepCounters  # what this call ran
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    drafts: list[Draft] = field(default_factory=list)  # prior-only runs
+
+
+PREVIEW_EVERY = 4  # prior steps between two live previews (the last step always gives one)
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -128,7 +170,8 @@ def apply_mode(parts: Components, plan: Plan, torch_device: str):
 
             for kind in ("text_encoder", "prior", "decoder"):
                 module = getattr(parts, kind)
-                quantize(module, weights=qtypes[QUANTO_QTYPES[plan.fp8_backend]], exclude=quanto_exclude(kind) or None)
+                quantize(module, weights=qtypes[QUANTO_QTYPES[plan.fp8_backend]],
+                         exclude=quanto_exclude(kind) or None)
                 freeze(module)
                 release_memory()
         else:
@@ -167,6 +210,40 @@ def weight_bytes(module: torch.nn.Module) -> int:
     return total
 
 
+def _forget_frames(exc: BaseException) -> None:
+    """Clear the locals of every frame an exception (and those it chains) keeps alive.
+
+    A traceback holds each frame of the failed call, and with them every
+    activation the pipeline had made: they are only freed once the frames are.
+    """
+    import traceback
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__
+
+
+@contextmanager
+def _held_on_device(pipe):
+    """Keep an offloaded pipeline's models on the device across several calls; offload once at the end.
+
+    With model CPU offload, diffusers sends every model back to the CPU at the
+    end of each pipeline call, so the next image's call moves it over again.
+    """
+    saved = pipe.__dict__.get("maybe_free_model_hooks")
+    pipe.maybe_free_model_hooks = lambda: None
+    try:
+        yield
+    finally:
+        if saved is None:
+            del pipe.maybe_free_model_hooks
+        else:
+            pipe.maybe_free_model_hooks = saved
+        pipe.maybe_free_model_hooks()
+
+
 def _is_oom(exc: BaseException) -> bool:
     if isinstance(exc, torch.OutOfMemoryError):
         return True
@@ -202,6 +279,15 @@ class Engine:
         self._prior_cache_size = prior_cache_size
         self._text_cache_size = text_cache_size
         self._stage = ""
+        self._last_run = ""  # the stage that ran last in this call, to count switches
+        self.stage_order: list[str] = []  # "prior 0", "decoder 0", ... in the order the last call ran them
+        self._image_encoder = None
+        self._image_embeds: OrderedDict = OrderedDict()  # content hash -> (1, 1, dim) fp32 embedding
+        self._hashes: dict[str, tuple[int, int, str]] = {}  # path -> (mtime_ns, size, sha256)
+        self.preview_kind = "auto"  # see previews.KINDS
+        self.preview_every = PREVIEW_EVERY
+        self._preview_decoder = None
+        self._preview_kind_loaded = None
 
     # 1. Loading and memory modes -------------------------------------------------
 
@@ -233,14 +319,19 @@ class Engine:
             say(f"loading weights: {plan.reason}")
             parts = load_components(self.folders, _dtype(plan.compute_dtype), fp8=plan.fp8_backend, on_status=say)
             say(f"applying {plan.mode.value}")
+            oom = False
             try:
                 self._prior_pipe, self._decoder_pipe = apply_mode(parts, plan, self.device.torch_device)
             except Exception as exc:
-                if _is_oom(exc):
-                    raise GenerationError(
-                        f"{plan.mode.value} does not fit in {self.device.describe()}; try {self._smaller_mode(plan)}"
-                    ) from None
-                raise
+                if not _is_oom(exc):
+                    raise
+                _forget_frames(exc)
+                oom = True
+            if oom:  # outside the handler, so the failed call's frames are gone before memory is freed
+                del parts
+                self._drop()
+                raise GenerationError(
+                    f"{plan.mode.value} does not fit in {self.device.describe()}; try {self._smaller_mode(plan)}")
             self.plan = plan
             self.requested_mode = mode
             self.state = "ready"
@@ -263,8 +354,10 @@ class Engine:
     def _drop(self) -> None:
         self._prior_pipe = None
         self._decoder_pipe = None
+        self._image_encoder = None
         self._text_cache.clear()
         self._prior_cache.clear()
+        self._image_embeds.clear()
         if self.device is not None:
             devices.free_memory(self.device)
 
@@ -310,6 +403,24 @@ class Engine:
             return None
         return count_tokens(self._prior_pipe.tokenizer, text)
 
+    def chunk_counts(self, text: str) -> list[int] | None:
+        """Tokens in each 75-token chunk of ``text``, as the encoder splits it (None before loading)."""
+        if not self.loaded:
+            return None
+        return chunk_token_counts(self._prior_pipe.tokenizer, text)
+
+    def _check_prompts(self, jobs: list[GenerationRequest]) -> list[str]:
+        """Refuse prompts past the chunk cap before any GPU work; warn past the trained 3 chunks."""
+        warnings: list[str] = []
+        tokenizer = self._prior_pipe.tokenizer
+        for prompt, negative in dict.fromkeys((job.composed_prompt(), job.negative_prompt) for job in jobs):
+            chunks = len(check_chunks(tokenizer, prompt, "the prompt"))
+            check_chunks(tokenizer, negative, "the negative prompt")
+            if chunks > TRAINED_CHUNKS:
+                warnings.append(f"the prompt uses {chunks} chunks of 75 tokens; the model was trained with "
+                                f"{TRAINED_CHUNKS}, so tags past the third chunk count less reliably")
+        return warnings
+
     def _embeds(self, prompt: str, negative: str) -> PromptEmbeds:
         key = (prompt, negative)
         if key in self._text_cache:
@@ -327,22 +438,112 @@ class Engine:
             self._text_cache.popitem(last=False)
         return embeds
 
+    # 2b. Reference images (image remix) ----------------------------------------------
+
+    def _hash(self, path: str) -> str:
+        from .remix import content_hash
+
+        try:
+            stat = Path(path).expanduser().stat()
+            known = self._hashes.get(path)
+            if known and known[:2] == (stat.st_mtime_ns, stat.st_size):
+                return known[2]
+            digest = content_hash(Path(path).expanduser())
+        except OSError:
+            raise InputError(f"reference image {Path(path).name[:80]!r} can't be read") from None
+        self._hashes[path] = (stat.st_mtime_ns, stat.st_size, digest)
+        return digest
+
+    def _active_references(self, request: GenerationRequest) -> list[tuple[Reference, str]]:
+        """The references that act (strength above 0), each with its content hash."""
+        return [(ref, self._hash(ref.path)) for ref in request.references if ref.strength > 0]
+
+    def _encoder(self):
+        if self._image_encoder is None:
+            from .remix import load_image_encoder
+
+            self._stage = "image encoder"
+            encoder = load_image_encoder(self.folders.prior, _dtype(self.plan.compute_dtype))
+            wanted = self._prior_pipe.prior.config.clip_image_in_channels
+            if encoder.dim != wanted:
+                raise ModelError(f"the image encoder {encoder.source} gives {encoder.dim}-wide embeddings; this prior "
+                                 f"takes {wanted}")
+            if self.plan.mode.placement == Placement.DEVICE:
+                encoder.model.to(self.device.torch_device)  # offload modes move it only while it encodes
+            self._image_encoder = encoder
+        return self._image_encoder
+
+    def _prepare_references(self, jobs: list[GenerationRequest]) -> None:
+        """Encode every reference image the jobs use (once per content), before any denoising."""
+        from .outputs import open_image
+
+        for job in jobs:
+            for ref, digest in self._active_references(job):
+                if digest in self._image_embeds:
+                    self._image_embeds.move_to_end(digest)
+                    continue
+                try:
+                    image = open_image(ref.path)
+                except InputError as exc:
+                    raise InputError(f"reference image {Path(ref.path).name[:80]!r}: {exc}") from None
+                embedding = self._encoder().embed(image, self.device.torch_device)
+                self.counters.image_encodes += 1
+                self._image_embeds[digest] = embedding
+                while len(self._image_embeds) > 4 * self._prior_cache_size:
+                    self._image_embeds.popitem(last=False)
+
+    def _reference_embeds(self, request: GenerationRequest) -> torch.Tensor | None:
+        """The scaled, concatenated embeddings of the request's active references, or None."""
+        active = self._active_references(request)
+        if not active:
+            return None
+        pipe = self._prior_pipe
+        embeds = torch.cat([self._image_embeds[digest] * ref.strength for ref, digest in active], dim=1)
+        return embeds.to(device=pipe._execution_device, dtype=pipe.prior.dtype)
+
+    def _reference_note(self, request: GenerationRequest) -> str:
+        """How the PNG metadata names the references: file name, content hash, strength."""
+        return "; ".join(f"{Path(ref.path).name} sha256:{self._hash(ref.path)[:16]} x{ref.strength:g}"
+                         for ref in request.references)
+
+    # 2c. Live previews -----------------------------------------------------------------
+
+    def previews(self):
+        """The preview decoder for ``preview_kind`` (None when previews are off); made on first use."""
+        if self._preview_kind_loaded != self.preview_kind:
+            from .previews import PreviewDecoder
+
+            self._preview_decoder = PreviewDecoder.create(self.preview_kind, self.folders.prior if self.folders
+                                                          else None)
+            self._preview_kind_loaded = self.preview_kind
+        return self._preview_decoder
+
+    def _preview(self, latents: torch.Tensor, step: int, steps: int, index: int) -> Preview | None:
+        decoder = self.previews()
+        if decoder is None:
+            return None
+        self.counters.previews += 1
+        return Preview(decoder.decode(latents), step, steps, index, decoder.kind)
+
     # 3. The two denoising stages --------------------------------------------------
 
-    def _prior(self, request: GenerationRequest, embeds: PromptEmbeds, step) -> tuple[torch.Tensor, bool]:
+    def _prior(self, request: GenerationRequest, embeds: PromptEmbeds, step) -> tuple[PriorOutput, bool]:
         key = self._prior_key(request)
         if key in self._prior_cache:
             self._prior_cache.move_to_end(key)
             self.counters.prior_cache_hits += 1
             return self._prior_cache[key], True
         self._stage = "prior"
+        self._switch_to("prior")
+        generator = torch.Generator("cpu").manual_seed(request.seed)
         output = self._prior_pipe(
             **embeds.conditioning(guided=request.prior_cfg > 1),
+            image_embeds=self._reference_embeds(request),
             width=request.width,
             height=request.height,
             num_inference_steps=request.prior_steps,
             guidance_scale=request.prior_cfg,
-            generator=torch.Generator("cpu").manual_seed(request.seed),
+            generator=generator,
             output_type="pt",
             callback_on_step_end=step,
         )
@@ -353,19 +554,23 @@ class Engine:
                 "use an fp32 mode (--mode fp32 or offload-fp32)"
             )
         self.counters.prior_runs += 1
-        self._prior_cache[key] = latents
+        prior = PriorOutput(latents, generator.get_state())
+        self._prior_cache[key] = prior
         while len(self._prior_cache) > self._prior_cache_size:
             self._prior_cache.popitem(last=False)
-        return latents, False
+        return prior, False
 
-    def _decoder(self, request: GenerationRequest, embeds: PromptEmbeds, latents: torch.Tensor, step) -> Image.Image:
+    def _decoder(self, request: GenerationRequest, embeds: PromptEmbeds, prior: PriorOutput, step) -> Image.Image:
         self._stage = "decoder"
+        self._switch_to("decoder")
+        generator = torch.Generator("cpu")
+        generator.set_state(prior.generator_state)  # the image's one generator, where the prior left it
         output = self._decoder_pipe(
-            image_embeddings=latents,
+            image_embeddings=prior.latents,
             **embeds.conditioning(guided=request.decoder_cfg > 1),
             num_inference_steps=request.decoder_steps,
             guidance_scale=request.decoder_cfg,
-            generator=torch.Generator("cpu").manual_seed(request.seed),
+            generator=generator,
             output_type="np",
             callback_on_step_end=step,
         )
@@ -377,6 +582,11 @@ class Engine:
             )
         self.counters.decoder_runs += 1
         return Image.fromarray((np.clip(pixels, 0.0, 1.0) * 255).round().astype(np.uint8))
+
+    def _switch_to(self, stage: str) -> None:
+        if self._last_run and self._last_run != stage:
+            self.counters.stage_switches += 1
+        self._last_run = stage
 
     # 4. Generation ----------------------------------------------------------------
 
@@ -391,11 +601,17 @@ class Engine:
 
     def generate_many(self, requests: list[GenerationRequest],
                       on_progress: Callable[[Progress], None] | None = None,
-                      should_stop: Callable[[], bool] | None = None) -> GenerationResult:
+                      should_stop: Callable[[], bool] | None = None,
+                      on_preview: Callable[[Preview], None] | None = None,
+                      prior_only: bool = False) -> GenerationResult:
         """Generate several requests in order, each expanded by its ``count``.
 
         Runs sharing a prior (same prompt, size, seed and prior settings)
         compute it once; order them so they are adjacent to reuse it.
+        ``on_preview`` gets a look at the prior's latent every
+        ``preview_every`` steps. With ``prior_only`` only the priors run (and
+        are cached): the result's ``drafts`` hold each one's preview, and a
+        later run of the same request finishes it with the decoder alone.
         """
         with self._lock:
             start = time.perf_counter()
@@ -405,17 +621,29 @@ class Engine:
             for request in requests:
                 request = request.with_seed()
                 jobs += [replace(request, seed=request.seed + i, count=1) for i in range(request.count)]
+            warnings = self._check_prompts(jobs)
+            self._prepare_references(jobs)
             # A prior shared by several jobs runs once: count its steps once.
             total, planned = 0, set()
             for job in jobs:
                 key = self._prior_key(job)
-                total += job.decoder_steps + (0 if key in self._prior_cache or key in planned else job.prior_steps)
+                total += (0 if prior_only else job.decoder_steps) + (
+                    0 if key in self._prior_cache or key in planned else job.prior_steps)
                 planned.add(key)
             done = [0]
             images: list[GeneratedImage] = []
+            drafts: list[Draft] = []
+            self.stage_order = []
+            self._last_run = ""
+            run = (len(jobs), total, done, on_progress, should_stop, on_preview)
+            oom_stage = None
             try:
-                for index, job in enumerate(jobs):
-                    images.append(self._one(job, index, len(jobs), total, done, on_progress, should_stop))
+                if self.plan.mode.placement == Placement.OFFLOAD and len(jobs) > 1 and not prior_only:
+                    self._priors_then_decoders(jobs, run, images)
+                else:
+                    for index, job in enumerate(jobs):
+                        item = self._one(job, index, *run, prior_only)
+                        (drafts if prior_only else images).append(item)
             except Cancelled as exc:
                 self._release_models()
                 exc.images = images  # the finished images are kept
@@ -424,17 +652,35 @@ class Engine:
                 self._release_models()
                 if not _is_oom(exc):
                     raise
-                stage = self._stage or "generation"
-                self._prior_cache.clear()
-                exc = None  # drop the frames holding activations before emptying the cache
-                devices.free_memory(self.device)
-                raise GenerationError(
-                    f"out of GPU memory in the {stage} ({self.plan.mode.value}); memory was freed: "
-                    f"switch to {self._smaller_mode(self.plan)} or a smaller size"
-                ) from None
+                oom_stage = self._stage or "generation"
+                _forget_frames(exc)  # the failed step's activations live in these frames
             finally:
                 self._stage = ""
-            return GenerationResult(images, self.counters.since(before), time.perf_counter() - start)
+            if oom_stage is not None:
+                # Out of the handler: the exception and its frames are gone, so this frees the activations
+                # too, before the message goes out.
+                self._prior_cache.clear()
+                devices.free_memory(self.device)
+                release_memory()
+                raise GenerationError(
+                    f"out of GPU memory in the {oom_stage} ({self.plan.mode.value}); memory was freed: "
+                    f"switch to {self._smaller_mode(self.plan)} or a smaller size")
+            return GenerationResult(images, self.counters.since(before), time.perf_counter() - start, warnings,
+                                    drafts)
+
+    def _priors_then_decoders(self, jobs: list[GenerationRequest], run: tuple, images: list) -> None:
+        """Model offload, several images: every prompt, then every prior, then every decoder.
+
+        Each model crosses to the device once for the whole run instead of
+        once per image (the prior alone is ~7 GB in bf16). Each image keeps its
+        own generator, so it is the same as when generated alone.
+        """
+        embeds = [self._embeds(job.composed_prompt(), job.negative_prompt) for job in jobs]
+        with _held_on_device(self._prior_pipe):
+            priors = [self._run_prior(job, index, embeds[index], run) for index, job in enumerate(jobs)]
+        with _held_on_device(self._decoder_pipe):
+            for index, job in enumerate(jobs):
+                images.append(self._finish(job, index, embeds[index], *priors[index], run))
 
     def _release_models(self) -> None:
         """After a stop or a failure mid-pipeline, move offloaded models back to the CPU.
@@ -448,36 +694,70 @@ class Engine:
                 if pipe is not None:
                     pipe.maybe_free_model_hooks()
 
-    @staticmethod
-    def _prior_key(request: GenerationRequest) -> tuple:
-        return (request.composed_prompt(), request.negative_prompt, request.width, request.height, request.seed,
-                request.prior_steps, float(request.prior_cfg))
+    def _prior_key(self, request: GenerationRequest) -> tuple:
+        """What decides the prior's output. Without guidance (CFG <= 1) neither the negative
+        prompt nor the CFG value is read, so they are left out and an unguided prior is reused.
+        Reference images count by content and strength, not by file name."""
+        guided = request.prior_cfg > 1
+        references = tuple((digest, ref.strength) for ref, digest in self._active_references(request))
+        return (request.composed_prompt(), request.negative_prompt if guided else None, request.width,
+                request.height, request.seed, request.prior_steps, float(request.prior_cfg) if guided else None,
+                references)
 
-    def _one(self, job, index, count, total, done, on_progress, should_stop) -> GeneratedImage:
-        started = time.perf_counter()
-        if should_stop and should_stop():
-            raise Cancelled()
-
-        def stepper(stage: str, steps: int):
-            def callback(pipe, i, t, kwargs):
-                if stage == "prior":
-                    self.counters.prior_steps += 1
-                else:
-                    self.counters.decoder_steps += 1
-                    if i + 1 == steps:
-                        self._stage = "VQGAN"
-                done[0] += 1
-                if on_progress:
-                    on_progress(Progress(stage, i + 1, steps, index, count, done[0], total))
-                if should_stop and should_stop():
-                    raise Cancelled()
-                return {}
-
-            return callback
-
+    def _one(self, job, index, count, total, done, on_progress, should_stop, on_preview=None,
+             prior_only=False) -> GeneratedImage | Draft:
+        run = (count, total, done, on_progress, should_stop, on_preview)
         embeds = self._embeds(job.composed_prompt(), job.negative_prompt)
-        latents, reused = self._prior(job, embeds, stepper("prior", job.prior_steps))
-        image = self._decoder(job, embeds, latents, stepper("decoder", job.decoder_steps))
-        parameters = format_parameters(job, job.seed, self.model_info(),
-                                       extra={"Version": f"sote-studio {__version__}"})
+        prior, reused, started = self._run_prior(job, index, embeds, run)
+        if prior_only:
+            decoder = self.previews()
+            from .previews import PreviewDecoder
+
+            sketch = (decoder or PreviewDecoder("fast")).decode(prior.latents)
+            return Draft(job, sketch, reused)
+        return self._finish(job, index, embeds, prior, reused, started, run)
+
+    def _run_prior(self, job, index, embeds, run) -> tuple[PriorOutput, bool, float]:
+        """The image's prior (or its cached one): ``(output, reused, start time)``."""
+        if run[4] and run[4]():
+            raise Cancelled()
+        started = time.perf_counter()
+        self.stage_order.append(f"prior {index}")
+        prior, reused = self._prior(job, embeds, self._stepper("prior", job.prior_steps, index, run))
+        return prior, reused, started
+
+    def _finish(self, job, index, embeds, prior, reused, started, run) -> GeneratedImage:
+        """The image's decoder and VQGAN, and its PNG parameters."""
+        if run[4] and run[4]():
+            raise Cancelled()
+        self.stage_order.append(f"decoder {index}")
+        image = self._decoder(job, embeds, prior, self._stepper("decoder", job.decoder_steps, index, run))
+        extra = {"Reference images": self._reference_note(job)} if job.references else {}
+        extra["Version"] = f"sote-studio {__version__}"
+        parameters = format_parameters(job, job.seed, self.model_info(), extra=extra)
         return GeneratedImage(image, job, parameters, reused, time.perf_counter() - started)
+
+    def _stepper(self, stage: str, steps: int, index: int, run: tuple):
+        """The step callback of one stage of one image: counters, progress, previews and stop."""
+        count, total, done, on_progress, should_stop, on_preview = run
+
+        def callback(pipe, i, t, kwargs):
+            if stage == "prior":
+                self.counters.prior_steps += 1
+                if on_preview and ((i + 1) % self.preview_every == 0 or i + 1 == steps):
+                    preview = self._preview(kwargs["latents"], i + 1, steps, index)
+                    if preview is not None:
+                        on_preview(preview)
+            else:
+                self.counters.decoder_steps += 1
+                if i + 1 == steps:
+                    self._stage = "VQGAN"
+            done[0] += 1
+            if on_progress:
+                on_progress(Progress(stage, i + 1, steps, index, count, done[0], total))
+            if should_stop and should_stop():
+                raise Cancelled()
+            return {}
+
+        return callback
+

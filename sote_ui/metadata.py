@@ -18,21 +18,23 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image, PngImagePlugin
 
-from .request import GenerationRequest, InputError
+from .request import MAX_SEED, GenerationRequest, InputError
 from .tags import decompose_prompt
 
 SAMPLER = "DDPMWuerstchen"
 PNG_KEY = "parameters"
 MAX_PARAMETERS_CHARS = 64 * 1024
 
-# A1111's own pattern for "Key: value" pairs, values optionally JSON-quoted.
-_PAIR = re.compile(r'\s*([\w][\w \-/+]*?):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
+# Characters a key of a "Key: value" pair may hold (A1111's keys: "CFG scale", "Hires upscaler", "Lora hashes").
+_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_ -/+")
+_MAX_KEY_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -89,10 +91,47 @@ def _unquote(value: str) -> str:
     return value
 
 
+def _key_before(line: str, start: int, colon: int) -> str | None:
+    """The key that ends at ``colon``: the run of key characters right before it, if it starts with a word
+    character (read backwards, so every character is looked at once)."""
+    i = colon
+    while i > start and colon - i < _MAX_KEY_CHARS and line[i - 1] in _KEY_CHARS:
+        i -= 1
+    key = line[i:colon].lstrip(" -/+")
+    if not key or not (key[0].isalnum() or key[0] == "_"):
+        return None
+    return key.strip()
+
+
 def parse_pairs(line: str) -> dict[str, str]:
+    """The ``Key: value`` pairs of an A1111 parameters line, in one left-to-right pass.
+
+    Values holding commas are JSON-quoted (``"a, b"``); text that is not a pair is
+    skipped. Linear in the line's length, whatever the line holds.
+    """
     pairs: dict[str, str] = {}
-    for match in _PAIR.finditer(line):
-        pairs[match.group(1).strip()] = _unquote(match.group(2))
+    i, n = 0, len(line)
+    while i < n:
+        colon = line.find(":", i)
+        if colon < 0:
+            break
+        key = _key_before(line, max(i, line.rfind(",", i, colon) + 1), colon)
+        j = colon + 1
+        while j < n and line[j] == " ":
+            j += 1
+        if j < n and line[j] == '"':  # a quoted value: up to the closing quote, escapes skipped
+            k = j + 1
+            while k < n and line[k] != '"':
+                k += 2 if line[k] == "\\" else 1
+            end = min(k + 1, n)
+            value = line[j:end]
+            comma = line.find(",", end)
+        else:
+            comma = line.find(",", j)
+            value = line[j:comma if comma >= 0 else n]
+        if key is not None:
+            pairs[key] = _unquote(value)
+        i = comma + 1 if comma >= 0 else n
     return pairs
 
 
@@ -102,8 +141,11 @@ def split_parameters(text: str) -> tuple[str, str, dict[str, str]]:
         raise InputError(f"the image's parameters are {len(text)} characters long; the limit is {MAX_PARAMETERS_CHARS}")
     lines = text.strip().split("\n")
     pairs: dict[str, str] = {}
-    if lines and _PAIR.match(lines[-1]) and ("Steps:" in lines[-1] or "Seed:" in lines[-1]):
-        pairs = parse_pairs(lines.pop())
+    if lines and ("Steps:" in lines[-1] or "Seed:" in lines[-1]):
+        found = parse_pairs(lines[-1])
+        if "Steps" in found or "Seed" in found:
+            pairs = found
+            lines.pop()
     prompt_lines: list[str] = []
     negative_lines: list[str] = []
     target = prompt_lines
@@ -127,6 +169,35 @@ _NUMERIC = {
 }
 
 
+# (whole number?, lowest, highest) of each number read from an image: generous bounds that only keep out
+# values no control can hold (the request's own limits still apply when generating).
+_RANGES = {
+    "prior_steps": (True, 1, 10_000),
+    "decoder_steps": (True, 1, 10_000),
+    "seed": (True, -1, MAX_SEED),
+    "prior_cfg": (False, 0.0, 1_000.0),
+    "decoder_cfg": (False, 0.0, 1_000.0),
+}
+MAX_SIDE = 65_536
+
+
+def _number(key: str, raw: str, whole: bool, low: float, high: float) -> int | float:
+    """One numeric value from an image, or an InputError naming the field."""
+    shown = raw.strip()[:40]
+    try:
+        number = float(raw)
+    except ValueError:
+        raise InputError(f"the image's {key!r} value {shown!r} is not a number") from None
+    if not math.isfinite(number):
+        raise InputError(f"the image's {key!r} value {shown!r} is not a finite number")
+    if whole and number != int(number):
+        raise InputError(f"the image's {key!r} value {shown!r} is not a whole number")
+    if not low <= number <= high:
+        bounds = f"{int(low)} to {int(high)}" if whole else f"{low:g} to {high:g}"
+        raise InputError(f"the image's {key!r} value {shown!r} is out of range ({bounds})")
+    return int(number) if whole else number
+
+
 def parse_parameters(text: str) -> dict[str, Any]:
     """Read A1111 ``parameters`` text (ours or another tool's) into request values.
 
@@ -142,24 +213,41 @@ def parse_parameters(text: str) -> dict[str, Any]:
     values["negative_prompt"] = negative
     for key, name in _NUMERIC.items():
         if key in pairs and name not in values:
-            raw = pairs[key]
-            try:
-                values[name] = float(raw) if name.endswith("cfg") else int(float(raw))
-            except ValueError:
-                raise InputError(f"the image's {key!r} value {raw[:40]!r} is not a number") from None
+            values[name] = _number(key, pairs[key], *_RANGES[name])
     size = pairs.get("Size")
     if size:
         match = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", size)
         if not match:
             raise InputError(f"the image's size {size[:40]!r} is not WIDTHxHEIGHT")
         values["width"], values["height"] = int(match.group(1)), int(match.group(2))
+        if not all(1 <= side <= MAX_SIDE for side in (values["width"], values["height"])):
+            raise InputError(f"the image's 'Size' value {size[:40]!r} is not a size (each side 1..{MAX_SIDE})")
     if "Model" in pairs:
         values["model"] = pairs["Model"]
     if "Decoder" in pairs:
         values["decoder"] = pairs["Decoder"]
     if "Memory mode" in pairs:
         values["mode"] = pairs["Memory mode"]
+    if "Reference images" in pairs:  # shown, not applied: the images themselves are not in the file
+        values["references"] = parse_references(pairs["Reference images"])
     return values
+
+
+_REFERENCE = re.compile(r"^(?P<name>.+?) sha256:(?P<sha>[0-9a-f]{1,64}) x(?P<strength>[0-9.]+)$")
+
+
+def parse_references(text: str) -> list[dict[str, Any]]:
+    """``name sha256:HASH xSTRENGTH; ...`` (how reference images are recorded) as a list of dicts."""
+    found = []
+    for part in text.split("; "):
+        match = _REFERENCE.match(part.strip())
+        if match:
+            try:
+                strength = float(match.group("strength"))
+            except ValueError:
+                continue
+            found.append({"name": match.group("name"), "sha256": match.group("sha"), "strength": strength})
+    return found
 
 
 def png_info(parameters: str) -> PngImagePlugin.PngInfo:
@@ -175,14 +263,56 @@ def png_bytes(image: Image.Image, parameters: str) -> bytes:
     return buffer.getvalue()
 
 
+_EXIF_IFD = 0x8769
+_USER_COMMENT = 0x9286
+
+
+def _decode_user_comment(raw: bytes | str) -> str | None:
+    """EXIF UserComment text: an 8-byte character-code prefix, then the text.
+
+    A1111 and Forge write ``UNICODE\\0`` + UTF-16 (big-endian, as piexif does;
+    some tools write little-endian, told apart by where the zero bytes fall).
+    """
+    if isinstance(raw, str):
+        return raw.strip("\x00") or None
+    prefix, body = raw[:8], raw[8:]
+    if prefix == b"UNICODE\x00":
+        if body[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            text = body.decode("utf-16", "replace")
+        else:
+            even_zeros = body[0::2].count(0)
+            odd_zeros = body[1::2].count(0)
+            text = body.decode("utf-16-be" if even_zeros >= odd_zeros else "utf-16-le", "replace")
+    elif prefix in (b"ASCII\x00\x00\x00", b"\x00" * 8):
+        text = body.decode("utf-8", "replace")
+    else:
+        text = raw.decode("utf-8", "replace")
+    return text.strip("\x00") or None
+
+
+def _exif_parameters(image: Image.Image) -> str | None:
+    try:
+        exif = image.getexif()
+        comment = exif.get_ifd(_EXIF_IFD).get(_USER_COMMENT) or exif.get(_USER_COMMENT)
+    except Exception:  # broken EXIF: report as absent
+        return None
+    return _decode_user_comment(comment) if comment else None
+
+
 def read_parameters(image: Image.Image) -> str | None:
-    """The ``parameters`` text stored in a loaded image, if any."""
+    """The generation settings stored in a loaded image, if any.
+
+    PNG: the ``parameters`` text chunk. JPEG and WebP (A1111, Forge): the EXIF
+    UserComment, or a JPEG comment.
+    """
     text = image.info.get(PNG_KEY)
     if text is None and hasattr(image, "text"):
         try:
             text = image.text.get(PNG_KEY)
         except Exception:  # a broken text chunk: report as absent
             text = None
+    if text is None and (image.format or "").upper() in ("JPEG", "WEBP", "MPO"):
+        text = _exif_parameters(image) or image.info.get("comment")
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     return text

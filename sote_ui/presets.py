@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .request import DEFAULT_LIMITS, FIELD_NAMES, GenerationRequest, InputError, Limits, build_request
+from .request import DEFAULT_LIMITS, REQUEST_KEYS, GenerationRequest, InputError, Limits, build_request
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "presets"
 DEFAULT_USER_DIR = Path(os.environ.get("SOTE_STUDIO_HOME", Path.home() / ".sote-studio")) / "presets"
@@ -32,6 +32,30 @@ CURRENT = "(current settings)"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _\-.]{0,63}$")
 _META_KEYS = {"description"}
 MAX_PRESET_BYTES = 64 * 1024
+MAX_PRESET_DEPTH = 16  # a preset is flat; this leaves room, and keeps the JSON parser out of deep recursion
+_TMP_SUFFIX = ".tmp"
+
+
+def nesting_depth(text: str) -> int:
+    """How deeply ``[`` and ``{`` nest in JSON ``text`` (brackets inside strings don't count); one pass."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 @dataclass(frozen=True)
@@ -61,8 +85,12 @@ def read_preset(path: Path, shipped: bool, limits: Limits = DEFAULT_LIMITS) -> P
     try:
         if path.stat().st_size > MAX_PRESET_BYTES:
             raise InputError(f"preset {path.name}: larger than {MAX_PRESET_BYTES // 1024} KB")
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = path.read_text(encoding="utf-8")
+        if nesting_depth(text) > MAX_PRESET_DEPTH:
+            raise InputError(f"preset {path.name}: nested more than {MAX_PRESET_DEPTH} levels deep; a preset is "
+                             "one flat JSON object")
+        data = json.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise InputError(f"preset {path.name}: not valid JSON ({str(exc).splitlines()[0][:80]})") from None
     if not isinstance(data, dict):
         raise InputError(f"preset {path.name}: must be a JSON object of settings")
@@ -106,6 +134,19 @@ class PresetStore:
                 presets[preset.name] = preset
         return presets, errors
 
+    def clean_orphans(self) -> list[str]:
+        """Remove temporary files an interrupted save left in the user folder (``.NAME.json.*.tmp``)."""
+        removed: list[str] = []
+        if self.user_dir is None or not self.user_dir.is_dir():
+            return removed
+        for path in self.user_dir.glob(".*.json.*" + _TMP_SUFFIX):
+            try:
+                path.unlink()
+                removed.append(path.name)
+            except OSError:
+                pass
+        return sorted(removed)
+
     def names(self) -> list[str]:
         return list(self.load()[0])
 
@@ -134,7 +175,7 @@ class PresetStore:
         if self.shipped_dir is not None and (self.shipped_dir / f"{name}.json").exists():
             raise InputError(f"{name!r} is a shipped preset; save under another name")
         data = values.to_dict() if isinstance(values, GenerationRequest) else dict(values)
-        data = {k: v for k, v in data.items() if k in FIELD_NAMES}
+        data = {k: v for k, v in data.items() if k in REQUEST_KEYS and v != []}  # no empty reference lists
         build_request(data, limits=self.limits)
         if description:
             data = {"description": description, **data}
@@ -163,7 +204,7 @@ def atomic_write(path: Path, data: bytes, *, overwrite: bool = False) -> Path:
     existing file is never replaced (the final link fails instead).
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -15,11 +15,27 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 from . import tags
+from .emphasis import check_weights
 
 MAX_SEED = 2**32 - 1
+MAX_REFERENCES = 4  # reference images of one request (image remix)
+MAX_STRENGTH = 2.0
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference image that steers the prior through its CLIP image embedding (image remix).
+
+    ``strength`` scales the embedding: 0 leaves the image out entirely, 1 is the
+    embedding as encoded, 2 doubles it.
+    """
+
+    path: str
+    strength: float = 1.0
 
 
 class InputError(ValueError):
@@ -68,6 +84,7 @@ class GenerationRequest:
     decoder_steps: int = 10
     decoder_cfg: float = 1.0
     count: int = 1
+    references: tuple[Reference, ...] = ()
 
     def composed_prompt(self) -> str:
         return tags.compose_prompt(
@@ -84,7 +101,12 @@ class GenerationRequest:
         return replace(self, seed=(rng or random.SystemRandom()).randint(0, top))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The request in its vocabulary: every scalar field, plus ``images`` and ``image_strengths``."""
+        data = asdict(self)
+        references = data.pop("references")
+        data["images"] = [ref["path"] for ref in references]
+        data["image_strengths"] = [ref["strength"] for ref in references]
+        return data
 
     def differences(self, other: "GenerationRequest") -> dict[str, tuple[Any, Any]]:
         """The keys whose values differ, with (self's, other's) values."""
@@ -92,7 +114,10 @@ class GenerationRequest:
         return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
 
 
-FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(GenerationRequest))
+# The scalar settings (one control each in the UI); reference images travel as two lists beside them.
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(GenerationRequest) if f.name != "references")
+REFERENCE_KEYS = ("images", "image_strengths")
+REQUEST_KEYS: tuple[str, ...] = FIELD_NAMES + REFERENCE_KEYS
 PRIOR_KEYS = ("prompt", "negative_prompt", "aesthetic", "quality", "date", "custom", "rating", "artist",
               "width", "height", "seed", "prior_steps", "prior_cfg")
 DECODER_KEYS = ("decoder_steps", "decoder_cfg")
@@ -127,6 +152,44 @@ def _as_float(key: str, value: Any) -> float:
     return number
 
 
+def _strength_list(value: Any) -> list[float] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [part for part in value.replace(";", ",").split(",") if part.strip()]
+    elif not isinstance(value, (list, tuple)):
+        value = [value]
+    return [_as_float("image_strengths", item) for item in value]
+
+
+def _references(images: Any, strengths: Any, current: tuple[Reference, ...]) -> tuple[Reference, ...]:
+    """Reference images from ``images`` (paths) and ``image_strengths`` (one for all, or one each)."""
+    if images is None:
+        paths = [ref.path for ref in current]
+        if strengths is None:
+            return current
+    else:
+        if isinstance(images, (str, bytes)):
+            images = [images]
+        if not isinstance(images, (list, tuple)):
+            raise InputError("images must be a list of image files")
+        paths = []
+        for item in images:
+            path = item.get("path") if isinstance(item, dict) else item  # an uploaded file's record
+            if not isinstance(path, str) or not path.strip():
+                raise InputError("each reference image must be a file path")
+            paths.append(path)
+    weights = _strength_list(strengths)
+    if not weights:
+        weights = [ref.strength for ref in current] if images is None else [1.0] * len(paths)
+    if len(weights) == 1:
+        weights = weights * len(paths)
+    if len(weights) != len(paths):
+        raise InputError(f"{len(weights)} image strengths for {len(paths)} reference images: give one strength "
+                         "for all, or one for each image")
+    return tuple(Reference(path, strength) for path, strength in zip(paths, weights))
+
+
 def build_request(values: dict[str, Any] | None = None, *, base: GenerationRequest | None = None,
                   limits: Limits = DEFAULT_LIMITS) -> GenerationRequest:
     """Merge ``values`` over ``base`` (the defaults), convert and validate.
@@ -134,10 +197,16 @@ def build_request(values: dict[str, Any] | None = None, *, base: GenerationReque
     Keys with value ``None`` are ignored. Raises :class:`InputError` with a
     one-line message on the first problem found.
     """
-    merged = (base or GenerationRequest()).to_dict()
-    for key, value in (values or {}).items():
-        if key not in merged:
-            raise InputError(f"unknown setting {key!r}; known settings: {', '.join(FIELD_NAMES)}")
+    base = base or GenerationRequest()
+    merged = base.to_dict()
+    values = dict(values or {})
+    references = _references(values.pop("images", None), values.pop("image_strengths", None), base.references)
+    for key in REFERENCE_KEYS:
+        merged.pop(key)
+    merged["references"] = references
+    for key, value in values.items():
+        if key not in merged or key == "references":
+            raise InputError(f"unknown setting {key!r}; known settings: {', '.join(REQUEST_KEYS)}")
         if value is None:
             continue
         if key in _INT_FIELDS:
@@ -194,8 +263,21 @@ def validate(request: GenerationRequest, limits: Limits = DEFAULT_LIMITS) -> Non
             raise InputError(f"{key} is {len(text)} characters long; the limit is {limits.max_prompt_chars}")
         if "\x00" in text:
             raise InputError(f"{key} contains a NUL character")
-    if not request.composed_prompt().strip():
+    if len(request.references) > MAX_REFERENCES:
+        raise InputError(f"{len(request.references)} reference images; at most {MAX_REFERENCES}")
+    for ref in request.references:
+        if not math.isfinite(ref.strength) or not 0 <= ref.strength <= MAX_STRENGTH:
+            raise InputError(f"image strength must be between 0 and {MAX_STRENGTH:g}, got {ref.strength:g}")
+        if "\x00" in ref.path or not Path(ref.path).expanduser().is_file():
+            raise InputError(f"reference image {Path(ref.path.replace(chr(0), '')).name[:80]!r} does not exist")
+    composed = request.composed_prompt()
+    if not composed.strip():
         raise InputError("the prompt is empty: type some tags or pick a tag")
+    try:
+        check_weights(composed, "the prompt")
+        check_weights(request.negative_prompt, "the negative prompt")
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 # Parameters that only the decoder reads: changing them can reuse the prior's output.
@@ -212,6 +294,9 @@ __all__ = [
     "InputError",
     "Limits",
     "PRIOR_KEYS",
+    "REFERENCE_KEYS",
+    "REQUEST_KEYS",
+    "Reference",
     "build_request",
     "decoder_only_difference",
     "validate",

@@ -68,7 +68,10 @@ DEFAULT_TAGS = {"aesthetic": "very aesthetic", "quality": "best quality", "date"
 DEFAULT_NEGATIVE = "very displeasing, worst quality, oldest, monochrome, sketch, realistic,"
 
 # The model was trained with max_token_length 225: three 75-token CLIP chunks.
-TOKEN_BUDGET = 225
+CHUNK_TOKENS = 75  # tokens between the start and end token of each 77-token window
+TRAINED_CHUNKS = 3
+TOKEN_BUDGET = CHUNK_TOKENS * TRAINED_CHUNKS
+MAX_CHUNKS = 8  # a hard cap: each chunk is one more text-encoder pass and 77 more tokens of conditioning
 
 ARTIST_PREFIX = "art by "
 

@@ -192,6 +192,21 @@ def _decoder_unet():
     ).eval()
 
 
+def _image_encoder():
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    config = CLIPVisionConfig(hidden_size=TINY_HIDDEN, intermediate_size=37, projection_dim=TINY_HIDDEN,
+                              num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8,
+                              hidden_act="gelu")
+    return CLIPVisionModelWithProjection(config).eval()
+
+
+def _feature_extractor():
+    from .remix import image_processor_class
+
+    return image_processor_class()(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+
+
 def _vqgan():
     from diffusers.pipelines.deprecated.wuerstchen.modeling_paella_vq_model import PaellaVQModel
 
@@ -361,11 +376,14 @@ _DECODER_INDEX = {
 }
 
 
-def build_tiny_pair(root: str | Path, seed: int = 0) -> tuple[Path, Path]:
+def build_tiny_pair(root: str | Path, seed: int = 0, image_encoder: bool = False) -> tuple[Path, Path]:
     """Write a tiny random-weight prior/decoder pair under ``root``; return both folders.
 
     The prior's model card names its decoder with the published decoder id,
-    like the real card, and the decoder's card names the prior.
+    like the real card, and the decoder's card names the prior. With
+    ``image_encoder`` the prior folder also holds a tiny CLIP image encoder
+    and its feature extractor (as the base Stable Cascade prior repo does), for
+    image remix.
     """
     import torch
     from diffusers import DDPMWuerstchenScheduler
@@ -382,7 +400,27 @@ def build_tiny_pair(root: str | Path, seed: int = 0) -> tuple[Path, Path]:
     text_encoder.save_pretrained(prior_dir / "text_encoder")
     _prior_unet().save_pretrained(prior_dir / "prior")
     DDPMWuerstchenScheduler().save_pretrained(prior_dir / "scheduler")
-    _write_json(prior_dir / "model_index.json", _PRIOR_INDEX)
+    if image_encoder:  # its own random stream: the other components stay the same with or without it
+        with torch.random.fork_rng():
+            torch.manual_seed(seed + 1)
+            _image_encoder().save_pretrained(prior_dir / "image_encoder")
+        _feature_extractor().save_pretrained(prior_dir / "feature_extractor")
+    encoder_entries = {"feature_extractor": ["transformers", "CLIPImageProcessor"],
+                       "image_encoder": ["transformers", "CLIPVisionModelWithProjection"]} if image_encoder else {
+                       "feature_extractor": [None, None], "image_encoder": [None, None]}
+    _write_json(
+        prior_dir / "model_index.json",
+        {
+            "_class_name": "StableCascadePriorPipeline",
+            "_diffusers_version": "0.27.0",
+            **encoder_entries,
+            "prior": ["diffusers", "StableCascadeUNet"],
+            "resolution_multiple": 42.67,
+            "scheduler": ["diffusers", "DDPMWuerstchenScheduler"],
+            "text_encoder": ["transformers", "CLIPTextModelWithProjection"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+        },
+    )
     (prior_dir / "README.md").write_text(
         _model_card("decoder", str(decoder_dir.resolve()), "tiny prior"), encoding="utf-8"
     )
@@ -396,7 +434,19 @@ def build_tiny_pair(root: str | Path, seed: int = 0) -> tuple[Path, Path]:
     _decoder_unet().save_pretrained(decoder_dir / "decoder")
     _vqgan().save_pretrained(decoder_dir / "vqgan")
     DDPMWuerstchenScheduler().save_pretrained(decoder_dir / "scheduler")
-    _write_json(decoder_dir / "model_index.json", _DECODER_INDEX)
+    _write_json(
+        decoder_dir / "model_index.json",
+        {
+            "_class_name": "StableCascadeDecoderPipeline",
+            "_diffusers_version": "0.27.0",
+            "decoder": ["diffusers", "StableCascadeUNet"],
+            "latent_dim_scale": 10.67,
+            "scheduler": ["diffusers", "DDPMWuerstchenScheduler"],
+            "text_encoder": ["transformers", "CLIPTextModelWithProjection"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "vqgan": ["wuerstchen", "PaellaVQModel"],
+        },
+    )
     (decoder_dir / "README.md").write_text(
         _model_card("prior", str(prior_dir.resolve()), "tiny decoder"), encoding="utf-8"
     )

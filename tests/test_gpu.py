@@ -46,5 +46,9 @@ def test_fp8_modes_run_on_the_gpu_and_stay_close(tiny_source, reference, mode):
     pixels = _pixels(engine)
     assert engine.plan.fp8_backend in ("quanto", "layerwise")
     assert pixels.shape == reference.shape
-    assert np.isfinite(pixels).all() and pixels.std() > 0
+    assert pixels.std() > 0
+    # fp8 weights change the pixels a little, not the picture: far closer to the bf16 image of the
+    # same seed than to another seed's image.
+    other = np.asarray(engine.generate(build_request({**REQUEST, "seed": 78})).images[0].image, dtype=np.int16)
+    assert np.abs(pixels - reference).mean() < 0.5 * np.abs(other - reference).mean()
 

@@ -7,7 +7,6 @@ import torch
 
 from sote_ui import devices
 from sote_ui.memory import (
-    ComponentSizes,
     FULL_SIZE,
     DeviceInfo,
     GiB,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,31 +26,6 @@ def copy_pair(tiny_pair, tmp_path):
     shutil.copytree(prior, root / "prior")
     shutil.copytree(decoder, root / "decoder")
     return root / "prior", root / "decoder"
-
-
-@pytest.fixture
-def empty_hub_cache(tmp_path, monkeypatch):
-    """An empty Hugging Face cache, offline. huggingface_hub reads HF_HUB_CACHE and
-    HF_HUB_OFFLINE into module constants at import, so the constants are patched."""
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hf-cache"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    return cache
-
-
-def _into_hub_cache(cache: Path, repo_id: str, folder: Path, commit: str) -> Path:
-    """Lay ``folder`` out as huggingface_hub's cache holds a downloaded snapshot of ``repo_id``."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    snapshot = repo / "snapshots" / commit
-    shutil.copytree(folder, snapshot)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    return snapshot
 
 
 # --- resolve_source -------------------------------------------------------------------
@@ -170,11 +144,11 @@ def test_a_hub_id_offline_with_an_empty_cache(empty_hub_cache):
     assert SOTE_PRIOR in str(info.value) and "\n" not in str(info.value)
 
 
-def test_the_default_model_from_a_hugging_face_cache_offline(empty_hub_cache, tiny_pair):
+def test_the_default_model_from_a_hugging_face_cache_offline(empty_hub_cache, into_hub_cache, tiny_pair):
     """The real download path, with the tiny pair laid out as huggingface_hub caches the published repos."""
     prior, decoder = tiny_pair
-    prior_snapshot = _into_hub_cache(empty_hub_cache, SOTE_PRIOR, prior, "a" * 40)
-    decoder_snapshot = _into_hub_cache(empty_hub_cache, SOTE_DECODER, decoder, "b" * 40)
+    prior_snapshot = into_hub_cache(empty_hub_cache, SOTE_PRIOR, prior, "a" * 40)
+    decoder_snapshot = into_hub_cache(empty_hub_cache, SOTE_DECODER, decoder, "b" * 40)
     folders = fetch(resolve_source())
     assert folders.prior.resolve() == prior_snapshot.resolve()
     assert folders.decoder.resolve() == decoder_snapshot.resolve()
@@ -190,10 +164,10 @@ def test_the_default_model_from_a_hugging_face_cache_offline(empty_hub_cache, ti
     assert engine.folders.prior.resolve() == prior_snapshot.resolve()
 
 
-def test_an_incomplete_cached_snapshot_is_reported(empty_hub_cache, tiny_pair):
+def test_an_incomplete_cached_snapshot_is_reported(empty_hub_cache, into_hub_cache, tiny_pair):
     prior, decoder = tiny_pair
-    _into_hub_cache(empty_hub_cache, SOTE_PRIOR, prior, "c" * 40)
-    snapshot = _into_hub_cache(empty_hub_cache, SOTE_DECODER, decoder, "d" * 40)
+    into_hub_cache(empty_hub_cache, SOTE_PRIOR, prior, "c" * 40)
+    snapshot = into_hub_cache(empty_hub_cache, SOTE_DECODER, decoder, "d" * 40)
     shutil.rmtree(snapshot / "vqgan")
     with pytest.raises(ModelError, match="vqgan/config.json"):
         fetch(resolve_source())

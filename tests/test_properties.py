@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
 from sote_ui import tags
-from sote_ui.emphasis import parse_emphasis, strip_emphasis
+from sote_ui.emphasis import MAX_WEIGHT, check_weights, explicit_weights, parse_emphasis, strip_emphasis
 from sote_ui.metadata import ModelInfo, format_parameters, parse_parameters, read_parameters
 from sote_ui.outputs import open_image
 from sote_ui.request import InputError, build_request
@@ -25,6 +26,15 @@ def test_emphasis_never_crashes_and_keeps_weights_positive_and_finite(text):
     pieces = parse_emphasis(text)
     assert all(piece for piece, _ in pieces)
     assert all(weight == weight and abs(weight) < float("inf") for _, weight in pieces)
+    # A prompt the request accepts never carries a negative weight; one that has a negative
+    # explicit weight is refused with a message naming it.
+    explicit = explicit_weights(text)
+    if all(0 <= w <= MAX_WEIGHT for w in explicit):
+        check_weights(text)
+        assert all(weight >= 0 for _, weight in pieces)
+    else:
+        with pytest.raises(ValueError, match="weight must be between 0 and"):
+            check_weights(text)
     # Adjacent pieces never share a weight (they are merged).
     assert all(a[1] != b[1] for a, b in zip(pieces, pieces[1:]))
     # Without brackets or escapes, the text passes through unchanged with weight 1.

@@ -4,9 +4,11 @@ equal pixels whatever runs beside them, and no file is served that the app did n
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import shutil
 import socket
 import time
+import weakref
 from pathlib import Path
 
 import httpx
@@ -152,6 +154,12 @@ def test_stop_ends_the_running_job_and_frees_the_gpu(served):
     studio, url = served
     client = Client(url, verbose=False)
     slow = dict(SMALL, width=512, height=512, prior_steps=80, decoder_steps=40)
+    # Every activation the prior makes is watched: after the stop, none may still be alive.
+    alive: list[weakref.ref] = []
+    studio.wait_loaded(60)
+    hook = studio.engine._prior_pipe.prior.register_forward_hook(
+        lambda module, args, output: alive.append(weakref.ref(output[0] if isinstance(output, tuple) else
+                                                              output.sample)))
     job = client.submit(prompt="1girl", seed=31, api_name="/generate", **slow)
     before = studio.engine.counters.prior_steps
     for _ in range(600):  # wait until denoising has started (bounded: 60 s)
@@ -164,6 +172,9 @@ def test_stop_ends_the_running_job_and_frees_the_gpu(served):
     assert report["stopped"] is True and report["seeds"] == []  # stopped inside the only image
     assert "stopped" in status
     assert studio.engine.counters.prior_steps - before < 80  # it did not run to the end
+    hook.remove()
+    gc.collect()
+    assert alive and all(ref() is None for ref in alive)  # the stopped job's tensors were freed
     # The next job runs at once.
     assert client.predict(prompt="1girl", seed=32, api_name="/generate", **SMALL)[1]["seeds"] == [32]
 
@@ -180,3 +191,64 @@ def test_an_outputs_folder_anywhere_is_served(tiny_pair, tmp_path):
     finally:
         demo.close()
         shutil.rmtree(outputs, ignore_errors=True)
+
+
+# --- disk that only grew ----------------------------------------------------------------------------
+
+def _gradio_cache() -> Path:
+    import os
+    import tempfile
+
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+
+
+def test_uploads_over_the_limit_are_refused_before_they_are_stored(served, tmp_path):
+    from sote_ui.outputs import MAX_UPLOAD_BYTES
+
+    studio, url = served
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * (MAX_UPLOAD_BYTES + 1024))
+    before = {p for p in _gradio_cache().rglob("big.png")}
+    with big.open("rb") as handle:
+        response = httpx.post(url + "gradio_api/upload", files={"files": ("big.png", handle, "image/png")},
+                              timeout=60)
+    assert response.status_code == 413
+    assert "maximum allowed size" in response.text
+    assert {p for p in _gradio_cache().rglob("big.png")} == before  # nothing of it was kept
+
+
+def test_a_refused_upload_is_removed_from_the_cache(served, tmp_path):
+    from gradio_client import handle_file
+
+    studio, url = served
+    junk = tmp_path / "not-an-image-7731.png"
+    junk.write_bytes(b"this is not a PNG at all")
+    client = Client(url, verbose=False)
+    with pytest.raises(Exception, match="not an image this app can read"):
+        client.predict(handle_file(str(junk)), api_name="/png_info")
+    assert list(_gradio_cache().rglob(junk.name)) == []
+
+
+def test_the_temporary_folder_goes_at_close_and_stale_ones_at_start(tiny_pair, tmp_path):
+    import os
+    import tempfile
+
+    from sote_ui.ui.studio import TEMP_PREFIX
+
+    dead = Path(tempfile.gettempdir()) / f"{TEMP_PREFIX}999999999-stale"
+    dead.mkdir(exist_ok=True)
+    (dead / "sote-old.png").write_bytes(b"x")
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    orphan = presets / ".mine.json.x1y2.tmp"
+    orphan.write_text("{")
+    studio = Studio(StudioConfig(prior=str(tiny_pair[0]), decoder=str(tiny_pair[1]), outputs=None,
+                                 presets_dir=str(presets)))
+    assert not dead.exists() and not orphan.exists()
+    mine = studio._tmp
+    assert mine.is_dir() and mine.name.startswith(f"{TEMP_PREFIX}{os.getpid()}-")
+    other = Studio(StudioConfig(prior=str(tiny_pair[0]), decoder=str(tiny_pair[1]), outputs=None))
+    assert mine.is_dir()  # a live server's folder is left alone
+    studio.close()
+    other.close()
+    assert not mine.exists() and not other._tmp.exists()

@@ -181,7 +181,7 @@ def test_nan_cfg_sent_over_raw_http_is_refused_then_good_request_works(app, clie
               "aesthetic": "none", "quality": "none", "date": "none", "custom": "none", "rating": "none",
               "artist": "", "width": 256, "height": 256, "seed": 108, "prior_steps": 3, "prior_cfg": float("nan"),
               "decoder_steps": 2, "decoder_cfg": 1.0, "count": 1}
-    body = json.dumps({"data": [values[name] for name in FIELD_NAMES] + [False]})
+    body = json.dumps({"data": [values[name] for name in FIELD_NAMES] + [False, None, None]})
     assert "NaN" in body
     started = httpx.post(url + "gradio_api/call/generate", content=body,
                          headers={"content-type": "application/json"}, timeout=30)

@@ -16,6 +16,7 @@ from typing import Any
 
 import gradio as gr
 
+from ..outputs import MAX_UPLOAD_BYTES
 from ..presets import CURRENT
 from .compare_tab import build_compare_tab
 from .generate_tab import build_generate_tab
@@ -34,9 +35,14 @@ CSS = """
 """
 
 
+# Gradio keeps a copy of every image shown and every upload in its cache: every hour, drop the copies
+# older than a day (the saved images stay in the outputs folder). The cache is emptied at each start.
+CACHE_CLEANING = (3600, 86400)
+
+
 def build_demo(studio: Studio) -> gr.Blocks:
     """Build the Blocks app; the model loads in the background once it is launched."""
-    with gr.Blocks(title=TITLE) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=CACHE_CLEANING) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         if studio.config.demo:
             gr.Markdown("**Demo mode:** this runs on a tiny random-weight model, so every image is noise. "
@@ -82,4 +88,5 @@ def launch_options(studio: Studio) -> dict[str, Any]:
     """
     outputs = studio.config.outputs
     allowed = [str(Path(outputs).expanduser().resolve())] if outputs else None
-    return {"css": CSS, "allowed_paths": allowed}
+    # Uploads over the limit are refused while they stream in, before anything is stored.
+    return {"css": CSS, "allowed_paths": allowed, "max_file_size": MAX_UPLOAD_BYTES}

@@ -14,7 +14,8 @@ import gradio as gr
 
 from .. import tags
 from ..memory import MODE_HELP, Mode
-from ..request import FIELD_NAMES, GenerationRequest
+from ..request import FIELD_NAMES, MAX_REFERENCES, MAX_STRENGTH, GenerationRequest
+from ..tags import MAX_CHUNKS, TRAINED_CHUNKS
 from .studio import SessionState, Studio, describe_error
 
 RESOLUTIONS = [
@@ -65,14 +66,16 @@ def values_of(args) -> dict[str, Any]:
     return dict(zip(FIELD_NAMES, args))
 
 
-def named_api(before: tuple[str, ...] = (), after: tuple[str, ...] = (), prefix: str = ""):
+def named_api(before: tuple[str, ...] = (), after: tuple[str, ...] = (), prefix: str = "",
+              optional: tuple[str, ...] = ()):
     """Expose ``fn(*before, values, *after, request=, progress=)`` with every request field named.
 
     Gradio names API parameters after the function's signature, so the
     endpoint gets explicit names in the request's vocabulary (``prompt``,
     ``width``, ``prior_cfg``...), optionally prefixed, instead of ``param_N``.
+    ``optional`` names come last and default to None, so API clients may leave them out.
     """
-    names = (*before, *(prefix + name for name in FIELD_NAMES), *after)
+    names = (*before, *(prefix + name for name in FIELD_NAMES), *after, *optional)
 
     def wrap(fn):
         first, count = len(before), len(FIELD_NAMES)
@@ -83,8 +86,10 @@ def named_api(before: tuple[str, ...] = (), after: tuple[str, ...] = (), prefix:
             return fn(*head, values_of(fields), *tail, request=request, progress=progress)
 
         kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-        params = [inspect.Parameter(name, kind) for name in names]
-        params += [inspect.Parameter("request", kind, annotation=gr.Request),
+        params = [inspect.Parameter(name, kind) for name in names[:len(names) - len(optional)]]
+        params += [inspect.Parameter(name, kind, default=None) for name in optional]
+        params += [inspect.Parameter("request", kind, annotation=gr.Request, default=None if optional else
+                                     inspect.Parameter.empty),
                    inspect.Parameter("progress", kind, default=gr.Progress())]
         endpoint.__signature__ = inspect.Signature(params)
         endpoint.__annotations__ = {"request": gr.Request}
@@ -161,6 +166,19 @@ def _resolution_to_size(choice: str):
     return width, height
 
 
+def budget_line(chunks: list[int] | None) -> str:
+    """The prompt's token budget in chunks: the model was trained with 3 chunks of 75 tokens."""
+    if chunks is None:
+        return "token count shows once the model is loaded"
+    parts = " + ".join(str(n) for n in chunks)
+    line = f"{len(chunks)} of {TRAINED_CHUNKS} chunks ({parts} tokens)"
+    if len(chunks) > MAX_CHUNKS:
+        return f"{line} — over the limit of {MAX_CHUNKS} chunks: shorten the prompt"
+    if len(chunks) > TRAINED_CHUNKS:
+        return f"{line} — past the {TRAINED_CHUNKS} chunks the model was trained with"
+    return line
+
+
 def session_id(request: gr.Request | None) -> str:
     return request.session_hash if request else ""
 
@@ -192,6 +210,11 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
             with gr.Row():
                 randomize = gr.Checkbox(value=True, label="Random seed each run", elem_id="randomize")
                 reuse_seed = gr.Button("Reuse last seed", size="sm")
+            with gr.Accordion("Image remix: steer the composition with reference images", open=False):
+                remix_images = gr.File(label=f"Up to {MAX_REFERENCES} reference images", file_count="multiple",
+                                       file_types=["image"], type="filepath", elem_id="remix_images")
+                remix_strengths = gr.Textbox(label=f"Strengths, 0 to {MAX_STRENGTH:g}: one for all, or one per image",
+                                             placeholder="1.0  (or 1.0, 0.5)", elem_id="remix_strengths")
             with gr.Accordion("Presets", open=False):
                 with gr.Row():
                     preset = gr.Dropdown(studio.presets.names(), label="Preset", value=None, elem_id="preset",
@@ -229,11 +252,7 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
                                        rating=rating, artist=artist)
         except ValueError as exc:
             return f"**Prompt:** {exc}"
-        tokens = studio.count_tokens(text)
-        budget = (f"{tokens} / {tags.TOKEN_BUDGET} tokens" if tokens is not None
-                  else "token count shows once the model is loaded")
-        warn = " — past the 225 tokens the model was trained with" if tokens and tokens > tags.TOKEN_BUDGET else ""
-        return f"**Prompt sent:** `{text}`  \n{budget}{warn}"
+        return f"**Prompt sent:** `{text}`  \n{budget_line(studio.chunk_counts(text))}"
 
     for component in tag_inputs:
         component.change(compose, tag_inputs, composed, api_name=False, queue=False, show_progress="hidden")
@@ -241,10 +260,12 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
     # 2. Generate, stop, reuse.
     status = gr.Markdown(studio.status(), elem_id="status")
 
-    @named_api(after=("randomize_seed", "session"))
-    def run(values, randomize_seed, session, request: gr.Request, progress=gr.Progress()):
+    @named_api(after=("randomize_seed", "session"), optional=("images", "image_strengths"))
+    def run(values, randomize_seed, session, images, image_strengths, request: gr.Request, progress=gr.Progress()):
         if randomize_seed:
             values["seed"] = -1
+        values["images"] = list(images or [])
+        values["image_strengths"] = image_strengths if image_strengths not in (None, "") else None
         session = session or SessionState()
 
         def on_progress(p):
@@ -265,7 +286,7 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
             message = f"stopped after {len(shots)} finished image(s): the GPU is free for the next job"
         return gallery_items(session), info, session, message
 
-    run_inputs = inputs + [randomize, state]
+    run_inputs = inputs + [randomize, state, remix_images, remix_strengths]
     run_outputs = [gallery, report, state, status]
     gen_event = generate.click(run, run_inputs, run_outputs, api_name="generate", concurrency_id="gpu")
     controls.prompt.submit(run, run_inputs, run_outputs, api_name=False, concurrency_id="gpu")

@@ -26,7 +26,7 @@ def build_pnginfo_tab(studio: Studio, generate: dict[str, Any], tabs: gr.Tabs, g
         if not path:
             return None, "", None
         try:
-            text, values = studio.read_png(path)
+            text, values = studio.read_png(path, remove_if_refused=True)
         except Exception as exc:
             raise user_error(exc) from None
         return path, text, values

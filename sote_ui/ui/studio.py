@@ -13,6 +13,9 @@ Example::
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import tempfile
 import threading
 import time
@@ -25,7 +28,7 @@ from ..errors import Cancelled, GenerationError
 from ..metadata import parse_parameters, read_parameters
 from ..outputs import open_image, save_png
 from ..presets import DEFAULT_USER_DIR, SHIPPED_DIR, PresetStore
-from ..request import DEFAULT_LIMITS, FIELD_NAMES, GenerationRequest, InputError, Limits, build_request
+from ..request import DEFAULT_LIMITS, REQUEST_KEYS, GenerationRequest, InputError, Limits, build_request
 
 
 @dataclass
@@ -80,8 +83,15 @@ class Studio:
         self._status_lock = threading.Lock()
         self._loader: threading.Thread | None = None
         self._stops: dict[str, threading.Event] = {}
-        self._tmp = Path(tempfile.mkdtemp(prefix="sote-studio-"))
+        self.presets.clean_orphans()  # temporary files of a save that was interrupted
+        remove_stale_temp_folders()
+        self._tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-"))
+        atexit.register(self.close)
         self._gpu = hosting.gpu_runner()  # spaces.GPU on ZeroGPU, None elsewhere
+
+    def close(self) -> None:
+        """Remove this server's temporary folder (the images kept only there go with it)."""
+        shutil.rmtree(self._tmp, ignore_errors=True)
 
     # 1. The engine, loaded in the background ---------------------------------------
 
@@ -167,7 +177,7 @@ class Studio:
     # 2. Generation ---------------------------------------------------------------
 
     def request_from(self, values: dict[str, Any]) -> GenerationRequest:
-        values = {k: v for k, v in values.items() if k in FIELD_NAMES}
+        values = {k: v for k, v in values.items() if k in REQUEST_KEYS}
         return build_request(values, limits=self.config.limits)
 
     def stop(self, session: str) -> bool:
@@ -194,9 +204,9 @@ class Studio:
         started = time.perf_counter()
         try:
             result = self._run("generate", ([request],), {}, hosting.gpu_seconds([request]), session, on_progress)
-            images, counters, stopped = result.images, result.counters, False
+            images, counters, stopped, warnings = result.images, result.counters, False, result.warnings
         except Cancelled as exc:  # images finished before Stop are kept
-            images, counters, stopped = getattr(exc, "images", []), None, True
+            images, counters, stopped, warnings = getattr(exc, "images", []), None, True, []
         shots = [self._keep(item) for item in images]
         report = {
             "seeds": [s.request.seed for s in shots],
@@ -209,6 +219,8 @@ class Studio:
             report.update(prior_steps_run=counters.prior_steps, decoder_steps_run=counters.decoder_steps)
         if stopped:
             report["stopped"] = True
+        if warnings:
+            report["warnings"] = warnings
         return shots, report
 
     def _keep(self, item) -> Shot:
@@ -249,17 +261,22 @@ class Studio:
         engine = self._engine
         return engine.count_tokens(text) if engine is not None else None
 
+    def chunk_counts(self, text: str) -> list[int] | None:
+        """Tokens in each 75-token chunk of ``text`` as the encoder splits it (None before loading)."""
+        engine = self._engine
+        return engine.chunk_counts(text) if engine is not None else None
+
     # 3. A/B comparison and grids ------------------------------------------------------
 
     def side_request(self, name: str, current: dict[str, Any], overrides: dict[str, Any]) -> GenerationRequest:
         """A preset (or the current settings) with the compare tab's prompt, tags and seed on top."""
         from ..presets import CURRENT
 
-        overrides = {k: v for k, v in overrides.items() if v is not None and k in FIELD_NAMES}
+        overrides = {k: v for k, v in overrides.items() if v is not None and k in REQUEST_KEYS}
         if not name:
             raise InputError("pick a preset for both sides (or current settings)")
         if name == CURRENT:
-            return build_request({**{k: v for k, v in current.items() if k in FIELD_NAMES}, **overrides},
+            return build_request({**{k: v for k, v in current.items() if k in REQUEST_KEYS}, **overrides},
                                  limits=self.config.limits)
         return self.presets.request(name, overrides)
 
@@ -299,13 +316,38 @@ class Studio:
 
     # 4. PNG info -------------------------------------------------------------------
 
-    def read_png(self, source) -> tuple[str, dict[str, Any]]:
-        """(raw parameters text, parsed values) of an uploaded image."""
-        image = open_image(source)
-        text = read_parameters(image)
-        if not text:
-            raise InputError("this image carries no generation settings (A1111 'parameters' text)")
-        return text, parse_parameters(text)
+    def read_png(self, source, remove_if_refused: bool = False) -> tuple[str, dict[str, Any]]:
+        """(raw parameters text, parsed values) of an uploaded image.
+
+        With ``remove_if_refused``, an uploaded file (the server's own copy) that can't be
+        read is deleted at once rather than left in the upload cache.
+        """
+        try:
+            image = open_image(source)
+            text = read_parameters(image)
+            if not text:
+                raise InputError("this image carries no generation settings (A1111 'parameters' text)")
+            return text, parse_parameters(text)
+        except InputError:
+            if remove_if_refused and isinstance(source, (str, Path)):
+                Path(source).unlink(missing_ok=True)
+            raise
+
+
+TEMP_PREFIX = "sote-studio-"
+
+
+def remove_stale_temp_folders() -> list[str]:
+    """Remove ``sote-studio-PID-*`` temporary folders whose server process is gone."""
+    import psutil
+
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(TEMP_PREFIX + "*"):
+        pid = folder.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if folder.is_dir() and (not pid.isdigit() or not psutil.pid_exists(int(pid))):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
 
 
 def describe_error(exc: BaseException) -> str:

@@ -1,0 +1,121 @@
+"""Live previews of stage C and prior-only drafts, on the tiny pair."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from sote_ui.engine import Engine
+from sote_ui.previews import PreviewDecoder, Previewer, project_latents
+from sote_ui.request import build_request
+
+SMALL = {"prompt": "1girl, solo", "width": 256, "height": 256, "prior_steps": 8, "decoder_steps": 2, "seed": 60}
+LATENT_SIDE = math.ceil(256 / 42.67)  # the prior's latent for 256 px
+
+
+@pytest.fixture
+def fresh(tiny_source):
+    engine = Engine(tiny_source, mode="fp32", device="cpu")
+    engine.load()
+    return engine
+
+
+def test_the_previewer_has_stabilitys_layout_and_size():
+    model = Previewer()
+    keys = set(model.state_dict())
+    convs = [0, 3, 6, 9, 12, 15, 18, 21, 24]
+    norms = [2, 5, 8, 11, 14, 17, 20, 23]
+    assert {f"blocks.{i}.weight" for i in convs} | {f"blocks.{i}.running_var" for i in norms} <= keys
+    assert len(model.blocks) == 25
+    assert 3.9e6 < sum(p.numel() for p in model.parameters()) < 4.1e6  # "about 4M parameters"
+    out = model.eval()(torch.randn(1, 16, 6, 4))
+    assert out.shape == (1, 3, 48, 32)  # 8x
+
+
+def test_previews_stream_every_few_steps_and_end_on_the_last(fresh):
+    seen = []
+    result = fresh.generate_many([build_request(SMALL)], on_preview=seen.append)
+    assert [p.step for p in seen] == [4, 8]
+    assert all(p.steps == 8 and p.index == 0 and p.kind == "fast" for p in seen)
+    assert seen[0].image.size == (LATENT_SIDE * 8, LATENT_SIDE * 8)
+    assert result.counters.previews == 2
+    assert not np.array_equal(np.asarray(seen[0].image), np.asarray(seen[1].image))  # the latent moved on
+    odd = []
+    fresh.generate_many([build_request({**SMALL, "prior_steps": 6, "seed": 61, "count": 2})], on_preview=odd.append)
+    assert [(p.index, p.step) for p in odd] == [(0, 4), (0, 6), (1, 4), (1, 6)]
+
+
+def test_previews_are_off_without_a_listener_or_when_switched_off(fresh):
+    quiet = fresh.generate(build_request({**SMALL, "seed": 62}))
+    assert quiet.counters.previews == 0
+    fresh.preview_kind = "off"
+    seen = []
+    result = fresh.generate_many([build_request({**SMALL, "seed": 63})], on_preview=seen.append)
+    assert seen == [] and result.counters.previews == 0
+    assert result.images[0].image.size == (256, 256)
+
+
+def test_previews_do_not_change_the_image(fresh):
+    plain = fresh.generate(build_request({**SMALL, "seed": 64}))
+    fresh._prior_cache.clear()
+    watched = fresh.generate_many([build_request({**SMALL, "seed": 64})], on_preview=lambda p: None)
+    assert np.array_equal(np.asarray(plain.images[0].image), np.asarray(watched.images[0].image))
+
+
+def test_stabilitys_previewer_is_used_when_its_weights_are_here(fresh, tmp_path, monkeypatch):
+    weights = tmp_path / "previewer.safetensors"
+    torch.manual_seed(0)
+    save_file({k: v.contiguous() for k, v in Previewer().state_dict().items()}, str(weights))
+    monkeypatch.setenv("SOTE_PREVIEWER", str(weights))
+    fresh.preview_kind = "auto"
+    seen = []
+    fresh.generate_many([build_request({**SMALL, "seed": 65})], on_preview=seen.append)
+    assert [p.kind for p in seen] == ["previewer", "previewer"]
+    assert seen[0].image.size == (LATENT_SIDE * 8, LATENT_SIDE * 8)
+
+
+def test_asking_for_the_previewer_offline_falls_back_with_a_note(empty_hub_cache, tiny_pair):
+    decoder = PreviewDecoder.create("previewer", tiny_pair[0])
+    assert decoder.kind == "fast"
+    assert "stabilityai/stable-cascade" in decoder.note and "fast projection" in decoder.note
+    with pytest.raises(ValueError, match="unknown preview kind"):
+        PreviewDecoder.create("sharp", tiny_pair[0])
+
+
+def test_the_fast_projection_shows_the_latents_layout():
+    torch.manual_seed(1)
+    latent = torch.randn(16, 12, 12) * 0.05
+    latent[:, :, :6] += torch.linspace(-2, 2, 16)[:, None, None]  # the left half differs from the right
+    latent[:, :6, :] += torch.linspace(1, -1, 16).roll(5)[:, None, None]  # and the top from the bottom
+    rgb, components = project_latents(latent)
+    assert rgb.shape == (3, 12, 12) and rgb.min() >= 0 and rgb.max() <= 1
+    assert abs(rgb[:, :, :6].mean() - rgb[:, :, 6:].mean()) > 0.1
+    assert abs(rgb[:, :6, :].mean() - rgb[:, 6:, :].mean()) > 0.1
+    assert torch.equal(rgb, project_latents(latent)[0])  # the same latent, the same colours
+    # The next steps' latents barely differ: their colours must not flip (eigenvector signs follow the last).
+    for _ in range(5):
+        nudged, components = project_latents(latent + 1e-3 * torch.randn(latent.shape), components)
+        assert (nudged - rgb).abs().mean() < 0.05
+
+
+def test_prior_only_drafts_then_finish_only_the_picked_ones(fresh):
+    request = build_request({**SMALL, "seed": 70, "count": 4, "prior_steps": 3})
+    drafted = fresh.generate_many([request], prior_only=True)
+    c = drafted.counters
+    assert [d.request.seed for d in drafted.drafts] == [70, 71, 72, 73] and drafted.images == []
+    assert (c.prior_runs, c.prior_steps, c.decoder_runs, c.decoder_steps) == (4, 12, 0, 0)
+    assert drafted.drafts[0].preview.size == (LATENT_SIDE * 8, LATENT_SIDE * 8)
+    picked = [d.request for d in drafted.drafts if d.request.seed in (71, 73)]
+    finished = fresh.generate_many(picked)
+    c = finished.counters
+    assert (c.prior_runs, c.prior_steps, c.prior_cache_hits) == (0, 0, 2)  # the drafts' priors were reused
+    assert (c.decoder_runs, c.decoder_steps) == (2, 4)
+    assert [item.request.seed for item in finished.images] == [71, 73]
+    # A finished draft is the image a full run of that seed gives.
+    fresh._prior_cache.clear()
+    full = fresh.generate(build_request({**SMALL, "seed": 73, "prior_steps": 3}))
+    assert np.array_equal(np.asarray(full.images[0].image), np.asarray(finished.images[1].image))
