@@ -214,13 +214,6 @@ def release_memory() -> None:
     trim(0)
 
 
-_SAFETENSORS_DTYPES = {
-    "BF16": "bfloat16", "F16": "float16", "F32": "float32", "F64": "float64", "I64": "int64", "I32": "int32",
-    "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn",
-    "F8_E5M2": "float8_e5m2",
-}
-
-
 def read_tensors(path: Path):
     """Yield ``(name, tensor)`` for each tensor of a .safetensors file, in file order.
 
@@ -233,19 +226,23 @@ def read_tensors(path: Path):
     try:
         with open(path, "rb") as handle:
             (length,) = struct.unpack("<Q", handle.read(8))
+            if length > path.stat().st_size - 8:
+                raise ValueError("header length past the end of the file")
             header = json.loads(handle.read(length))
             header.pop("__metadata__", None)
             base = 8 + length
             for name, entry in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
                 start, end = entry["data_offsets"]
-                dtype = getattr(torch, _SAFETENSORS_DTYPES[entry["dtype"]])
+                dtype = getattr(torch, weight_cache.SAFETENSORS_DTYPES[entry["dtype"]])
                 raw = torch.empty(end - start, dtype=torch.uint8)
                 handle.seek(base + start)
                 if end > start and handle.readinto(memoryview(raw.numpy())) != end - start:
                     raise ValueError("file ends early")
                 yield name, raw.view(dtype).reshape(entry["shape"])
-    except (OSError, ValueError, KeyError, TypeError, struct.error) as exc:
-        raise ModelError(f"{path} is not a readable .safetensors file ({exc}); delete it and download again") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, struct.error) as exc:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise ModelError(f"{path} is not a readable .safetensors file ({reason}); delete it and download again") \
+            from None
 
 
 def _empty_model(kind: str, folder: Path, dtype):

@@ -135,12 +135,12 @@ def load(key: EntryKey, root: Path | None = None):
 
 ALIGN = 64
 _PAD = "__pad"
-_CODES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32", "float64": "F64", "int64": "I64", "int32": "I32",
-          "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL", "float8_e4m3fn": "F8_E4M3",
-          "float8_e5m2": "F8_E5M2"}
-_DTYPES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32", "F64": "float64", "I64": "int64",
-           "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn",
-           "F8_E5M2": "float8_e5m2"}
+# safetensors dtype codes and torch dtype names.
+SAFETENSORS_DTYPES = {
+    "BF16": "bfloat16", "F16": "float16", "F32": "float32", "F64": "float64", "I64": "int64", "I32": "int32",
+    "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+}
+_CODES = {name: code for code, name in SAFETENSORS_DTYPES.items()}
 
 
 def _map(path: Path) -> dict:
@@ -164,7 +164,7 @@ def _map(path: Path) -> dict:
         if name.startswith(_PAD):
             continue
         start, end = entry["data_offsets"]
-        dtype = getattr(torch, _DTYPES[entry["dtype"]])
+        dtype = getattr(torch, SAFETENSORS_DTYPES[entry["dtype"]])
         chunk = raw[base + start:base + end]
         if (base + start) % ALIGN:  # not written by us: copy it to aligned memory
             chunk = chunk.clone()

@@ -52,3 +52,11 @@ def test_fp8_modes_run_on_the_gpu_and_stay_close(tiny_source, reference, mode):
     other = np.asarray(engine.generate(build_request({**REQUEST, "seed": 78})).images[0].image, dtype=np.int16)
     assert np.abs(pixels - reference).mean() < 0.5 * np.abs(other - reference).mean()
 
+
+
+def test_offload_runs_every_prior_before_any_decoder(tiny_source):
+    engine = Engine(tiny_source, mode="offload-bf16")
+    result = engine.generate(build_request({**REQUEST, "count": 2}))
+    assert engine.stage_order == ["prior 0", "prior 1", "decoder 0", "decoder 1"]
+    assert result.counters.stage_switches == 1
+    assert [img.request.seed for img in result.images] == [77, 78]

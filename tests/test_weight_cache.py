@@ -173,3 +173,53 @@ def test_cli_cache_info_and_clear(tiny_pair, cache, capsys):
     with pytest.raises(SystemExit) as info:
         main(["cache", "wipe"])
     assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_layerwise_fp8_is_read_tensor_by_tensor_and_runs(tiny_source, tiny_pair, monkeypatch, small):
+    from sote_ui import memory
+
+    parts = load_components(Folders(*tiny_pair), torch.bfloat16, fp8="layerwise")
+    assert parts.fp8 == "layerwise" and parts.notes == ()
+    stored = {p.dtype for p in parts.prior.parameters()}
+    assert torch.float8_e4m3fn in stored
+    assert parts.prior.clip_txt_pooled_mapper.weight.dtype == torch.bfloat16  # kept out of fp8
+    assert {p.dtype for p in parts.text_encoder.parameters()} == {torch.bfloat16}
+
+    monkeypatch.setattr(memory, "fp8_backend", lambda device: "layerwise")  # as on an RTX 30/40 card
+    engine = Engine(tiny_source, mode="fp8", device="cpu")
+    result = engine.generate(build_request(small))
+    assert engine.plan.fp8_backend == "layerwise"
+    assert torch.float8_e4m3fn in {p.dtype for p in engine._prior_pipe.prior.parameters()}
+    assert np.asarray(result.images[0].image).std() > 0
+
+
+def test_weights_are_read_into_their_own_memory(tiny_pair, tmp_path):
+    from sote_ui.loading import read_tensors
+    from sote_ui.models import ModelError
+
+    path = _files(tiny_pair[0] / "prior")[0]
+    tensors = list(read_tensors(path))
+    pointers = {t.untyped_storage().data_ptr() for _, t in tensors}
+    assert len(pointers) == len(tensors)  # no shared mapping keeps the whole file alive
+    from safetensors.torch import load_file
+
+    reference = load_file(str(path))
+    assert {name for name, _ in tensors} == set(reference)
+    assert all(torch.equal(t, reference[name]) for name, t in tensors)
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ModelError, match="not a readable .safetensors file") as info:
+        list(read_tensors(broken))
+    assert "\n" not in str(info.value)
+
+
+def test_cache_files_are_valid_safetensors_with_aligned_tensors(tiny_pair, cache):
+    from safetensors.torch import load_file
+
+    load_components(Folders(*tiny_pair), torch.bfloat16, fp8="quanto")
+    path = _entry_file("prior")
+    plain = load_file(str(path))  # any safetensors reader can open it
+    mapped = weight_cache._map(path)
+    assert set(mapped) == {name for name in plain if not name.startswith("__pad")}
+    assert all(t.data_ptr() % weight_cache.ALIGN == 0 for t in mapped.values() if t.numel())
+    assert all(torch.equal(mapped[name], plain[name]) for name in mapped)
