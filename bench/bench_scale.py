@@ -11,8 +11,11 @@ dominates:
 * ``fp8 first``: ``--mode fp8`` with an empty fp8 cache (quantizes and writes the cache);
 * ``fp8 second``: ``--mode fp8`` again (maps the cached fp8 weights).
 
-Then, in one more process per mode, the weights' bytes as loaded (exact,
-machine-independent). Ratios are against the baseline and against bf16.
+Then, in one more process per mode, the components loaded and nothing run:
+the weights' bytes as loaded (exact, machine-independent) and that load's
+peak RSS (the fp8 ones, with the cache the runs above left: the layerwise one
+reads the bf16 files tensor by tensor). Ratios are against the baseline and
+against bf16.
 
 Example (from the repository root)::
 
@@ -148,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     wanted = [name.strip() for name in args.runs.split(",") if name.strip()]
     results: dict = {"machine": machine(), "size": args.size, "steps": [args.prior_steps, args.decoder_steps],
-                     "runs": {}, "weights": {}}
+                     "runs": {}, "weights": {}, "load_only": {}}
     print(f"{results['machine']}; {args.size}x{args.size}, {args.prior_steps}+{args.decoder_steps} steps",
           file=sys.stderr)
     for name, command in plan.items():
@@ -169,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             out = run_measured([python, "-c", WEIGHTS, str(prior), str(decoder), fp8], env)
             if out["rc"] == 0:
                 results["weights"][label] = json.loads(out["stdout"].strip().splitlines()[-1])
+                results["load_only"][label] = {"seconds": out["seconds"], "peak_rss": out["peak_rss"]}
             else:
                 print(f"  weights {label} failed: {out['stderr'][-400:]}", file=sys.stderr)
 
@@ -191,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{label:16} " + " ".join(f"{gb(sizes[k]):>10}" for k in ("text_encoder", "prior", "decoder",
                                                                               "vqgan"))
                   + f" {gb(sum(sizes.values())):>10}")
+    if results["load_only"]:
+        print(f"\n{'load only (a fresh process)':28} {'seconds':>8} {'peak RSS':>10} {'RSS/bf16':>9}")
+        bf16_load = results["load_only"].get("bf16", {}).get("peak_rss")
+        for label, run in results["load_only"].items():
+            share = f"{run['peak_rss'] / bf16_load:.2f}" if bf16_load else "-"
+            print(f"{label:28} {run['seconds']:>7.1f}s {gb(run['peak_rss']):>10} {share:>9}")
     if args.json:
         for run in runs.values():
             run.pop("stdout", None)
