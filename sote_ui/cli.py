@@ -226,7 +226,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     print(f"fp8 weight cache: {root / weight_cache.SUBDIR} (set SOTE_CACHE to move it)")
     for entry in found:
         state = "" if entry.complete else "  (incomplete: rebuilt at next use)"
-        print(f"  {entry.stem:36} {weight_cache.human(entry.bytes):>10}  {entry.source}{state}")
+        print(f"  {entry.stem:36} {weight_cache.human(entry.bytes):>10}  {entry.flavour:20} {entry.source}{state}")
     print(f"{len(found)} entr{'y' if len(found) == 1 else 'ies'}, {weight_cache.human(sum(e.bytes for e in found))}")
     return 0
 

@@ -225,18 +225,36 @@ def _forget_frames(exc: BaseException) -> None:
         exc = exc.__cause__ or exc.__context__
 
 
+def _offload_hooks(pipe) -> list:
+    """accelerate's CPU-offload hooks of the pipeline's models (one per model under model offload)."""
+    found = []
+    for module in pipe.components.values():
+        hook = getattr(module, "_hf_hook", None)
+        for one in getattr(hook, "hooks", None) or ([hook] if hook is not None else []):
+            if hasattr(one, "prev_module_hook"):
+                found.append(one)
+    return found
+
+
 @contextmanager
 def _held_on_device(pipe):
     """Keep an offloaded pipeline's models on the device across several calls; offload once at the end.
 
     With model CPU offload, diffusers sends every model back to the CPU at the
-    end of each pipeline call, so the next image's call moves it over again.
+    end of each pipeline call, and each model's hook sends the previous one in
+    the pipeline back when it starts (the decoder when the VQGAN decodes), so
+    each image's call moves the big model over again. Both are paused here.
     """
     saved = pipe.__dict__.get("maybe_free_model_hooks")
     pipe.maybe_free_model_hooks = lambda: None
+    chained = [(hook, hook.prev_module_hook) for hook in _offload_hooks(pipe)]
+    for hook, _ in chained:
+        hook.prev_module_hook = None
     try:
         yield
     finally:
+        for hook, previous in chained:
+            hook.prev_module_hook = previous
         if saved is None:
             del pipe.maybe_free_model_hooks
         else:

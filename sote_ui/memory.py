@@ -207,7 +207,8 @@ def estimate(mode: Mode, sizes: ComponentSizes, width: int, height: int, device:
     ``MEASURED_WEIGHT_BYTES``) times its real parameter count. All on the
     device: every weight plus the largest stage's activations.
     Model offload: the largest of (one model's weights + its own stage's
-    activations), since only the running model is on the device. Sequential
+    activations), since only the running model is on the device (the VQGAN's
+    stage counts the decoder too: several images keep it there). Sequential
     offload: one layer at a time plus activations.
     """
     fp32 = computes_in_fp32(mode, device)
@@ -217,6 +218,8 @@ def estimate(mode: Mode, sizes: ComponentSizes, width: int, height: int, device:
     if mode.placement == Placement.DEVICE:
         peak = sum(weights.values()) * _SLACK + max(acts.values())
     elif mode.placement == Placement.OFFLOAD:
+        # Several images keep the decoder on the device through their VQGAN decodes.
+        weights["vqgan"] += weights["decoder"]
         peak = max(weights[stage] * _SLACK + act for stage, act in acts.items())
     else:
         peak = 0.25 * GiB * bytes_per_param(mode.weights, "prior", backend) / 2 + max(acts.values())

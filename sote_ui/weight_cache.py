@@ -65,6 +65,7 @@ class EntryKey:
     component: str  # "prior", "decoder", "text_encoder"
     digest: str  # hex sha256 of everything the entry depends on
     source: str  # the component's folder, to replace older entries of the same model
+    flavour: str = ""  # the weight type and dtype: entries of other flavours of the same model are kept
 
     @property
     def stem(self) -> str:
@@ -81,7 +82,8 @@ def entry_key(component: str, files: list[Path], exclude: list[str], extra: dict
                "versions": _versions(), **(extra or {})}
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     source = str(Path(files[0]).resolve().parent) if files else ""
-    return EntryKey(component, digest, source)
+    flavour = ", ".join(str(value).removeprefix("torch.") for _, value in sorted((extra or {}).items()))
+    return EntryKey(component, digest, source, flavour)
 
 
 def _paths(key: EntryKey, root: Path | None = None) -> tuple[Path, Path]:
@@ -224,7 +226,8 @@ def _atomic_write(target: Path, write) -> None:
 def save(key: EntryKey, module, root: Path | None = None) -> int:
     """Write ``module`` (quantized and frozen) as ``key``'s entry; return its size in bytes.
 
-    Older entries of the same component from the same folder are removed.
+    Older entries of the same component from the same folder, of the same
+    flavour (weight type and dtype), are removed.
     Failing to write (a full or read-only disk) raises OSError and leaves no
     partial entry behind.
     """
@@ -241,11 +244,13 @@ def save(key: EntryKey, module, root: Path | None = None) -> int:
     finally:
         temporary.unlink(missing_ok=True)
     size = weights.stat().st_size
-    meta = {"digest": key.digest, "component": key.component, "source": key.source, "bytes": size,
+    meta = {"digest": key.digest, "component": key.component, "source": key.source, "flavour": key.flavour,
+            "bytes": size,
             "tensors": len(state), "quantization_map": qmap, "format": FORMAT}
     _atomic_write(description, lambda handle: handle.write(json.dumps(meta, indent=1).encode()))
     for other in entries(root):
-        if other.stem != key.stem and other.component == key.component and other.source == key.source:
+        if (other.stem != key.stem and other.component == key.component and other.source == key.source
+                and other.flavour == key.flavour):
             remove(other.stem, root)
     return size
 
@@ -257,6 +262,7 @@ class Entry:
     source: str
     bytes: int
     complete: bool
+    flavour: str = ""
 
 
 def entries(root: Path | None = None) -> list[Entry]:
@@ -271,7 +277,7 @@ def entries(root: Path | None = None) -> list[Entry]:
             meta = json.loads(description.read_text(encoding="utf-8"))
             complete = meta.get("bytes") == weights.stat().st_size
             found.append(Entry(weights.stem, meta.get("component", "?"), meta.get("source", ""),
-                               weights.stat().st_size, complete))
+                               weights.stat().st_size, complete, meta.get("flavour", "")))
         except (OSError, ValueError):
             found.append(Entry(weights.stem, weights.stem.split("-")[0], "", weights.stat().st_size, False))
     return found

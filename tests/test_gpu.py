@@ -56,7 +56,16 @@ def test_fp8_modes_run_on_the_gpu_and_stay_close(tiny_source, reference, mode):
 
 def test_offload_runs_every_prior_before_any_decoder(tiny_source):
     engine = Engine(tiny_source, mode="offload-bf16")
-    result = engine.generate(build_request({**REQUEST, "count": 2}))
+    engine.load()
+    decoder, vqgan = engine._decoder_pipe.decoder, engine._decoder_pipe.vqgan
+    where = []
+    handle = vqgan.register_forward_pre_hook(lambda module, args: where.append(next(decoder.parameters()).device.type))
+    try:
+        result = engine.generate(build_request({**REQUEST, "count": 2}))
+    finally:
+        handle.remove()
+    assert len(where) == 2 and "cpu" not in where  # the decoder stays on the GPU through both VQGAN decodes
+    assert next(decoder.parameters()).device.type == "cpu"  # and goes back once the run is over
     assert engine.stage_order == ["prior 0", "prior 1", "decoder 0", "decoder 1"]
     assert result.counters.stage_switches == 1
     assert [img.request.seed for img in result.images] == [77, 78]

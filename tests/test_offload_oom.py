@@ -59,6 +59,24 @@ def test_offload_runs_every_prior_then_every_decoder(tiny_source):
     assert result.counters.stage_switches == 1  # prior -> decoder, once
 
 
+def test_offload_keeps_the_decoder_through_the_vqgan_decodes_of_a_run(tiny_source):
+    from sote_ui.engine import _offload_hooks
+
+    engine = _offloaded(tiny_source)
+    vqgan = engine._decoder_pipe.vqgan
+    (vqgan_hook,) = [hook for hook in _offload_hooks(engine._decoder_pipe) if hook is vqgan._hf_hook]
+    chained = vqgan_hook.prev_module_hook
+    assert chained is not None  # diffusers chains decoder -> vqgan: the VQGAN's start evicts the decoder
+    seen = []
+    handle = vqgan.register_forward_pre_hook(lambda module, args: seen.append(vqgan_hook.prev_module_hook))
+    try:
+        engine.generate(build_request({**REQUEST, "count": 2}))
+    finally:
+        handle.remove()
+    assert len(seen) == 2 and all(previous is None for previous in seen)  # paused for the whole run
+    assert vqgan_hook.prev_module_hook is chained  # and restored after it
+
+
 def test_offload_order_keeps_each_seed_reproducible(tiny_source, engine):
     offloaded = _offloaded(tiny_source)
     together = offloaded.generate(build_request({**REQUEST, "count": 3}))

@@ -223,3 +223,13 @@ def test_cache_files_are_valid_safetensors_with_aligned_tensors(tiny_pair, cache
     assert set(mapped) == {name for name in plain if not name.startswith("__pad")}
     assert all(t.data_ptr() % weight_cache.ALIGN == 0 for t in mapped.values() if t.numel())
     assert all(torch.equal(mapped[name], plain[name]) for name in mapped)
+
+
+def test_each_weight_type_keeps_its_own_entry(tiny_pair, cache):
+    folders = Folders(*tiny_pair)
+    load_components(folders, torch.bfloat16, fp8="quanto")
+    load_components(folders, torch.bfloat16, fp8="quanto-int8")
+    flavours = sorted(e.flavour for e in weight_cache.entries() if e.component == "prior")
+    assert flavours == ["bfloat16, qfloat8", "bfloat16, qint8"]
+    again = load_components(folders, torch.bfloat16, fp8="quanto")
+    assert all("fp8 cache used" in note for note in again.notes)
