@@ -58,6 +58,7 @@ from .memory import (
 from .metadata import ModelInfo, format_parameters
 from .models import ModelError, ModelSource, default_source
 from .request import GenerationRequest, InputError, Reference
+from .wildcards import resolve_request
 
 
 @dataclass
@@ -638,7 +639,9 @@ class Engine:
             jobs: list[GenerationRequest] = []
             for request in requests:
                 request = request.with_seed()
-                jobs += [replace(request, seed=request.seed + i, count=1) for i in range(request.count)]
+                # Each image's wildcards are picked from its own seed: its prompt is what its metadata records.
+                jobs += [resolve_request(replace(request, seed=request.seed + i, count=1))
+                         for i in range(request.count)]
             warnings = self._check_prompts(jobs)
             self._prepare_references(jobs)
             # A prior shared by several jobs runs once: count its steps once.

@@ -270,6 +270,9 @@ def validate(request: GenerationRequest, limits: Limits = DEFAULT_LIMITS) -> Non
             raise InputError(f"image strength must be between 0 and {MAX_STRENGTH:g}, got {ref.strength:g}")
         if "\x00" in ref.path or not Path(ref.path).expanduser().is_file():
             raise InputError(f"reference image {Path(ref.path.replace(chr(0), '')).name[:80]!r} does not exist")
+    from .wildcards import check_request  # a bad template or missing wildcard file fails here, before any work
+
+    check_request(request)
     composed = request.composed_prompt()
     if not composed.strip():
         raise InputError("the prompt is empty: type some tags or pick a tag")

@@ -143,7 +143,8 @@ def test_a_deeply_nested_preset_is_skipped_and_the_others_still_work(tmp_path, c
 def test_strings_with_brackets_do_not_count_as_nesting(tmp_path):
     user = tmp_path / "presets"
     user.mkdir()
-    (user / "brackets.json").write_text(json.dumps({"prompt": "[" * 200 + "\\\"{" * 50, "description": "x"}))
+    # `\{` is a literal brace: a bare `{` opens a wildcard choice {a|b}
+    (user / "brackets.json").write_text(json.dumps({"prompt": "[" * 200 + "\\\"\\{" * 50, "description": "x"}))
     presets, errors = PresetStore(user_dir=user).load()
     assert errors == [] and presets["brackets"].values["prompt"].startswith("[[[")
 

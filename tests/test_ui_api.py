@@ -102,7 +102,7 @@ def test_generate_returns_pngs_carrying_the_requested_settings(client):
     assert report["seeds"] == [101]
     assert report["prior_steps_run"] == 3 and report["decoder_steps_run"] == 2
     newest = gallery[0]
-    assert newest["caption"] == "seed 101"
+    assert newest["caption"] == "seed 101 · 1girl, solo"
     text, values = png_values(newest["image"])
     assert "Sampler: DDPMWuerstchen" in text
     assert values["seed"] == 101

@@ -21,6 +21,7 @@ from ..presets import CURRENT
 from .compare_tab import build_compare_tab
 from .generate_tab import build_generate_tab
 from .pnginfo_tab import build_pnginfo_tab
+from .prompt_tools import script_head
 from .studio import Studio
 
 TITLE = "Sote Studio"
@@ -89,4 +90,4 @@ def launch_options(studio: Studio) -> dict[str, Any]:
     outputs = studio.config.outputs
     allowed = [str(Path(outputs).expanduser().resolve())] if outputs else None
     # Uploads over the limit are refused while they stream in, before anything is stored.
-    return {"css": CSS, "allowed_paths": allowed, "max_file_size": MAX_UPLOAD_BYTES}
+    return {"css": CSS, "allowed_paths": allowed, "max_file_size": MAX_UPLOAD_BYTES, "head": script_head()}

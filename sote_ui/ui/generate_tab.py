@@ -16,6 +16,7 @@ from .. import tags
 from ..memory import MODE_HELP, Mode
 from ..request import FIELD_NAMES, MAX_REFERENCES, MAX_STRENGTH, GenerationRequest
 from ..tags import MAX_CHUNKS, TRAINED_CHUNKS
+from .prompt_tools import attach_prompt_tools, past_chunks_markdown
 from .studio import SessionState, Studio, describe_error
 
 RESOLUTIONS = [
@@ -195,8 +196,15 @@ def new_session() -> SessionState:
 GALLERY_SIZE = 48  # the newest images shown; each reply carries the whole gallery
 
 
+def caption(request: GenerationRequest, width: int = 90) -> str:
+    """The seed and the image's own prompt (with its wildcards picked)."""
+    prompt = " ".join(request.prompt.split())
+    prompt = prompt if len(prompt) <= width else prompt[:width - 1] + "…"
+    return f"seed {request.seed} · {prompt}" if prompt else f"seed {request.seed}"
+
+
 def gallery_items(state: SessionState) -> list[tuple[str, str]]:
-    return [(shot.path, f"seed {shot.request.seed}") for shot in reversed(state.shots[-GALLERY_SIZE:])]
+    return [(shot.path, caption(shot.request)) for shot in reversed(state.shots[-GALLERY_SIZE:])]
 
 
 def build_generate_tab(studio: Studio) -> dict[str, Any]:
@@ -252,7 +260,8 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
                                        rating=rating, artist=artist)
         except ValueError as exc:
             return f"**Prompt:** {exc}"
-        return f"**Prompt sent:** `{text}`  \n{budget_line(studio.chunk_counts(text))}"
+        return (f"**Prompt sent:** `{text}`  \n{budget_line(studio.chunk_counts(text))}"
+                + past_chunks_markdown(text, studio.chunk_counts))
 
     for component in tag_inputs:
         component.change(compose, tag_inputs, composed, api_name=False, queue=False, show_progress="hidden")
@@ -289,7 +298,7 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
     run_inputs = inputs + [randomize, state, remix_images, remix_strengths]
     run_outputs = [gallery, report, state, status]
     gen_event = generate.click(run, run_inputs, run_outputs, api_name="generate", concurrency_id="gpu")
-    controls.prompt.submit(run, run_inputs, run_outputs, api_name=False, concurrency_id="gpu")
+    submit_event = controls.prompt.submit(run, run_inputs, run_outputs, api_name=False, concurrency_id="gpu")
 
     def stop_job(request: gr.Request) -> str:
         stopped = studio.stop(session_id(request))
@@ -391,6 +400,9 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
 
     mode.input(switch_mode, mode, [device_info, status], api_name="set_mode", concurrency_id="gpu")
 
+    # 5. Tag suggestions, keyboard habits and the prompt history.
+    tools = attach_prompt_tools(studio, inputs, [gen_event, submit_event])
+
     return {
         "controls": controls,
         "inputs": inputs,
@@ -405,6 +417,7 @@ def build_generate_tab(studio: Studio) -> dict[str, Any]:
         "preset": preset,
         "preset_status": preset_status,
         "gen_event": gen_event,
+        **tools,
     }
 
 
