@@ -59,11 +59,18 @@ def test_offload_runs_every_prior_before_any_decoder(tiny_source):
     engine.load()
     decoder, vqgan = engine._decoder_pipe.decoder, engine._decoder_pipe.vqgan
     where = []
-    handle = vqgan.register_forward_pre_hook(lambda module, args: where.append(next(decoder.parameters()).device.type))
+    decode = vqgan.decode
+
+    def watched(*args, **kwargs):
+        output = decode(*args, **kwargs)  # its offload hook runs first: where is the decoder now?
+        where.append(next(decoder.parameters()).device.type)
+        return output
+
+    vqgan.decode = watched
     try:
         result = engine.generate(build_request({**REQUEST, "count": 2}))
     finally:
-        handle.remove()
+        del vqgan.decode
     assert len(where) == 2 and "cpu" not in where  # the decoder stays on the GPU through both VQGAN decodes
     assert next(decoder.parameters()).device.type == "cpu"  # and goes back once the run is over
     assert engine.stage_order == ["prior 0", "prior 1", "decoder 0", "decoder 1"]

@@ -68,11 +68,17 @@ def test_offload_keeps_the_decoder_through_the_vqgan_decodes_of_a_run(tiny_sourc
     chained = vqgan_hook.prev_module_hook
     assert chained is not None  # diffusers chains decoder -> vqgan: the VQGAN's start evicts the decoder
     seen = []
-    handle = vqgan.register_forward_pre_hook(lambda module, args: seen.append(vqgan_hook.prev_module_hook))
+    decode = vqgan.decode  # the pipeline calls decode, whose offload hook evicts the previous model
+
+    def watched(*args, **kwargs):
+        seen.append(vqgan_hook.prev_module_hook)
+        return decode(*args, **kwargs)
+
+    vqgan.decode = watched
     try:
         engine.generate(build_request({**REQUEST, "count": 2}))
     finally:
-        handle.remove()
+        del vqgan.decode
     assert len(seen) == 2 and all(previous is None for previous in seen)  # paused for the whole run
     assert vqgan_hook.prev_module_hook is chained  # and restored after it
 
