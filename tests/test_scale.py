@@ -104,7 +104,9 @@ def test_full_size_pair_has_the_real_sizes_on_disk(full_pair):
     from sote_ui.loading import Folders, component_sizes
 
     sizes = component_sizes(Folders(full_pair / "prior", full_pair / "decoder"))
-    assert sizes == FULL_SIZE
+    for name in ("text_encoder", "prior", "decoder"):
+        assert getattr(sizes, name) == getattr(FULL_SIZE, name), name
+    assert sizes.vqgan == pytest.approx(FULL_SIZE.vqgan, abs=100)  # its files also hold a few buffer values
 
 
 @pytest.mark.slow
