@@ -5,6 +5,7 @@ Example::
     python -m sote_ui generate --prompt "1girl, solo, smile" --seed 42 --out smile.png
     python -m sote_ui generate --preset fast --count 4 --out outputs/
     python -m sote_ui info smile.png
+    python -m sote_ui cache info            # the fp8 weight cache; `cache clear` empties it
 """
 
 from __future__ import annotations
@@ -99,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     tiny = commands.add_parser("make-tiny", help="build the tiny random-weight test model in a folder")
     tiny.add_argument("folder")
+    tiny.add_argument("--full", action="store_true",
+                      help="the real, full-size architectures instead (random bf16 weights, ~13 GB on disk)")
+
+    cache = commands.add_parser("cache", help="the on-disk cache of fp8 weights: info or clear")
+    cache.add_argument("action", choices=["info", "clear"])
 
     info = commands.add_parser("info", help="print the generation settings stored in a PNG")
     info.add_argument("image")
@@ -198,10 +204,30 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_make_tiny(args: argparse.Namespace) -> int:
-    from .tiny import build_tiny_pair
+    from .tiny import build_full_pair, build_tiny_pair
 
-    prior, decoder = build_tiny_pair(args.folder)
+    if args.full:
+        prior, decoder = build_full_pair(args.folder, on_status=lambda message: print(message, file=sys.stderr))
+    else:
+        prior, decoder = build_tiny_pair(args.folder)
     print(f"--prior {prior} --decoder {decoder}")
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from . import weight_cache
+
+    root = weight_cache.cache_root()
+    if args.action == "clear":
+        count, size = weight_cache.clear()
+        print(f"removed {count} file(s), {weight_cache.human(size)}, from {root}")
+        return 0
+    found = weight_cache.entries()
+    print(f"fp8 weight cache: {root / weight_cache.SUBDIR} (set SOTE_CACHE to move it)")
+    for entry in found:
+        state = "" if entry.complete else "  (incomplete: rebuilt at next use)"
+        print(f"  {entry.stem:36} {weight_cache.human(entry.bytes):>10}  {entry.flavour:20} {entry.source}{state}")
+    print(f"{len(found)} entr{'y' if len(found) == 1 else 'ies'}, {weight_cache.human(sum(e.bytes for e in found))}")
     return 0
 
 
@@ -212,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     handler = {"generate": cmd_generate, "info": cmd_info, "presets": cmd_presets,
-               "make-tiny": cmd_make_tiny}[args.command]
+               "make-tiny": cmd_make_tiny, "cache": cmd_cache}[args.command]
     from .errors import Cancelled, GenerationError
 
     try:

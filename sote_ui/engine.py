@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -30,7 +31,18 @@ from PIL import Image
 from . import __version__, devices
 from .encoding import TRAINED_CHUNKS, PromptEmbeds, check_chunks, chunk_token_counts, count_tokens, encode_pair
 from .errors import Cancelled, GenerationError
-from .loading import Components, Folders, component_sizes, fetch, load_components
+from .loading import (
+    FP8_SKIP,  # noqa: F401  (re-exported: the layers kept out of fp8)
+    QUANTO_QTYPES,
+    Components,
+    Folders,
+    component_sizes,
+    fetch,
+    layerwise_skip,
+    load_components,
+    quanto_exclude,
+    release_memory,
+)
 from .memory import (
     GiB,
     Mode,
@@ -62,6 +74,7 @@ class StepCounters:
     text_cache_hits: int = 0
     image_encodes: int = 0
     previews: int = 0
+    stage_switches: int = 0  # runs of one stage (prior, decoder) right after the other stage's
 
     def snapshot(self) -> "StepCounters":
         return replace(self)
@@ -134,11 +147,6 @@ class GenerationResult:
 
 PREVIEW_EVERY = 4  # prior steps between two live previews (the last step always gives one)
 
-# Layers kept out of fp8: the UNets' input and output convolutions and the conditioning mappers
-# (Stable Cascade's counterparts of the patch_embed/proj_out layers diffusers keeps by default).
-# They are small, and the prior pipeline reads its dtype from clip_txt_pooled_mapper.
-FP8_SKIP = ("embedding", "clf", "clip_", "effnet_mapper", "pixels_mapper")  # module-name prefixes
-
 
 def _dtype(name: str) -> torch.dtype:
     return {"bfloat16": torch.bfloat16, "float32": torch.float32}[name]
@@ -150,27 +158,27 @@ def apply_mode(parts: Components, plan: Plan, torch_device: str):
     Uses diffusers', accelerate's and optimum-quanto's own APIs: quanto
     ``qfloat8`` weights or diffusers layerwise fp8 casting, then
     ``.to(device)``, ``enable_model_cpu_offload`` or
-    ``enable_sequential_cpu_offload``.
+    ``enable_sequential_cpu_offload``. Parts that ``load_components(...,
+    fp8=...)`` already made fp8 (the engine's way: lighter and cached) are
+    used as they are; bf16 parts are converted here.
     """
     from diffusers import StableCascadeDecoderPipeline, StableCascadePriorPipeline
 
     compute = _dtype(plan.compute_dtype)
-    if plan.mode.weights == Weights.FP8:
-        if plan.fp8_backend == "quanto":
-            from optimum.quanto import freeze, qfloat8, quantize
+    if plan.mode.weights == Weights.FP8 and parts.fp8 != plan.fp8_backend:
+        if plan.fp8_backend in QUANTO_QTYPES:
+            from optimum.quanto import freeze, qtypes, quantize
 
-            quantize(parts.text_encoder, weights=qfloat8)
-            freeze(parts.text_encoder)
-            for module in (parts.prior, parts.decoder):
-                quantize(module, weights=qfloat8, exclude=[prefix + "*" for prefix in FP8_SKIP])
+            for kind in ("text_encoder", "prior", "decoder"):
+                module = getattr(parts, kind)
+                quantize(module, weights=qtypes[QUANTO_QTYPES[plan.fp8_backend]],
+                         exclude=quanto_exclude(kind) or None)
                 freeze(module)
+                release_memory()
         else:
-            from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
-
-            skip = tuple(DEFAULT_SKIP_MODULES_PATTERN) + tuple("^" + prefix for prefix in FP8_SKIP)
             for module in (parts.prior, parts.decoder):
                 module.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute,
-                                                skip_modules_pattern=skip)
+                                                skip_modules_pattern=layerwise_skip())
     prior_pipe = StableCascadePriorPipeline(
         tokenizer=parts.tokenizer, text_encoder=parts.text_encoder, prior=parts.prior,
         scheduler=parts.prior_scheduler,
@@ -203,6 +211,58 @@ def weight_bytes(module: torch.nn.Module) -> int:
     return total
 
 
+def _forget_frames(exc: BaseException) -> None:
+    """Clear the locals of every frame an exception (and those it chains) keeps alive.
+
+    A traceback holds each frame of the failed call, and with them every
+    activation the pipeline had made: they are only freed once the frames are.
+    """
+    import traceback
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__
+
+
+def _offload_hooks(pipe) -> list:
+    """accelerate's CPU-offload hooks of the pipeline's models (one per model under model offload)."""
+    found = []
+    for module in pipe.components.values():
+        hook = getattr(module, "_hf_hook", None)
+        for one in getattr(hook, "hooks", None) or ([hook] if hook is not None else []):
+            if hasattr(one, "prev_module_hook"):
+                found.append(one)
+    return found
+
+
+@contextmanager
+def _held_on_device(pipe):
+    """Keep an offloaded pipeline's models on the device across several calls; offload once at the end.
+
+    With model CPU offload, diffusers sends every model back to the CPU at the
+    end of each pipeline call, and each model's hook sends the previous one in
+    the pipeline back when it starts (the decoder when the VQGAN decodes), so
+    each image's call moves the big model over again. Both are paused here.
+    """
+    saved = pipe.__dict__.get("maybe_free_model_hooks")
+    pipe.maybe_free_model_hooks = lambda: None
+    chained = [(hook, hook.prev_module_hook) for hook in _offload_hooks(pipe)]
+    for hook, _ in chained:
+        hook.prev_module_hook = None
+    try:
+        yield
+    finally:
+        for hook, previous in chained:
+            hook.prev_module_hook = previous
+        if saved is None:
+            del pipe.maybe_free_model_hooks
+        else:
+            pipe.maybe_free_model_hooks = saved
+        pipe.maybe_free_model_hooks()
+
+
 def _is_oom(exc: BaseException) -> bool:
     if isinstance(exc, torch.OutOfMemoryError):
         return True
@@ -229,6 +289,7 @@ class Engine:
         self.device: devices.DeviceInfo | None = None
         self.folders: Folders | None = None
         self.sizes = None
+        self.load_notes: list[str] = []  # what the last load did (fp8 cache built or used, and its size)
         self._lock = threading.RLock()
         self._prior_pipe = None
         self._decoder_pipe = None
@@ -237,6 +298,8 @@ class Engine:
         self._prior_cache_size = prior_cache_size
         self._text_cache_size = text_cache_size
         self._stage = ""
+        self._last_run = ""  # the stage that ran last in this call, to count switches
+        self.stage_order: list[str] = []  # "prior 0", "decoder 0", ... in the order the last call ran them
         self._image_encoder = None
         self._image_embeds: OrderedDict = OrderedDict()  # content hash -> (1, 1, dim) fp32 embedding
         self._hashes: dict[str, tuple[int, int, str]] = {}  # path -> (mtime_ns, size, sha256)
@@ -273,20 +336,28 @@ class Engine:
                 self.sizes = component_sizes(self.folders)
             plan = choose_mode(mode, self.device, self.sizes)
             say(f"loading weights: {plan.reason}")
-            parts = load_components(self.folders, _dtype(plan.compute_dtype))
+            parts = load_components(self.folders, _dtype(plan.compute_dtype), fp8=plan.fp8_backend, on_status=say)
             say(f"applying {plan.mode.value}")
+            oom = False
             try:
                 self._prior_pipe, self._decoder_pipe = apply_mode(parts, plan, self.device.torch_device)
             except Exception as exc:
-                if _is_oom(exc):
-                    raise GenerationError(
-                        f"{plan.mode.value} does not fit in {self.device.describe()}; try {self._smaller_mode(plan)}"
-                    ) from None
-                raise
+                if not _is_oom(exc):
+                    raise
+                _forget_frames(exc)
+                oom = True
+            if oom:  # outside the handler, so the failed call's frames are gone before memory is freed
+                del parts
+                self._drop()
+                raise GenerationError(
+                    f"{plan.mode.value} does not fit in {self.device.describe()}; try {self._smaller_mode(plan)}")
             self.plan = plan
             self.requested_mode = mode
             self.state = "ready"
-            say(f"ready: {plan.reason}")
+            self.load_notes = list(parts.notes)
+            del parts
+            release_memory()  # hand what loading freed back to the OS
+            say(f"ready: {plan.reason}" + "".join(f"; {note}" for note in self.load_notes))
             return plan
         except (InputError, GenerationError) as exc:
             self._drop()
@@ -482,6 +553,7 @@ class Engine:
             self.counters.prior_cache_hits += 1
             return self._prior_cache[key], True
         self._stage = "prior"
+        self._switch_to("prior")
         generator = torch.Generator("cpu").manual_seed(request.seed)
         output = self._prior_pipe(
             **embeds.conditioning(guided=request.prior_cfg > 1),
@@ -509,6 +581,7 @@ class Engine:
 
     def _decoder(self, request: GenerationRequest, embeds: PromptEmbeds, prior: PriorOutput, step) -> Image.Image:
         self._stage = "decoder"
+        self._switch_to("decoder")
         generator = torch.Generator("cpu")
         generator.set_state(prior.generator_state)  # the image's one generator, where the prior left it
         output = self._decoder_pipe(
@@ -528,6 +601,11 @@ class Engine:
             )
         self.counters.decoder_runs += 1
         return Image.fromarray((np.clip(pixels, 0.0, 1.0) * 255).round().astype(np.uint8))
+
+    def _switch_to(self, stage: str) -> None:
+        if self._last_run and self._last_run != stage:
+            self.counters.stage_switches += 1
+        self._last_run = stage
 
     # 4. Generation ----------------------------------------------------------------
 
@@ -576,11 +654,17 @@ class Engine:
             done = [0]
             images: list[GeneratedImage] = []
             drafts: list[Draft] = []
+            self.stage_order = []
+            self._last_run = ""
+            run = (len(jobs), total, done, on_progress, should_stop, on_preview)
+            oom_stage = None
             try:
-                for index, job in enumerate(jobs):
-                    item = self._one(job, index, len(jobs), total, done, on_progress, should_stop, on_preview,
-                                     prior_only)
-                    (drafts if prior_only else images).append(item)
+                if self.plan.mode.placement == Placement.OFFLOAD and len(jobs) > 1 and not prior_only:
+                    self._priors_then_decoders(jobs, run, images)
+                else:
+                    for index, job in enumerate(jobs):
+                        item = self._one(job, index, *run, prior_only)
+                        (drafts if prior_only else images).append(item)
             except Cancelled as exc:
                 self._release_models()
                 exc.images = images  # the finished images are kept
@@ -589,18 +673,35 @@ class Engine:
                 self._release_models()
                 if not _is_oom(exc):
                     raise
-                stage = self._stage or "generation"
-                self._prior_cache.clear()
-                exc = None  # drop the frames holding activations before emptying the cache
-                devices.free_memory(self.device)
-                raise GenerationError(
-                    f"out of GPU memory in the {stage} ({self.plan.mode.value}); memory was freed: "
-                    f"switch to {self._smaller_mode(self.plan)} or a smaller size"
-                ) from None
+                oom_stage = self._stage or "generation"
+                _forget_frames(exc)  # the failed step's activations live in these frames
             finally:
                 self._stage = ""
+            if oom_stage is not None:
+                # Out of the handler: the exception and its frames are gone, so this frees the activations
+                # too, before the message goes out.
+                self._prior_cache.clear()
+                devices.free_memory(self.device)
+                release_memory()
+                raise GenerationError(
+                    f"out of GPU memory in the {oom_stage} ({self.plan.mode.value}); memory was freed: "
+                    f"switch to {self._smaller_mode(self.plan)} or a smaller size")
             return GenerationResult(images, self.counters.since(before), time.perf_counter() - start, warnings,
                                     drafts)
+
+    def _priors_then_decoders(self, jobs: list[GenerationRequest], run: tuple, images: list) -> None:
+        """Model offload, several images: every prompt, then every prior, then every decoder.
+
+        Each model crosses to the device once for the whole run instead of
+        once per image (the prior alone is ~7 GB in bf16). Each image keeps its
+        own generator, so it is the same as when generated alone.
+        """
+        embeds = [self._embeds(job.composed_prompt(), job.negative_prompt) for job in jobs]
+        with _held_on_device(self._prior_pipe):
+            priors = [self._run_prior(job, index, embeds[index], run) for index, job in enumerate(jobs)]
+        with _held_on_device(self._decoder_pipe):
+            for index, job in enumerate(jobs):
+                images.append(self._finish(job, index, embeds[index], *priors[index], run))
 
     def _release_models(self) -> None:
         """After a stop or a failure mid-pipeline, move offloaded models back to the CPU.
@@ -626,41 +727,58 @@ class Engine:
 
     def _one(self, job, index, count, total, done, on_progress, should_stop, on_preview=None,
              prior_only=False) -> GeneratedImage | Draft:
-        started = time.perf_counter()
-        if should_stop and should_stop():
-            raise Cancelled()
-
-        def stepper(stage: str, steps: int):
-            def callback(pipe, i, t, kwargs):
-                if stage == "prior":
-                    self.counters.prior_steps += 1
-                    if on_preview and ((i + 1) % self.preview_every == 0 or i + 1 == steps):
-                        preview = self._preview(kwargs["latents"], i + 1, steps, index)
-                        if preview is not None:
-                            on_preview(preview)
-                else:
-                    self.counters.decoder_steps += 1
-                    if i + 1 == steps:
-                        self._stage = "VQGAN"
-                done[0] += 1
-                if on_progress:
-                    on_progress(Progress(stage, i + 1, steps, index, count, done[0], total))
-                if should_stop and should_stop():
-                    raise Cancelled()
-                return {}
-
-            return callback
-
+        run = (count, total, done, on_progress, should_stop, on_preview)
         embeds = self._embeds(job.composed_prompt(), job.negative_prompt)
-        prior, reused = self._prior(job, embeds, stepper("prior", job.prior_steps))
+        prior, reused, started = self._run_prior(job, index, embeds, run)
         if prior_only:
             decoder = self.previews()
             from .previews import PreviewDecoder
 
             sketch = (decoder or PreviewDecoder("fast")).decode(prior.latents)
             return Draft(job, sketch, reused)
-        image = self._decoder(job, embeds, prior, stepper("decoder", job.decoder_steps))
+        return self._finish(job, index, embeds, prior, reused, started, run)
+
+    def _run_prior(self, job, index, embeds, run) -> tuple[PriorOutput, bool, float]:
+        """The image's prior (or its cached one): ``(output, reused, start time)``."""
+        if run[4] and run[4]():
+            raise Cancelled()
+        started = time.perf_counter()
+        self.stage_order.append(f"prior {index}")
+        prior, reused = self._prior(job, embeds, self._stepper("prior", job.prior_steps, index, run))
+        return prior, reused, started
+
+    def _finish(self, job, index, embeds, prior, reused, started, run) -> GeneratedImage:
+        """The image's decoder and VQGAN, and its PNG parameters."""
+        if run[4] and run[4]():
+            raise Cancelled()
+        self.stage_order.append(f"decoder {index}")
+        image = self._decoder(job, embeds, prior, self._stepper("decoder", job.decoder_steps, index, run))
         extra = {"Reference images": self._reference_note(job)} if job.references else {}
         extra["Version"] = f"sote-studio {__version__}"
         parameters = format_parameters(job, job.seed, self.model_info(), extra=extra)
         return GeneratedImage(image, job, parameters, reused, time.perf_counter() - started)
+
+    def _stepper(self, stage: str, steps: int, index: int, run: tuple):
+        """The step callback of one stage of one image: counters, progress, previews and stop."""
+        count, total, done, on_progress, should_stop, on_preview = run
+
+        def callback(pipe, i, t, kwargs):
+            if stage == "prior":
+                self.counters.prior_steps += 1
+                if on_preview and ((i + 1) % self.preview_every == 0 or i + 1 == steps):
+                    preview = self._preview(kwargs["latents"], i + 1, steps, index)
+                    if preview is not None:
+                        on_preview(preview)
+            else:
+                self.counters.decoder_steps += 1
+                if i + 1 == steps:
+                    self._stage = "VQGAN"
+            done[0] += 1
+            if on_progress:
+                on_progress(Progress(stage, i + 1, steps, index, count, done[0], total))
+            if should_stop and should_stop():
+                raise Cancelled()
+            return {}
+
+        return callback
+

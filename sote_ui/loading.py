@@ -12,6 +12,12 @@ Example::
 
     folders = fetch(resolve_source())               # downloads on first use
     parts = load_components(folders, torch.bfloat16)
+    parts = load_components(folders, torch.bfloat16, fp8="quanto", on_status=print)
+
+fp8 weights never need more host memory than bf16: each component is read
+tensor by tensor from its files and each layer is quantized as it arrives (the
+bf16 original is dropped at once), and the result is cached on disk
+(:mod:`sote_ui.weight_cache`) so later starts map the fp8 weights directly.
 """
 
 from __future__ import annotations
@@ -20,13 +26,20 @@ import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
+from . import weight_cache
 from .memory import ComponentSizes
 from .models import ModelError, ModelSource, check_ref, is_local
 
 PRIOR_PARTS = ("prior", "text_encoder", "tokenizer", "scheduler")
 DECODER_PARTS = ("decoder", "scheduler", "vqgan")
 _WEIGHTED = {"prior", "text_encoder", "decoder", "vqgan"}
+
+# Layers kept out of fp8: the UNets' input and output convolutions and the conditioning mappers
+# (Stable Cascade's counterparts of the patch_embed/proj_out layers diffusers keeps by default).
+# They are small, and the prior pipeline reads its dtype from clip_txt_pooled_mapper.
+FP8_SKIP = ("embedding", "clf", "clip_", "effnet_mapper", "pixels_mapper")  # module-name prefixes
 
 
 @dataclass(frozen=True)
@@ -168,6 +181,8 @@ class Components:
     decoder: object
     decoder_scheduler: object
     vqgan: object
+    fp8: str | None = None  # "quanto", "quanto-int8" or "layerwise" once the weights are 8-bit
+    notes: tuple[str, ...] = ()  # what loading did: fp8 cache built or used, and its size
 
 
 def _variant(folder: Path, variant: str | None) -> str | None:
@@ -176,8 +191,191 @@ def _variant(folder: Path, variant: str | None) -> str | None:
     return None
 
 
-def load_components(folders: Folders, dtype) -> Components:
-    """Load every component on the CPU in ``dtype`` with its own class."""
+def release_memory() -> None:
+    """Collect garbage and hand freed heap memory back to the OS (glibc's ``malloc_trim``).
+
+    Without the trim, glibc keeps the memory of freed tensors for reuse and the
+    process's footprint stays at its peak.
+    """
+    import ctypes
+    import ctypes.util
+    import gc
+    import sys
+
+    gc.collect()
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # musl and others have no malloc_trim
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
+
+
+def read_tensors(path: Path):
+    """Yield ``(name, tensor)`` for each tensor of a .safetensors file, in file order.
+
+    Each tensor is read into its own memory (the file is not mapped), so a
+    tensor the caller drops is really gone: streaming a component through this
+    never holds more than the tensors the caller keeps.
+    """
+    import torch
+
+    try:
+        with open(path, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length > path.stat().st_size - 8:
+                raise ValueError("header length past the end of the file")
+            header = json.loads(handle.read(length))
+            header.pop("__metadata__", None)
+            base = 8 + length
+            for name, entry in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
+                start, end = entry["data_offsets"]
+                dtype = getattr(torch, weight_cache.SAFETENSORS_DTYPES[entry["dtype"]])
+                raw = torch.empty(end - start, dtype=torch.uint8)
+                handle.seek(base + start)
+                if end > start and handle.readinto(memoryview(raw.numpy())) != end - start:
+                    raise ValueError("file ends early")
+                yield name, raw.view(dtype).reshape(entry["shape"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, struct.error) as exc:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise ModelError(f"{path} is not a readable .safetensors file ({reason}); delete it and download again") \
+            from None
+
+
+def _empty_model(kind: str, folder: Path, dtype):
+    """The component's architecture from its config: parameters on ``meta``, buffers real."""
+    import torch
+    from accelerate import init_empty_weights
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # parameters are created in the compute dtype (on meta: no memory)
+    try:
+        with init_empty_weights(include_buffers=False):
+            if kind == "text_encoder":
+                from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+                model = CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(folder))
+            else:
+                from diffusers import StableCascadeUNet
+
+                model = StableCascadeUNet.from_config(StableCascadeUNet.load_config(folder))
+    finally:
+        torch.set_default_dtype(previous)
+    for module in model.modules():  # some classes pick their own dtype from the config
+        for name, param in list(module._parameters.items()):
+            if param is not None and param.is_meta and param.is_floating_point() and param.dtype != dtype:
+                module._parameters[name] = torch.nn.Parameter(param.to(dtype), requires_grad=False)
+    return model.eval().requires_grad_(False)
+
+
+def _fill(model, files: list[Path], dtype, on_weight=None) -> None:
+    """Stream ``files`` into ``model`` (built by :func:`_empty_model`), one tensor at a time.
+
+    Floating tensors are cast to ``dtype``. ``on_weight(module, name)`` runs
+    after each tensor is in place (fp8 quantizes the layer there).
+    """
+    import torch
+
+    for path in files:
+        for name, tensor in read_tensors(path):
+            owner, _, attr = name.rpartition(".")
+            try:
+                module = model.get_submodule(owner)
+            except AttributeError:
+                continue  # a tensor this version of the class doesn't have (e.g. old position_ids)
+            if tensor.is_floating_point():
+                tensor = tensor.to(dtype)
+            if attr in module._parameters:
+                module._parameters[attr] = torch.nn.Parameter(tensor, requires_grad=False)
+            elif attr in module._buffers:
+                module._buffers[attr] = tensor
+            else:
+                continue
+            del tensor
+            if on_weight:
+                on_weight(module, attr)
+    missing = [name for name, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if missing:
+        raise ModelError(f"{files[0].parent} is incomplete: {len(missing)} weights are missing (first {missing[0]})")
+
+
+# optimum-quanto weight types of the 8-bit backends. On a CPU, int8 weights: torch has a fused
+# int8-weight matmul there, while fp8 weights must be converted to bf16 at every step, and the
+# CPU converts fp8 at ~20 M values/s (minutes per step for the full-size prior).
+QUANTO_QTYPES = {"quanto": "qfloat8", "quanto-int8": "qint8"}
+
+
+def _quanto_component(kind: str, folder: Path, files: list[Path], dtype, exclude: list[str],
+                      backend: str = "quanto"):
+    """``(module, note)``: the component with 8-bit quanto weights, from the cache or quantized now."""
+    import torch
+    from optimum.quanto import QModuleMixin, qtypes, quantize, requantize
+
+    qtype = QUANTO_QTYPES[backend]
+    key = weight_cache.entry_key(kind, files, exclude, {"weights": qtype, "dtype": str(dtype)})
+    model = _empty_model(kind, folder, dtype)
+    cached = weight_cache.load(key)
+    if cached is not None:
+        state_dict, qmap, size = cached
+        requantize(model, state_dict, qmap, device=torch.device("cpu"))
+        return model.eval().requires_grad_(False), f"fp8 cache used for the {kind} ({weight_cache.human(size)})"
+
+    quantize(model, weights=qtypes[qtype], exclude=exclude or None)
+
+    def freeze_layer(module, attr):
+        if attr == "weight" and isinstance(module, QModuleMixin):
+            module.freeze()
+
+    for module in model.modules():  # quantize() left its activation scales on meta; they are ones
+        if isinstance(module, QModuleMixin):
+            for name, buffer in list(module._buffers.items()):
+                if buffer is not None and buffer.is_meta:
+                    module._buffers[name] = torch.ones_like(buffer, device="cpu")
+    _fill(model, files, dtype, freeze_layer)
+    model = model.eval().requires_grad_(False)
+    try:
+        size = weight_cache.save(key, model)
+        note = f"fp8 cache built for the {kind} ({weight_cache.human(size)} in {weight_cache.cache_root()})"
+    except OSError as exc:
+        note = f"fp8 cache not written for the {kind} ({exc.strerror or exc}); the next start quantizes again"
+    return model, note
+
+
+def _layerwise_component(kind: str, folder: Path, files: list[Path], dtype, skip: tuple[str, ...]):
+    """The UNet with fp8 storage and ``dtype`` compute (diffusers' layerwise casting), read tensor by tensor."""
+    import torch
+
+    model = _empty_model(kind, folder, dtype)
+    _fill(model, files, dtype)
+    model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype, skip_modules_pattern=skip)
+    return model
+
+
+def layerwise_skip() -> tuple[str, ...]:
+    from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
+
+    return tuple(DEFAULT_SKIP_MODULES_PATTERN) + tuple("^" + prefix for prefix in FP8_SKIP)
+
+
+def quanto_exclude(kind: str) -> list[str]:
+    return [] if kind == "text_encoder" else [prefix + "*" for prefix in FP8_SKIP]
+
+
+def load_components(folders: Folders, dtype, fp8: str | None = None,
+                    on_status: Callable[[str], None] | None = None) -> Components:
+    """Load every component on the CPU in ``dtype`` with its own class.
+
+    ``fp8="quanto"`` gives the text encoder and both UNets optimum-quanto
+    qfloat8 weights (``"quanto-int8"``: qint8, for CPUs), ``fp8="layerwise"`` gives the UNets diffusers' fp8
+    layerwise casting. Either way the largest component comes first, each is
+    read tensor by tensor, and freed memory goes back to the OS before the
+    next one, so the process never holds more than the bf16 model would.
+    """
+    if fp8:
+        return _load_fp8(folders, dtype, fp8, on_status or (lambda message: None))
     from diffusers import DDPMWuerstchenScheduler, StableCascadeUNet
     from diffusers.pipelines.deprecated.wuerstchen.modeling_paella_vq_model import PaellaVQModel
     from transformers import CLIPTextModelWithProjection, CLIPTokenizer
@@ -206,3 +404,42 @@ def load_components(folders: Folders, dtype) -> Components:
     for module in (text_encoder, prior, decoder, vqgan):
         module.requires_grad_(False)
     return Components(tokenizer, text_encoder, prior, prior_scheduler, decoder, decoder_scheduler, vqgan)
+
+
+def _load_fp8(folders: Folders, dtype, backend: str, say: Callable[[str], None]) -> Components:
+    from diffusers import DDPMWuerstchenScheduler
+    from diffusers.pipelines.deprecated.wuerstchen.modeling_paella_vq_model import PaellaVQModel
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+    prior_dir, decoder_dir = folders.prior, folders.decoder
+    built: dict = {}
+    notes: list[str] = []
+    try:
+        for kind, folder in (("prior", prior_dir / "prior"), ("decoder", decoder_dir / "decoder"),
+                             ("text_encoder", prior_dir / "text_encoder")):
+            files = _weights_files(folder, folders.variant)
+            if backend in QUANTO_QTYPES:
+                say(f"fp8: preparing the {kind}")
+                built[kind], note = _quanto_component(kind, folder, files, dtype, quanto_exclude(kind), backend)
+                notes.append(note)
+                say(note)
+            elif kind == "text_encoder":
+                built[kind] = CLIPTextModelWithProjection.from_pretrained(
+                    prior_dir, subfolder="text_encoder", dtype=dtype,
+                    variant=_variant(prior_dir / "text_encoder", folders.variant)).eval()
+            else:
+                say(f"fp8: casting the {kind}")
+                built[kind] = _layerwise_component(kind, folder, files, dtype, layerwise_skip())
+            release_memory()
+        tokenizer = CLIPTokenizer.from_pretrained(prior_dir, subfolder="tokenizer")
+        prior_scheduler = DDPMWuerstchenScheduler.from_pretrained(prior_dir, subfolder="scheduler")
+        decoder_scheduler = DDPMWuerstchenScheduler.from_pretrained(decoder_dir, subfolder="scheduler")
+        vqgan = PaellaVQModel.from_pretrained(
+            decoder_dir, subfolder="vqgan", torch_dtype=dtype, variant=_variant(decoder_dir / "vqgan", folders.variant)
+        ).eval()
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelError(f"loading the model failed: {str(exc).splitlines()[0][:200]}") from None
+    for module in (*built.values(), vqgan):
+        module.requires_grad_(False)
+    return Components(tokenizer, built["text_encoder"], built["prior"], prior_scheduler, built["decoder"],
+                      decoder_scheduler, vqgan, fp8=backend, notes=tuple(notes))

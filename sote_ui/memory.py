@@ -129,14 +129,53 @@ class Plan:
 
     mode: Mode
     compute_dtype: str  # "bfloat16" or "float32"
-    fp8_backend: str | None  # "quanto" or "layerwise" when weights are fp8
+    fp8_backend: str | None  # "quanto", "quanto-int8" (CPU) or "layerwise" when weights are 8-bit
     estimate_bytes: int
     reason: str
 
 
-# Bytes per parameter as stored. fp8 keeps norms, embeddings and the VQGAN in bf16,
-# and quanto stores one scale per output row: ~1.15 bytes on average.
-_BYTES = {Weights.BF16: 2.0, Weights.FP32: 4.0, Weights.FP8: 1.15}
+# Parameter counts of the published pair: the full-size architectures (``tiny.full_models``)
+# counted on the meta device; the published weight files have the same.
+FULL_SIZE = ComponentSizes(text_encoder=694_659_840, prior=3_589_103_632, decoder=1_562_941_136, vqgan=18_406_894)
+
+# Bytes of each component's weights as loaded, measured on the full-size pair with
+# ``bench/bench_scale.py`` (exact on any machine: they depend on the shapes alone). 8-bit weights
+# keep a bf16 scale per output row, the layers kept out of fp8 and the VQGAN stay bf16, and
+# layerwise casting leaves the text encoder in bf16.
+MEASURED_WEIGHT_BYTES = {
+    "bf16": {"text_encoder": 1_389_320_296, "prior": 7_178_207_264, "decoder": 3_125_882_272, "vqgan": 36_813_812},
+    "quanto": {"text_encoder": 759_276_908, "prior": 3_616_336_680, "decoder": 1_585_993_508, "vqgan": 36_813_812},
+    "quanto-int8": {"text_encoder": 759_276_908, "prior": 3_616_336_680, "decoder": 1_585_993_508,
+                    "vqgan": 36_813_812},
+    "layerwise": {"text_encoder": 1_389_320_296, "prior": 3_609_636_896, "decoder": 1_571_125_152,
+                  "vqgan": 36_813_812},
+}
+_COMPONENTS = ("text_encoder", "prior", "decoder", "vqgan")
+
+
+def bytes_per_param(weights: Weights, component: str, backend: str | None = None) -> float:
+    """Measured bytes per parameter of ``component`` stored as ``weights`` (fp8: with ``backend``)."""
+    if weights == Weights.FP32:
+        return 4.0
+    table = MEASURED_WEIGHT_BYTES["bf16" if weights == Weights.BF16 else (backend or "quanto")]
+    return table[component] / getattr(FULL_SIZE, component)
+
+
+def component_weight_bytes(weights: Weights, sizes: ComponentSizes, backend: str | None = None,
+                           fp32_compute: bool = False) -> dict[str, int]:
+    """Each component's weight bytes as loaded, from the measured bytes per parameter.
+
+    fp8 weights with fp32 compute (GPUs without bf16) keep their unquantized
+    layers in fp32: about 0.15 bytes more per parameter.
+    """
+    extra = 0.15 if fp32_compute and weights == Weights.FP8 else 0.0
+    return {c: int(getattr(sizes, c) * (bytes_per_param(weights, c, backend) + extra)) for c in _COMPONENTS}
+
+
+def weight_bytes_estimate(weights: Weights, sizes: ComponentSizes, backend: str | None = None) -> int:
+    """All components' weight bytes as loaded."""
+    return sum(component_weight_bytes(weights, sizes, backend).values())
+
 _OVERHEAD = int(0.6 * GiB)  # CUDA context
 _SLACK = 1.15  # the caching allocator holds more than the live tensors
 
@@ -164,20 +203,26 @@ def computes_in_fp32(mode: Mode, device: DeviceInfo | None) -> bool:
 def estimate(mode: Mode, sizes: ComponentSizes, width: int, height: int, device: DeviceInfo | None = None) -> int:
     """Estimated peak device memory of ``mode`` at ``width`` x ``height`` on ``device``.
 
-    All on the device: every weight plus the largest stage's activations.
+    The weights are the measured bytes per parameter of each component (see
+    ``MEASURED_WEIGHT_BYTES``) times its real parameter count. All on the
+    device: every weight plus the largest stage's activations.
     Model offload: the largest of (one model's weights + its own stage's
-    activations), since only the running model is on the device. Sequential
+    activations), since only the running model is on the device (the VQGAN's
+    stage counts the decoder too: several images keep it there). Sequential
     offload: one layer at a time plus activations.
     """
     fp32 = computes_in_fp32(mode, device)
-    per_param = _BYTES[mode.weights] + (0.15 if fp32 and mode.weights == Weights.FP8 else 0.0)
+    backend = fp8_backend(device) if device is not None and mode.weights == Weights.FP8 else None
+    weights = component_weight_bytes(mode.weights, sizes, backend, fp32)
     acts = stage_activations(width, height, fp32)
     if mode.placement == Placement.DEVICE:
-        peak = sizes.total * per_param * _SLACK + max(acts.values())
+        peak = sum(weights.values()) * _SLACK + max(acts.values())
     elif mode.placement == Placement.OFFLOAD:
-        peak = max(getattr(sizes, stage) * per_param * _SLACK + act for stage, act in acts.items())
+        # Several images keep the decoder on the device through their VQGAN decodes.
+        weights["vqgan"] += weights["decoder"]
+        peak = max(weights[stage] * _SLACK + act for stage, act in acts.items())
     else:
-        peak = 0.25 * GiB * per_param / 2 + max(acts.values())
+        peak = 0.25 * GiB * bytes_per_param(mode.weights, "prior", backend) / 2 + max(acts.values())
     return int(peak + _OVERHEAD)
 
 
@@ -199,9 +244,14 @@ def fp8_backend(device: DeviceInfo) -> str:
     capability 8 and newer: there quanto switches to its fp8 Marlin kernel,
     which compiles at first use (needs nvcc and ninja) and has noise reports,
     so diffusers' layerwise casting (fp8 storage, bf16 compute) is used instead.
+    On a CPU, quanto's int8 weights (``quanto-int8``: same size, per-row
+    scales): torch multiplies by int8 weights directly there, while fp8
+    weights would be converted to bf16 at every step, slowly.
     """
     if device.kind == "cuda" and device.compute_capability and device.compute_capability[0] >= 8:
         return "layerwise"
+    if not device.is_gpu:
+        return "quanto-int8"
     return "quanto"
 
 

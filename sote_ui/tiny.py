@@ -12,6 +12,11 @@ Example::
     python -m sote_ui make-tiny ./tiny-model
     python -m sote_ui generate --prior ./tiny-model/prior --decoder ./tiny-model/decoder \
         --width 256 --height 256 --prior-steps 2 --decoder-steps 2 --out noise.png
+
+``make-tiny --full DIR`` builds the same layout with the real, full-size
+architectures (random bf16 weights, ~13 GB on disk): images are still noise,
+but parameter counts, file sizes, load time, memory and compute per step are
+the real model's.
 """
 
 from __future__ import annotations
@@ -214,9 +219,161 @@ def _vqgan():
 def _model_card(partner_field: str, partner: str, title: str) -> str:
     return (
         f"---\npipeline_tag: text-to-image\nlicense: other\n{partner_field}:\n- {partner}\n---\n"
-        f"# {title}\n\nTiny random-weight Stable Cascade {title.split()[-1]} built offline for tests. "
+        f"# {title}\n\n{title.split()[0].capitalize()} random-weight Stable Cascade {title.split()[-1]} built offline "
+        "for tests. "
         "Its images are noise.\n"
     )
+
+
+# The published architectures (diffusers' scripts/convert_stable_cascade.py) and the CLIP
+# ViT-bigG-14 text tower with projection. Each is a dict of constructor arguments.
+FULL_PRIOR = dict(
+    in_channels=16, out_channels=16, timestep_ratio_embedding_dim=64, patch_size=1, conditioning_dim=2048,
+    block_out_channels=(2048, 2048), num_attention_heads=(32, 32), down_num_layers_per_block=(8, 24),
+    up_num_layers_per_block=(24, 8), down_blocks_repeat_mappers=(1, 1), up_blocks_repeat_mappers=(1, 1),
+    block_types_per_layer=(("SDCascadeResBlock", "SDCascadeTimestepBlock", "SDCascadeAttnBlock"),) * 2,
+    clip_text_in_channels=1280, clip_text_pooled_in_channels=1280, clip_image_in_channels=768, clip_seq=4,
+    kernel_size=3, dropout=(0.1, 0.1), self_attn=True, timestep_conditioning_type=("sca", "crp"),
+    switch_level=(False,),
+)
+FULL_DECODER = dict(
+    in_channels=4, out_channels=4, timestep_ratio_embedding_dim=64, patch_size=2, conditioning_dim=1280,
+    block_out_channels=(320, 640, 1280, 1280), down_num_layers_per_block=(2, 6, 28, 6),
+    up_num_layers_per_block=(6, 28, 6, 2), down_blocks_repeat_mappers=(1, 1, 1, 1),
+    up_blocks_repeat_mappers=(3, 3, 2, 2), num_attention_heads=(0, 0, 20, 20),
+    block_types_per_layer=(("SDCascadeResBlock", "SDCascadeTimestepBlock"),) * 2
+    + (("SDCascadeResBlock", "SDCascadeTimestepBlock", "SDCascadeAttnBlock"),) * 2,
+    clip_text_pooled_in_channels=1280, clip_seq=4, effnet_in_channels=16, pixel_mapper_in_channels=3,
+    kernel_size=3, dropout=(0.0, 0.0, 0.1, 0.1), self_attn=True, timestep_conditioning_type=("sca",),
+    switch_level=None,
+)
+FULL_TEXT_ENCODER = dict(
+    vocab_size=49408, hidden_size=1280, intermediate_size=5120, projection_dim=1280, num_hidden_layers=32,
+    num_attention_heads=20, max_position_embeddings=77, hidden_act="gelu",
+)
+# Shards of at most this size, like the published repos' large components.
+FULL_SHARD = "2GB"
+
+
+def full_text_encoder_config(bos: int = 49406, eos: int = 49407):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(**FULL_TEXT_ENCODER, bos_token_id=bos, eos_token_id=eos, pad_token_id=eos)
+
+
+def full_models(device: str = "meta") -> dict:
+    """The four full-size components, built on ``device`` (``meta``: no memory, for counting)."""
+    import torch
+    from diffusers import StableCascadeUNet
+    from diffusers.pipelines.deprecated.wuerstchen.modeling_paella_vq_model import PaellaVQModel
+    from transformers import CLIPTextModelWithProjection
+
+    with torch.device(device):
+        return {
+            "text_encoder": CLIPTextModelWithProjection(full_text_encoder_config()),
+            "prior": StableCascadeUNet(**FULL_PRIOR),
+            "decoder": StableCascadeUNet(**FULL_DECODER),
+            "vqgan": PaellaVQModel(),
+        }
+
+
+def build_full_pair(root: str | Path, seed: int = 0, on_status=None) -> tuple[Path, Path]:
+    """Write a full-size random-weight pair under ``root`` in the published layout; return both folders.
+
+    Each component is built directly in bf16 (the default dtype is switched
+    while it is built, so there is never an fp32 copy), saved in shards, and
+    freed before the next one: the peak is the largest component, the prior
+    (~7.2 GB). The decoder folder's unused text encoder is a hard link to the
+    prior's (a copy where links are not possible).
+    """
+    import gc
+    import os
+    import shutil
+
+    import torch
+    from diffusers import StableCascadeUNet
+    from diffusers.pipelines.deprecated.wuerstchen.modeling_paella_vq_model import PaellaVQModel
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+    say = on_status or (lambda message: None)
+    root = Path(root)
+    prior_dir, decoder_dir = _write_layout(root)
+    tokenizer = CLIPTokenizer.from_pretrained(prior_dir / "tokenizer")
+    torch.manual_seed(seed)
+    builders = [
+        ("text_encoder", prior_dir / "text_encoder",
+         lambda: CLIPTextModelWithProjection(full_text_encoder_config(tokenizer.bos_token_id, tokenizer.eos_token_id))),
+        ("prior", prior_dir / "prior", lambda: StableCascadeUNet(**FULL_PRIOR)),
+        ("decoder", decoder_dir / "decoder", lambda: StableCascadeUNet(**FULL_DECODER)),
+        ("vqgan", decoder_dir / "vqgan", lambda: PaellaVQModel()),
+    ]
+    previous = torch.get_default_dtype()
+    for name, folder, build in builders:
+        say(f"building the full-size {name} (random bf16 weights)")
+        torch.set_default_dtype(torch.bfloat16)
+        try:
+            with torch.no_grad():
+                model = build().eval()
+        finally:
+            torch.set_default_dtype(previous)
+        model.save_pretrained(folder, max_shard_size=FULL_SHARD)
+        del model
+        gc.collect()
+    # The decoder repo ships its own copy of the text encoder; the app never loads it.
+    target = decoder_dir / "text_encoder"
+    target.mkdir(parents=True, exist_ok=True)
+    for file in (prior_dir / "text_encoder").iterdir():
+        if (target / file.name).exists():
+            (target / file.name).unlink()
+        try:
+            os.link(file, target / file.name)
+        except OSError:
+            shutil.copy2(file, target / file.name)
+    return prior_dir, decoder_dir
+
+
+def _write_layout(root: Path, size: str = "full-size") -> tuple[Path, Path]:
+    """Everything but the weights: tokenizers, schedulers, model indexes and cards."""
+    from diffusers import DDPMWuerstchenScheduler
+
+    prior_dir = root / PRIOR_NAME
+    decoder_dir = root / DECODER_NAME
+    _write_tokenizer(prior_dir / "tokenizer")
+    _write_tokenizer(decoder_dir / "tokenizer")
+    DDPMWuerstchenScheduler().save_pretrained(prior_dir / "scheduler")
+    DDPMWuerstchenScheduler().save_pretrained(decoder_dir / "scheduler")
+    _write_json(prior_dir / "model_index.json", _PRIOR_INDEX)
+    _write_json(decoder_dir / "model_index.json", _DECODER_INDEX)
+    (prior_dir / "README.md").write_text(
+        _model_card("decoder", str(decoder_dir.resolve()), f"{size} prior"), encoding="utf-8"
+    )
+    (decoder_dir / "README.md").write_text(
+        _model_card("prior", str(prior_dir.resolve()), f"{size} decoder"), encoding="utf-8"
+    )
+    return prior_dir, decoder_dir
+
+
+_PRIOR_INDEX = {
+    "_class_name": "StableCascadePriorPipeline",
+    "_diffusers_version": "0.27.0",
+    "feature_extractor": [None, None],
+    "image_encoder": [None, None],
+    "prior": ["diffusers", "StableCascadeUNet"],
+    "resolution_multiple": 42.67,
+    "scheduler": ["diffusers", "DDPMWuerstchenScheduler"],
+    "text_encoder": ["transformers", "CLIPTextModelWithProjection"],
+    "tokenizer": ["transformers", "CLIPTokenizer"],
+}
+_DECODER_INDEX = {
+    "_class_name": "StableCascadeDecoderPipeline",
+    "_diffusers_version": "0.27.0",
+    "decoder": ["diffusers", "StableCascadeUNet"],
+    "latent_dim_scale": 10.67,
+    "scheduler": ["diffusers", "DDPMWuerstchenScheduler"],
+    "text_encoder": ["transformers", "CLIPTextModelWithProjection"],
+    "tokenizer": ["transformers", "CLIPTokenizer"],
+    "vqgan": ["wuerstchen", "PaellaVQModel"],
+}
 
 
 def build_tiny_pair(root: str | Path, seed: int = 0, image_encoder: bool = False) -> tuple[Path, Path]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,9 @@ import pytest
 # Tests never reach the Hub; the real loading code runs on the tiny pair.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# fp8 loads write their weight cache here, not in the user's cache folder.
+os.environ["SOTE_CACHE"] = tempfile.mkdtemp(prefix="sote-test-cache-")
+atexit.register(shutil.rmtree, os.environ["SOTE_CACHE"], True)
 
 
 @pytest.fixture(scope="session")

@@ -352,7 +352,7 @@ def test_weight_bytes_of_plain_modules(tiny_source):
 
 def test_fp8_quanto_shrinks_the_weights(tiny_source, sizes):
     plan = choose_mode("fp8", CPU, sizes)
-    assert plan.mode is Mode.FP8 and plan.fp8_backend == "quanto" and plan.compute_dtype == "bfloat16"
+    assert plan.mode is Mode.FP8 and plan.fp8_backend == "quanto-int8" and plan.compute_dtype == "bfloat16"
     parts = load_components(fetch(tiny_source), torch.bfloat16)
     before = {name: weight_bytes(getattr(parts, name)) for name in ("prior", "decoder", "text_encoder")}
     apply_mode(parts, plan, "cpu")
@@ -380,7 +380,7 @@ def test_fp8_layerwise_on_the_cpu(tiny_source, sizes, small):
 def test_fp8_engine(tiny_source, small):
     engine = Engine(tiny_source, mode="fp8", device="cpu")
     result = engine.generate(req(small, width=384))
-    assert engine.plan.mode is Mode.FP8 and engine.plan.fp8_backend == "quanto"
+    assert engine.plan.mode is Mode.FP8 and engine.plan.fp8_backend == "quanto-int8"
     assert result.images[0].image.size == (384, 256)
     assert "Memory mode: fp8" in result.images[0].parameters
     assert pixels(result).std() > 0

@@ -52,3 +52,27 @@ def test_fp8_modes_run_on_the_gpu_and_stay_close(tiny_source, reference, mode):
     other = np.asarray(engine.generate(build_request({**REQUEST, "seed": 78})).images[0].image, dtype=np.int16)
     assert np.abs(pixels - reference).mean() < 0.5 * np.abs(other - reference).mean()
 
+
+
+def test_offload_runs_every_prior_before_any_decoder(tiny_source):
+    engine = Engine(tiny_source, mode="offload-bf16")
+    engine.load()
+    decoder, vqgan = engine._decoder_pipe.decoder, engine._decoder_pipe.vqgan
+    where = []
+    decode = vqgan.decode
+
+    def watched(*args, **kwargs):
+        output = decode(*args, **kwargs)  # its offload hook runs first: where is the decoder now?
+        where.append(next(decoder.parameters()).device.type)
+        return output
+
+    vqgan.decode = watched
+    try:
+        result = engine.generate(build_request({**REQUEST, "count": 2}))
+    finally:
+        del vqgan.decode
+    assert len(where) == 2 and "cpu" not in where  # the decoder stays on the GPU through both VQGAN decodes
+    assert next(decoder.parameters()).device.type == "cpu"  # and goes back once the run is over
+    assert engine.stage_order == ["prior 0", "prior 1", "decoder 0", "decoder 1"]
+    assert result.counters.stage_switches == 1
+    assert [img.request.seed for img in result.images] == [77, 78]
