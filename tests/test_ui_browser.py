@@ -562,3 +562,27 @@ def test_reuse_settings_gives_the_prompt_each_image_really_got(page):
     page.locator("#reuse_settings").click()
     page.locator("#image_note").filter(has_text="applied the settings of seed 710").wait_for()
     expect_value(page.locator("#prompt textarea"), wildcards.resolve(template, 710))
+
+
+# Drafts: priors only, then finish the picked seeds -----------------------------------------------
+
+
+def test_drafts_show_compositions_and_finish_only_the_picked_seeds(page):
+    small_settings(page, prior_steps=2, decoder_steps=2)
+    set_number(page, "Images", 3)
+    page.locator("#seed input").fill("900")
+    before = page.locator("#gallery .thumbnail-item").count()
+    page.locator("#drafts_box").get_by_text("Live previews and drafts").click()
+    page.locator("#draft").click()
+    page.locator("#drafts_note").filter(has_text="3 drafts").wait_for(timeout=180_000)
+    assert "no decoder step run" in page.locator("#drafts_note").inner_text()
+    captions = page.locator("#drafts .caption-label").all_inner_texts()
+    assert captions == ["seed 900", "seed 901", "seed 902"]
+    page.locator("#picked").get_by_label("902").check()
+    if os.environ.get("UPDATE_SCREENSHOT") == "1":
+        page.locator("#drafts_box").screenshot(path=str(ROOT / "docs" / "drafts.png"))
+    page.locator("#finish").click()
+    page.locator("#drafts_note").filter(has_text="finished 1 drafts").wait_for(timeout=180_000)
+    assert "(1 reused their prior)" in page.locator("#drafts_note").inner_text()
+    page.wait_for_function(f"() => document.querySelectorAll('#gallery .thumbnail-item').length == {before + 1}")
+    assert page.locator("#gallery .caption-label").first.inner_text().startswith("seed 902")

@@ -67,10 +67,19 @@ def named_api(before: tuple[str, ...] = (), after: tuple[str, ...] = (), prefix:
     def wrap(fn):
         first, count = len(before), len(FIELD_NAMES)
 
-        def endpoint(*args):
+        def split(args):
             *args, request, progress = args
             head, fields, tail = args[:first], args[first:first + count], args[first + count:]
-            return fn(*head, values_of(fields), *tail, request=request, progress=progress)
+            return (*head, values_of(fields), *tail), {"request": request, "progress": progress}
+
+        if inspect.isgeneratorfunction(fn):  # streaming stays streaming
+            def endpoint(*args):
+                positional, named = split(args)
+                yield from fn(*positional, **named)
+        else:
+            def endpoint(*args):
+                positional, named = split(args)
+                return fn(*positional, **named)
 
         kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
         params = [inspect.Parameter(name, kind) for name in names[:len(names) - len(optional)]]
@@ -94,17 +103,30 @@ def page_action(fn: Callable, outputs: int, note: int | None) -> Callable:
     progress trackers and event data.
     """
 
+    def failed(exc: Exception):
+        message = exc.message if isinstance(exc, gr.Error) else describe_error(exc)
+        gr.Warning(message)
+        updates = [gr.update() for _ in range(outputs)]
+        if note is not None:
+            updates[note] = f"⚠️ {message}"
+        return updates[0] if outputs == 1 else tuple(updates)
+
+    if inspect.isgeneratorfunction(fn):  # a streaming handler: the failure is its last update
+        @functools.wraps(fn)
+        def streaming(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as exc:
+                yield failed(exc)
+
+        return streaming
+
     @functools.wraps(fn)
     def action(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            message = exc.message if isinstance(exc, gr.Error) else describe_error(exc)
-            gr.Warning(message)
-            updates = [gr.update() for _ in range(outputs)]
-            if note is not None:
-                updates[note] = f"⚠️ {message}"
-            return updates[0] if outputs == 1 else tuple(updates)
+            return failed(exc)
 
     return action
 

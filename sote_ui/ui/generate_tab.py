@@ -8,6 +8,8 @@ settings...) are not API endpoints.
 
 from __future__ import annotations
 
+import queue
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,6 +217,22 @@ def selected_shot(session: SessionState | None):
     return index, session.shots[index]
 
 
+PREVIEW_CHOICES = [("auto (Stability's previewer if here, else fast)", "auto"),
+                   ("Stability's previewer (downloads it)", "previewer"), ("fast projection", "fast"),
+                   ("off", "off")]
+
+
+def keep_shots(session: SessionState, shots: list) -> None:
+    """Add one job's images to the session's gallery, as one run."""
+    session.jobs += 1
+    for shot in shots:
+        shot.job = session.jobs
+    session.shots.extend(shots)
+    if shots:
+        session.last_seed = shots[-1].request.seed if len(shots) == 1 else shots[0].request.seed
+        session.selected = None
+
+
 def build_generate_tab(studio: Studio, waiting=None) -> dict[str, Any]:
     """Lay out the Generate tab inside the current Blocks; return its pieces for other tabs.
 
@@ -231,6 +249,16 @@ def build_generate_tab(studio: Studio, waiting=None) -> dict[str, Any]:
                                        file_types=["image"], type="filepath", elem_id="remix_images")
                 remix_strengths = gr.Textbox(label=f"Strengths, 0 to {MAX_STRENGTH:g}: one for all, or one per image",
                                              placeholder="1.0  (or 1.0, 0.5)", elem_id="remix_strengths")
+            with gr.Accordion("Live previews and drafts", open=False, elem_id="drafts_box"):
+                preview_kind = gr.Radio(PREVIEW_CHOICES, value="auto", label="Live preview of stage C",
+                                        elem_id="preview_kind")
+                with gr.Row():
+                    draft = gr.Button("Draft compositions (prior only)", size="sm", elem_id="draft")
+                    finish = gr.Button("Finish picked drafts", size="sm", variant="primary", elem_id="finish")
+                drafts_gallery = gr.Gallery(label="Drafts: one per seed (Images sets how many)", columns=4,
+                                            height=220, format="png", elem_id="drafts", preview=False)
+                picked = gr.CheckboxGroup([], label="Seeds to finish", elem_id="picked")
+                drafts_note = gr.Markdown(elem_id="drafts_note")
             with gr.Accordion("Presets", open=False):
                 with gr.Row():
                     preset = gr.Dropdown(studio.presets.names(), label="Preset", value=None, elem_id="preset",
@@ -253,6 +281,8 @@ def build_generate_tab(studio: Studio, waiting=None) -> dict[str, Any]:
                 generate = gr.Button("Generate", variant="primary", elem_id="generate", scale=3)
                 stop = gr.Button("Stop", variant="stop", elem_id="stop", interactive=False, scale=1)
             status = gr.Markdown(studio.status(), elem_id="status")
+            live_preview = gr.Image(label="Live preview", visible=False, interactive=False, format="png",
+                                    height=240, elem_id="live_preview")
             gallery = gr.Gallery(label="This session's images", columns=2, height=600, format="png",
                                  elem_id="gallery", buttons=["download", "fullscreen"], preview=False)
             with gr.Row(elem_id="gallery_actions"):
@@ -290,8 +320,8 @@ def build_generate_tab(studio: Studio, waiting=None) -> dict[str, Any]:
                          show_progress="hidden")
 
     # 2. Generate and stop. The gallery is not an output of the run, so it stays visible meanwhile.
-    @named_api(after=("session",), optional=("images", "image_strengths"))
-    def run(values, session, images, image_strengths, request: gr.Request, progress=gr.Progress()):
+    @named_api(after=("session",), optional=("images", "image_strengths", "preview"))
+    def run(values, session, images, image_strengths, preview, request: gr.Request, progress=gr.Progress()):
         values["images"] = list(images or [])
         values["image_strengths"] = image_strengths if image_strengths not in (None, "") else None
         session = session or SessionState()
@@ -303,26 +333,38 @@ def build_generate_tab(studio: Studio, waiting=None) -> dict[str, Any]:
             progress((p.done, p.total), desc=f"image {p.image + 1}/{p.images} · {p.stage} step {p.step}/{p.steps}"
                                              f" · {eta.text(p.done, p.total)}")
 
-        try:
-            shots, info = studio.generate(values, session=session_id(request), on_progress=on_progress)
-        except Exception as exc:
-            raise user_error(exc) from None
-        session.jobs += 1
-        for shot in shots:
-            shot.job = session.jobs
-        session.shots.extend(shots)
-        if shots:
-            session.last_seed = shots[-1].request.seed if len(shots) == 1 else shots[0].request.seed
-            session.selected = None
+        # The job runs in a worker; each live preview of stage C is streamed as it comes.
+        previews: queue.Queue = queue.Queue()
+        outcome: dict[str, Any] = {}
+
+        def work():
+            try:
+                outcome["result"] = studio.generate(values, session=session_id(request), on_progress=on_progress,
+                                                    on_preview=previews.put, preview=preview or "auto")
+            except Exception as exc:  # handed to the handler below
+                outcome["error"] = exc
+            finally:
+                previews.put(None)
+
+        worker = threading.Thread(target=work, name="sote-job", daemon=True)
+        worker.start()
+        while (item := previews.get()) is not None:
+            label = f"Live preview: image {item.index + 1}, stage C step {item.step}/{item.steps}"
+            yield (*[gr.update()] * (len(run_outputs) - 1), gr.update(value=item.image, label=label, visible=True))
+        worker.join()
+        if "error" in outcome:
+            raise user_error(outcome["error"])
+        shots, info = outcome["result"]
+        keep_shots(session, shots)
         info["files"] = [shot.path for shot in shots]
         info["parameters"] = [shot.parameters for shot in shots]
         line = run_summary(info, studio.device_word())
         message = line if info.get("stopped") else studio.status()
         images = [(shot.path, caption(shot.request)) for shot in shots]
-        return images, line, info, session, message
+        yield images, line, info, session, message, gr.update(value=None, visible=False)
 
-    run_inputs = inputs + [state, remix_images, remix_strengths]
-    run_outputs = [job_images, summary, report, state, status]
+    run_inputs = inputs + [state, remix_images, remix_strengths, preview_kind]
+    run_outputs = [job_images, summary, report, state, status, live_preview]
 
     def running():
         return gr.update(value="Stop", interactive=True), gr.update(value="Generating…"), ""
@@ -364,6 +406,50 @@ def build_generate_tab(studio: Studio, waiting=None) -> dict[str, Any]:
     stop.click(stop_in_page, None, stop, api_visibility="private", queue=False, show_progress="hidden")
     stop_reply = gr.Textbox(visible=False, label="Stop")
     gr.Button(visible=False).click(stop_job, None, stop_reply, api_name="stop", queue=False)
+
+    # Drafts: the prior only, one per seed; finishing the picked ones runs only their decoders.
+    @named_api(after=("session",), optional=("images", "image_strengths", "preview"))
+    def make_drafts(values, session, images, image_strengths, preview, request: gr.Request,
+                    progress=gr.Progress()):
+        values["images"] = list(images or [])
+        values["image_strengths"] = image_strengths if image_strengths not in (None, "") else None
+        session = session or SessionState()
+
+        def on_progress(p):
+            progress((p.done, p.total), desc=f"draft {p.image + 1}/{p.images} · prior step {p.step}/{p.steps}")
+
+        try:
+            drafts, info = studio.draft(values, session=session_id(request), on_progress=on_progress,
+                                        preview=preview or "auto")
+        except Exception as exc:
+            raise user_error(exc) from None
+        session.draft_values = {**values, "seed": drafts[0][1] if drafts else values.get("seed")}
+        seeds = [seed for _, seed in drafts]
+        note = (f"{len(drafts)} drafts in {info['seconds']:.1f} s, no decoder step run: tick the seeds to finish, "
+                "then Finish picked drafts")
+        return [(path, f"seed {seed}") for path, seed in drafts], gr.update(choices=seeds, value=[]), note, session
+
+    draft_outputs = [drafts_gallery, picked, drafts_note, state]
+    wire(draft.click, make_drafts, run_inputs, draft_outputs, api_name="draft", note=2, concurrency_id="gpu")
+
+    def finish_drafts(seeds, session: SessionState, request: gr.Request, progress=gr.Progress()):
+        if not session or not session.draft_values:
+            raise gr.Error("make drafts first", print_exception=False)
+        if not seeds:
+            raise gr.Error("tick the seeds of the drafts to finish first", print_exception=False)
+        try:
+            shots, info = studio.generate(session.draft_values, session=session_id(request), seeds=list(seeds),
+                                          on_progress=lambda p: progress((p.done, p.total),
+                                                                         desc=f"decoder step {p.step}/{p.steps}"))
+        except Exception as exc:
+            raise user_error(exc) from None
+        keep_shots(session, shots)
+        reused = sum(shot.prior_reused for shot in shots)
+        note = f"finished {len(shots)} drafts in {info['seconds']:.1f} s ({reused} reused their prior)"
+        return gallery_items(session), note, session
+
+    wire(finish.click, finish_drafts, [picked, state], [gallery, drafts_note, state],
+         note=1, concurrency_id="gpu")
 
     def reuse_last(session: SessionState):
         if not session or session.last_seed is None:

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -70,6 +70,7 @@ class SessionState:
     selected: int | None = None  # index into shots
     jobs: int = 0
     order: list[int] = field(default_factory=list)  # shots' indices as the gallery shows them
+    draft_values: dict[str, Any] | None = None  # the settings the last drafts were made with
 
 
 class Studio:
@@ -223,18 +224,25 @@ class Studio:
         folder = Path(self.config.outputs).expanduser() if self.config.outputs else self._tmp
         return folder / f"sote-{stamp}-{seed}.png"
 
-    def generate(self, values: dict[str, Any], session: str = "",
-                 on_progress: Callable | None = None) -> tuple[list[Shot], dict[str, Any]]:
+    def generate(self, values: dict[str, Any], session: str = "", on_progress: Callable | None = None,
+                 on_preview: Callable | None = None, preview: str = "auto",
+                 seeds: list[int] | None = None) -> tuple[list[Shot], dict[str, Any]]:
         """Generate from UI/API values; return the session's new shots and a report.
 
+        ``on_preview`` gets live previews of stage C drawn the ``preview`` way
+        (auto, previewer, fast; off or on ZeroGPU: none). ``seeds`` runs one
+        image per seed instead of seed, seed+1, ... (finishing picked drafts).
         Raises InputError / ModelError / GenerationError / Cancelled with a
         one-line message.
         """
         request = self.request_from(values).with_seed()
+        requests = [replace(request, seed=int(seed), count=1) for seed in seeds] if seeds else [request]
         started = time.perf_counter()
         waited = False
+        options = self._preview_options(on_preview, preview)
         try:
-            result = self._run("generate", ([request],), {}, hosting.gpu_seconds([request]), session, on_progress)
+            result = self._run("generate", (requests,), options, hosting.gpu_seconds(requests), session,
+                               on_progress)
             images, counters, stopped, warnings = result.images, result.counters, False, result.warnings
         except Cancelled as exc:  # images finished before Stop are kept
             images, counters, stopped, warnings = getattr(exc, "images", []), None, True, []
@@ -256,6 +264,39 @@ class Studio:
         if warnings:
             report["warnings"] = warnings
         return shots, report
+
+    def _preview_options(self, on_preview: Callable | None, preview: str) -> dict[str, Any]:
+        """The engine's preview arguments: none inside a ZeroGPU worker (nothing streams out of it)."""
+        if on_preview is None or preview == "off" or self._gpu is not None:
+            return {}
+        from ..previews import KINDS
+
+        if preview not in KINDS:
+            raise InputError(f"unknown preview kind {preview!r}; choose one of: {', '.join(KINDS)}")
+        self.engine.preview_kind = preview
+        return {"on_preview": on_preview}
+
+    def draft(self, values: dict[str, Any], session: str = "", on_progress: Callable | None = None,
+              preview: str = "auto") -> tuple[list[tuple[str, int]], dict[str, Any]]:
+        """Prior-only drafts of ``count`` seeds: (preview file, seed) each, and a report.
+
+        The priors stay in the engine's cache, so generating one of these seeds
+        with the same settings runs only the decoder.
+        """
+        request = self.request_from(values).with_seed()
+        if self._gpu is None and preview != "off":
+            self.engine.preview_kind = preview
+        started = time.perf_counter()
+        result = self._run("generate", ([request],), {"prior_only": True}, hosting.gpu_seconds([request]), session,
+                           on_progress)
+        drafts = []
+        for draft in result.drafts:
+            path = self._tmp / f"draft-{draft.request.seed}-{time.strftime('%H%M%S')}.png"
+            draft.preview.save(path)
+            drafts.append((str(path), draft.request.seed))
+        report = {"seeds": [seed for _, seed in drafts], "seconds": round(time.perf_counter() - started, 3),
+                  "prior_steps_run": result.counters.prior_steps, "decoder_steps_run": result.counters.decoder_steps}
+        return drafts, report
 
     def _keep(self, item) -> Shot:
         """Save a generated image (never over another file) and describe it for the session."""

@@ -1,0 +1,94 @@
+"""Live previews and drafts through the served app, as a script (gradio_client) sees them."""
+
+from __future__ import annotations
+
+import math
+import socket
+
+import pytest
+from gradio_client import Client
+from PIL import Image
+
+SMALL = {"prompt": "1girl, solo", "width": 256, "height": 256, "prior_steps": 8, "decoder_steps": 2}
+LATENT_SIDE = math.ceil(256 / 42.67)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tiny_pair, tmp_path_factory):
+    from sote_ui.ui.app import build_demo, launch_options
+    from sote_ui.ui.studio import Studio, StudioConfig
+
+    prior, decoder = tiny_pair
+    root = tmp_path_factory.mktemp("previews-api")
+    studio = Studio(StudioConfig(prior=str(prior), decoder=str(decoder), device="cpu", mode="fp32",
+                                 outputs=str(root / "outputs"), presets_dir=str(root / "presets")))
+    demo = build_demo(studio)
+    demo.queue(max_size=8, default_concurrency_limit=1)
+    studio.start_loading()
+    assert studio.wait_loaded(300)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                **launch_options(studio))
+    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+    yield studio, client
+    client.close()
+    demo.close()
+
+
+def test_previews_stream_before_the_final_images(served):
+    studio, client = served
+    job = client.submit(**SMALL, seed=501, preview="fast", api_name="/generate")
+    final = job.result(timeout=300)
+    outputs = job.outputs()
+    previews = [out[-1] for out in outputs[:-1]]
+    assert len(previews) == 2  # prior steps 4 and 8 of 8
+    # Each update carries the preview's file and says which step it shows.
+    assert [p["label"] for p in previews] == ["Live preview: image 1, stage C step 4/8",
+                                              "Live preview: image 1, stage C step 8/8"]
+    for preview in previews:
+        assert Image.open(preview["value"]).size == (LATENT_SIDE * 8, LATENT_SIDE * 8)
+    images, summary, report, status, live = final
+    assert [Image.open(item["image"]).size for item in images] == [(256, 256)]
+    assert live["visible"] is False and live["value"] is None  # the preview makes way for the final image
+    assert report["seeds"] == [501]
+
+
+def test_previews_can_be_switched_off(served):
+    studio, client = served
+    before = studio.engine.counters.previews
+    job = client.submit(**SMALL, seed=502, preview="off", api_name="/generate")
+    job.result(timeout=300)
+    assert len(job.outputs()) == 1 and studio.engine.counters.previews == before
+
+
+def test_an_unknown_preview_kind_is_refused_with_a_message(served):
+    _, client = served
+    with pytest.raises(Exception, match="'sharp'.*not in the list of choices"):
+        client.predict(**SMALL, seed=503, preview="sharp", api_name="/generate")
+
+
+def test_draft_then_finish_only_the_picked_seeds(served):
+    studio, client = served
+    engine = studio.engine
+    before = engine.counters.snapshot()
+    drafts, picked, note = client.predict(**{**SMALL, "prior_steps": 3}, seed=600, count=3, preview="fast",
+                                          api_name="/draft")
+    drafted = engine.counters.since(before)
+    assert [item["caption"] for item in drafts] == ["seed 600", "seed 601", "seed 602"]
+    assert Image.open(drafts[0]["image"]).size == (LATENT_SIDE * 8, LATENT_SIDE * 8)
+    assert (drafted.prior_runs, drafted.decoder_steps) == (3, 0)
+    assert "no decoder step run" in note
+    # Finishing is a page action bound to this browser session's drafts; a script finishes a draft by
+    # generating its seed with the same settings, which reuses the cached prior.
+    middle = engine.counters.snapshot()
+    _, _, report, _, _ = client.predict(**{**SMALL, "prior_steps": 3}, seed=601, preview="off",
+                                        api_name="/generate")
+    finished = engine.counters.since(middle)
+    assert (finished.prior_runs, finished.prior_cache_hits, finished.decoder_steps) == (0, 1, 2)
+    assert report["prior_reused"] == [True]
