@@ -406,21 +406,8 @@ def build_tiny_pair(root: str | Path, seed: int = 0, image_encoder: bool = False
             _image_encoder().save_pretrained(prior_dir / "image_encoder")
         _feature_extractor().save_pretrained(prior_dir / "feature_extractor")
     encoder_entries = {"feature_extractor": ["transformers", "CLIPImageProcessor"],
-                       "image_encoder": ["transformers", "CLIPVisionModelWithProjection"]} if image_encoder else {
-                       "feature_extractor": [None, None], "image_encoder": [None, None]}
-    _write_json(
-        prior_dir / "model_index.json",
-        {
-            "_class_name": "StableCascadePriorPipeline",
-            "_diffusers_version": "0.27.0",
-            **encoder_entries,
-            "prior": ["diffusers", "StableCascadeUNet"],
-            "resolution_multiple": 42.67,
-            "scheduler": ["diffusers", "DDPMWuerstchenScheduler"],
-            "text_encoder": ["transformers", "CLIPTextModelWithProjection"],
-            "tokenizer": ["transformers", "CLIPTokenizer"],
-        },
-    )
+                       "image_encoder": ["transformers", "CLIPVisionModelWithProjection"]} if image_encoder else {}
+    _write_json(prior_dir / "model_index.json", {**_PRIOR_INDEX, **encoder_entries})
     (prior_dir / "README.md").write_text(
         _model_card("decoder", str(decoder_dir.resolve()), "tiny prior"), encoding="utf-8"
     )
@@ -434,19 +421,7 @@ def build_tiny_pair(root: str | Path, seed: int = 0, image_encoder: bool = False
     _decoder_unet().save_pretrained(decoder_dir / "decoder")
     _vqgan().save_pretrained(decoder_dir / "vqgan")
     DDPMWuerstchenScheduler().save_pretrained(decoder_dir / "scheduler")
-    _write_json(
-        decoder_dir / "model_index.json",
-        {
-            "_class_name": "StableCascadeDecoderPipeline",
-            "_diffusers_version": "0.27.0",
-            "decoder": ["diffusers", "StableCascadeUNet"],
-            "latent_dim_scale": 10.67,
-            "scheduler": ["diffusers", "DDPMWuerstchenScheduler"],
-            "text_encoder": ["transformers", "CLIPTextModelWithProjection"],
-            "tokenizer": ["transformers", "CLIPTokenizer"],
-            "vqgan": ["wuerstchen", "PaellaVQModel"],
-        },
-    )
+    _write_json(decoder_dir / "model_index.json", _DECODER_INDEX)
     (decoder_dir / "README.md").write_text(
         _model_card("prior", str(prior_dir.resolve()), "tiny decoder"), encoding="utf-8"
     )
