@@ -121,8 +121,8 @@ def test_suggest_tags_refuses_an_unknown_category(app):
 
 
 def test_each_image_gets_its_own_seeded_choices_in_metadata_and_caption(client, home):
-    images, _summary, report, _ = client.predict(**SMALL, prompt=TEMPLATE, seed=700, count=3,
-                                                 api_name="/generate")
+    images, _summary, report, _, _ = client.predict(**SMALL, prompt=TEMPLATE, seed=700, count=3,
+                                                    api_name="/generate")
     assert report["seeds"] == [700, 701, 702]
     expected = [wildcards.resolve(TEMPLATE, seed) for seed in (700, 701, 702)]
     assert all("{" not in p and "__" not in p for p in expected)
@@ -132,7 +132,7 @@ def test_each_image_gets_its_own_seeded_choices_in_metadata_and_caption(client, 
     # this job's images in seed order, each captioned with its own prompt
     assert [item["caption"] for item in images] == [f"seed {s} · {t}" for s, t in zip(report["seeds"], expected)]
     # the same seed gives the same prompt again
-    _, _, again, _ = client.predict(**SMALL, prompt=TEMPLATE, seed=701, count=1, api_name="/generate")
+    _, _, again, _, _ = client.predict(**SMALL, prompt=TEMPLATE, seed=701, count=1, api_name="/generate")
     assert prompt_of(again["files"][0]) == expected[1]
 
 

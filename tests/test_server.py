@@ -168,7 +168,7 @@ def test_stop_ends_the_running_job_and_frees_the_gpu(served):
         time.sleep(0.1)
     assert studio.engine.counters.prior_steps > before
     assert client.predict(api_name="/stop") == "stopping after the current step"
-    gallery, _summary, report, status = job.result(timeout=120)
+    gallery, _summary, report, status, _preview = job.result(timeout=120)
     assert report["stopped"] is True and report["seeds"] == []  # stopped inside the only image
     assert "stopped" in status
     assert studio.engine.counters.prior_steps - before < 80  # it did not run to the end

@@ -87,7 +87,7 @@ def client(app):
 def generate(client: Client, **values):
     """Call /generate with SMALL values overridden by ``values``; return (this job's images, report)."""
     values = {**SMALL, **values}
-    images, summary, report, _status = client.predict(**values, api_name="/generate")
+    images, summary, report, _status, _preview = client.predict(**values, api_name="/generate")
     assert f"{len(report['seeds'])} image" in summary
     return images, report
 
@@ -200,8 +200,8 @@ def test_stop_cancels_a_job_of_the_session_still_waiting_in_the_queue(app, clien
             time.sleep(0.05)
         assert queued_jobs(demo, client.session_hash) == 1 and not busy.done()  # mine waits behind it
         assert "stopping" in client.predict(api_name="/stop")
-        images, summary, report, _ = mine.result(timeout=120)
-        _, _, other_report, _ = busy.result(timeout=120)
+        images, summary, report, _, _ = mine.result(timeout=120)
+        _, _, other_report, _, _ = busy.result(timeout=120)
     finally:
         other.close()
     assert images == [] and report["stopped"] is True and report["cancelled_in_queue"] is True
@@ -234,7 +234,7 @@ def test_a_closed_sessions_state_is_dropped(app, monkeypatch):
 def test_the_api_page_lists_the_public_endpoints_only(app):
     info = studio_demo(app).get_api_info()
     assert sorted(info["named_endpoints"]) == sorted(
-        ["/generate", "/stop", "/compare", "/grid", "/list_presets", "/load_preset", "/save_preset",
+        ["/generate", "/draft", "/stop", "/compare", "/grid", "/list_presets", "/load_preset", "/save_preset",
          "/delete_preset", "/png_info", "/set_mode", "/status", "/suggest_tags", "/prompt_history"])
     assert not info.get("unnamed_endpoints")
     assert "randomize_seed" not in [p["parameter_name"] for p in info["named_endpoints"]["/generate"]["parameters"]]
@@ -272,7 +272,7 @@ def test_nan_cfg_sent_over_raw_http_is_refused_then_good_request_works(app, clie
               "aesthetic": "none", "quality": "none", "date": "none", "custom": "none", "rating": "none",
               "artist": "", "width": 256, "height": 256, "seed": 108, "prior_steps": 3, "prior_cfg": float("nan"),
               "decoder_steps": 2, "decoder_cfg": 1.0, "count": 1}
-    body = json.dumps({"data": [values[name] for name in FIELD_NAMES] + [None, None]})
+    body = json.dumps({"data": [values[name] for name in FIELD_NAMES] + [None, None, "off"]})
     assert "NaN" in body
     started = httpx.post(url + "gradio_api/call/generate", content=body,
                          headers={"content-type": "application/json"}, timeout=30)
@@ -567,7 +567,7 @@ def test_stopping_a_running_job_keeps_finished_images_and_names_the_device(app, 
     while studio.engine.counters.decoder_steps == decoded and time.monotonic() < deadline:
         time.sleep(0.05)  # until the first image is being decoded
     assert "stopping" in client.predict(api_name="/stop")
-    images, summary, report, status = job.result(timeout=120)
+    images, summary, report, status, _preview = job.result(timeout=120)
     assert report["stopped"] is True and "cancelled_in_queue" not in report
     assert len(images) == len(report["seeds"]) < 6
     assert "the CPU is free" in summary and summary == status

@@ -333,22 +333,28 @@ def build_generate_tab(studio: Studio, waiting=None) -> dict[str, Any]:
             progress((p.done, p.total), desc=f"image {p.image + 1}/{p.images} · {p.stage} step {p.step}/{p.steps}"
                                              f" · {eta.text(p.done, p.total)}")
 
-        # The job runs in a worker; each live preview of stage C is streamed as it comes.
-        previews: queue.Queue = queue.Queue()
+        # The job runs in a worker; its progress and each live preview of stage C come back through a
+        # queue, so the progress bar is driven from this handler and the previews are streamed as they come.
+        events: queue.Queue = queue.Queue()
         outcome: dict[str, Any] = {}
 
         def work():
             try:
-                outcome["result"] = studio.generate(values, session=session_id(request), on_progress=on_progress,
-                                                    on_preview=previews.put, preview=preview or "auto")
+                outcome["result"] = studio.generate(
+                    values, session=session_id(request), on_progress=lambda p: events.put(("progress", p)),
+                    on_preview=lambda item: events.put(("preview", item)), preview=preview or "auto")
             except Exception as exc:  # handed to the handler below
                 outcome["error"] = exc
             finally:
-                previews.put(None)
+                events.put(None)
 
         worker = threading.Thread(target=work, name="sote-job", daemon=True)
         worker.start()
-        while (item := previews.get()) is not None:
+        while (event := events.get()) is not None:
+            kind, item = event
+            if kind == "progress":
+                on_progress(item)
+                continue
             label = f"Live preview: image {item.index + 1}, stage C step {item.step}/{item.steps}"
             yield (*[gr.update()] * (len(run_outputs) - 1), gr.update(value=item.image, label=label, visible=True))
         worker.join()
