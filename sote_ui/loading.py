@@ -376,13 +376,11 @@ def load_components(folders: Folders, dtype, fp8: str | None = None,
     """
     if fp8:
         return _load_fp8(folders, dtype, fp8, on_status or (lambda message: None))
-    from diffusers import DDPMWuerstchenScheduler, StableCascadeUNet
-    from diffusers.pipelines.deprecated.wuerstchen.modeling_paella_vq_model import PaellaVQModel
-    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+    from diffusers import StableCascadeUNet
+    from transformers import CLIPTextModelWithProjection
 
     prior_dir, decoder_dir = folders.prior, folders.decoder
     try:
-        tokenizer = CLIPTokenizer.from_pretrained(prior_dir, subfolder="tokenizer")
         text_encoder = CLIPTextModelWithProjection.from_pretrained(
             prior_dir, subfolder="text_encoder", dtype=dtype,
             variant=_variant(prior_dir / "text_encoder", folders.variant),
@@ -390,15 +388,11 @@ def load_components(folders: Folders, dtype, fp8: str | None = None,
         prior = StableCascadeUNet.from_pretrained(
             prior_dir, subfolder="prior", torch_dtype=dtype, variant=_variant(prior_dir / "prior", folders.variant)
         ).eval()
-        prior_scheduler = DDPMWuerstchenScheduler.from_pretrained(prior_dir, subfolder="scheduler")
         decoder = StableCascadeUNet.from_pretrained(
             decoder_dir, subfolder="decoder", torch_dtype=dtype,
             variant=_variant(decoder_dir / "decoder", folders.variant),
         ).eval()
-        decoder_scheduler = DDPMWuerstchenScheduler.from_pretrained(decoder_dir, subfolder="scheduler")
-        vqgan = PaellaVQModel.from_pretrained(
-            decoder_dir, subfolder="vqgan", torch_dtype=dtype, variant=_variant(decoder_dir / "vqgan", folders.variant)
-        ).eval()
+        tokenizer, prior_scheduler, decoder_scheduler, vqgan = _small_parts(folders, dtype)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelError(f"loading the model failed: {str(exc).splitlines()[0][:200]}") from None
     for module in (text_encoder, prior, decoder, vqgan):
@@ -406,10 +400,24 @@ def load_components(folders: Folders, dtype, fp8: str | None = None,
     return Components(tokenizer, text_encoder, prior, prior_scheduler, decoder, decoder_scheduler, vqgan)
 
 
-def _load_fp8(folders: Folders, dtype, backend: str, say: Callable[[str], None]) -> Components:
+def _small_parts(folders: Folders, dtype) -> tuple:
+    """The tokenizer, both schedulers and the VQGAN: loaded the same way in every weight format."""
     from diffusers import DDPMWuerstchenScheduler
     from diffusers.pipelines.deprecated.wuerstchen.modeling_paella_vq_model import PaellaVQModel
-    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+    from transformers import CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(folders.prior, subfolder="tokenizer")
+    prior_scheduler = DDPMWuerstchenScheduler.from_pretrained(folders.prior, subfolder="scheduler")
+    decoder_scheduler = DDPMWuerstchenScheduler.from_pretrained(folders.decoder, subfolder="scheduler")
+    vqgan = PaellaVQModel.from_pretrained(
+        folders.decoder, subfolder="vqgan", torch_dtype=dtype,
+        variant=_variant(folders.decoder / "vqgan", folders.variant),
+    ).eval()
+    return tokenizer, prior_scheduler, decoder_scheduler, vqgan
+
+
+def _load_fp8(folders: Folders, dtype, backend: str, say: Callable[[str], None]) -> Components:
+    from transformers import CLIPTextModelWithProjection
 
     prior_dir, decoder_dir = folders.prior, folders.decoder
     built: dict = {}
@@ -431,12 +439,7 @@ def _load_fp8(folders: Folders, dtype, backend: str, say: Callable[[str], None])
                 say(f"fp8: casting the {kind}")
                 built[kind] = _layerwise_component(kind, folder, files, dtype, layerwise_skip())
             release_memory()
-        tokenizer = CLIPTokenizer.from_pretrained(prior_dir, subfolder="tokenizer")
-        prior_scheduler = DDPMWuerstchenScheduler.from_pretrained(prior_dir, subfolder="scheduler")
-        decoder_scheduler = DDPMWuerstchenScheduler.from_pretrained(decoder_dir, subfolder="scheduler")
-        vqgan = PaellaVQModel.from_pretrained(
-            decoder_dir, subfolder="vqgan", torch_dtype=dtype, variant=_variant(decoder_dir / "vqgan", folders.variant)
-        ).eval()
+        tokenizer, prior_scheduler, decoder_scheduler, vqgan = _small_parts(folders, dtype)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelError(f"loading the model failed: {str(exc).splitlines()[0][:200]}") from None
     for module in (*built.values(), vqgan):

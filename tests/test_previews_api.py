@@ -3,39 +3,21 @@
 from __future__ import annotations
 
 import math
-import socket
 
 import pytest
 from gradio_client import Client
 from PIL import Image
+from test_server import _serve as serve
 
 SMALL = {"prompt": "1girl, solo", "width": 256, "height": 256, "prior_steps": 8, "decoder_steps": 2}
 LATENT_SIDE = math.ceil(256 / 42.67)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(tiny_pair, tmp_path_factory):
-    from sote_ui.ui.app import build_demo, launch_options
-    from sote_ui.ui.studio import Studio, StudioConfig
-
-    prior, decoder = tiny_pair
-    root = tmp_path_factory.mktemp("previews-api")
-    studio = Studio(StudioConfig(prior=str(prior), decoder=str(decoder), device="cpu", mode="fp32",
-                                 outputs=str(root / "outputs"), presets_dir=str(root / "presets")))
-    demo = build_demo(studio)
-    demo.queue(max_size=8, default_concurrency_limit=1)
-    studio.start_loading()
-    assert studio.wait_loaded(300)
-    port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **launch_options(studio))
-    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+    """The app on the tiny pair, served as test_server serves it; yields (studio, client)."""
+    demo, studio, url = serve(tiny_pair, tmp_path_factory.mktemp("previews-api"), queue_size=8)
+    client = Client(url, verbose=False)
     yield studio, client
     client.close()
     demo.close()

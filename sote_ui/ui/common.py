@@ -148,6 +148,20 @@ def wire(trigger, fn: Callable, inputs, outputs, *, api_name: str | None = None,
     return event
 
 
+def wire_stoppable(run: gr.Button, stop: gr.Button, fn: Callable, inputs, outputs, *, api_name: str, note: int,
+                   status, stop_job: Callable):
+    """A GPU job started by ``run``: ``stop`` is enabled while it runs and stops it; failures go to
+    output ``note``; the same function is the API endpoint ``api_name``. Returns the page's event."""
+    start = run.click(lambda: gr.update(interactive=True), None, stop, api_visibility="private", queue=False,
+                      show_progress="hidden")
+    job = wire(start.then, fn, inputs, outputs, note=note, concurrency_id="gpu", show_progress_on=[status])
+    job.then(lambda: gr.update(interactive=False), None, stop, api_visibility="private", queue=False,
+             show_progress="hidden")
+    gr.Button(visible=False).click(fn, inputs, outputs, api_name=api_name, concurrency_id="gpu")
+    stop.click(stop_job, None, status, api_visibility="private", queue=False)
+    return job
+
+
 def queued_jobs(blocks: gr.Blocks, session: str, concurrency_id: str = "gpu") -> int:
     """How many of ``session``'s jobs wait (not yet running) in the queue of ``concurrency_id``.
 

@@ -17,7 +17,7 @@ from .. import tags
 from ..errors import Cancelled
 from ..presets import CURRENT
 from ..request import MAX_SEED
-from .common import Eta, form_updates, named_api, seconds_text, seeds_text, session_id, user_error, wire
+from .common import Eta, form_updates, named_api, seconds_text, seeds_text, session_id, user_error, wire, wire_stoppable
 from .studio import Studio
 
 FROM_PRESET = "(from each preset)"
@@ -177,13 +177,8 @@ def build_compare_tab(studio: Studio, generate: dict[str, Any], tabs: gr.Tabs,
     inputs = ([preset_a, preset_b, prompt, seed, seeds, aesthetic, quality, date, rating, width, height, prior_steps,
                decoder_steps] + generate["inputs"] + [sent_state])
     outputs = [slider, thumbs, diff, summary, report, pairs_state]
-    start = run.click(lambda: gr.update(interactive=True), None, stop, api_visibility="private", queue=False,
-                      show_progress="hidden")
-    job = wire(start.then, run_compare, inputs, outputs, note=3, concurrency_id="gpu", show_progress_on=[status])
-    job.then(lambda: gr.update(interactive=False), None, stop, api_visibility="private", queue=False,
-             show_progress="hidden")
-    gr.Button(visible=False).click(run_compare, inputs, outputs, api_name="compare", concurrency_id="gpu")
-    stop.click(generate["stop_job"], None, status, api_visibility="private", queue=False)
+    wire_stoppable(run, stop, run_compare, inputs, outputs, api_name="compare", note=3, status=status,
+                   stop_job=generate["stop_job"])
 
     def pick_seed(pairs, evt: gr.SelectData):
         if not pairs or evt.index is None:

@@ -14,7 +14,7 @@ import gradio as gr
 from ..compare import AXIS_LABELS
 from ..errors import Cancelled
 from ..request import FIELD_NAMES, GenerationRequest
-from .common import Eta, named_api, seconds_text, session_id, user_error, values_of, wire
+from .common import Eta, named_api, seconds_text, session_id, user_error, values_of, wire_stoppable
 from .studio import Studio
 
 NO_AXIS = "(none)"
@@ -131,13 +131,8 @@ def build_grid_tab(studio: Studio, generate: dict[str, Any], tab: gr.Tab) -> Non
     own = dict(zip(BASE_KEYS, base))
     inputs = [x_key, x_values, y_key, y_values] + [own.get(name, getattr(controls, name)) for name in FIELD_NAMES]
     outputs = [grid_image, summary, report]
-    start = run.click(lambda: gr.update(interactive=True), None, stop, api_visibility="private", queue=False,
-                      show_progress="hidden")
-    job = wire(start.then, run_grid, inputs, outputs, note=1, concurrency_id="gpu", show_progress_on=[status])
-    job.then(lambda: gr.update(interactive=False), None, stop, api_visibility="private", queue=False,
-             show_progress="hidden")
-    gr.Button(visible=False).click(run_grid, inputs, outputs, api_name="grid", concurrency_id="gpu")
-    stop.click(generate["stop_job"], None, status, api_visibility="private", queue=False)
+    wire_stoppable(run, stop, run_grid, inputs, outputs, api_name="grid", note=1, status=status,
+                   stop_job=generate["stop_job"])
 
 
 def _clock() -> float:

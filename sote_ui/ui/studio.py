@@ -267,14 +267,20 @@ class Studio:
 
     def _preview_options(self, on_preview: Callable | None, preview: str) -> dict[str, Any]:
         """The engine's preview arguments: none inside a ZeroGPU worker (nothing streams out of it)."""
-        if on_preview is None or preview == "off" or self._gpu is not None:
+        if on_preview is None or not self._use_preview_kind(preview):
             return {}
+        return {"on_preview": on_preview}
+
+    def _use_preview_kind(self, preview: str) -> bool:
+        """Set how the engine draws stage C; False where no preview is drawn (off, or on ZeroGPU)."""
+        if preview == "off" or self._gpu is not None:
+            return False
         from ..previews import KINDS
 
         if preview not in KINDS:
             raise InputError(f"unknown preview kind {preview!r}; choose one of: {', '.join(KINDS)}")
         self.engine.preview_kind = preview
-        return {"on_preview": on_preview}
+        return True
 
     def draft(self, values: dict[str, Any], session: str = "", on_progress: Callable | None = None,
               preview: str = "auto") -> tuple[list[tuple[str, int]], dict[str, Any]]:
@@ -284,8 +290,7 @@ class Studio:
         with the same settings runs only the decoder.
         """
         request = self.request_from(values).with_seed()
-        if self._gpu is None and preview != "off":
-            self.engine.preview_kind = preview
+        self._use_preview_kind(preview)
         started = time.perf_counter()
         result = self._run("generate", ([request],), {"prior_only": True}, hosting.gpu_seconds([request]), session,
                            on_progress)
