@@ -18,7 +18,7 @@ from pathlib import Path
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from sote_ui.cli import add_model_flags
-    from sote_ui.presets import DEFAULT_USER_DIR
+    from sote_ui.core.presets import DEFAULT_USER_DIR
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def tiny_model_dir() -> Path:
     """Build the demo model once per machine (it takes a few seconds)."""
-    from sote_ui.tiny import build_tiny_pair
+    from sote_ui.engine.builders import build_tiny_pair
 
     folder = Path(os.environ.get("SOTE_STUDIO_HOME", Path.home() / ".sote-studio")) / "tiny-model"
     if not (folder / "decoder" / "model_index.json").is_file():
@@ -50,11 +50,11 @@ def tiny_model_dir() -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from sote_ui import hosting
-    from sote_ui.memory import parse_mode
-    from sote_ui.request import InputError
+    from sote_ui.service import hosting
+    from sote_ui.core.memory import parse_mode
+    from sote_ui.core.request import InputError
+    from sote_ui.service.studio import Studio, StudioConfig
     from sote_ui.ui.app import build_demo, launch_options
-    from sote_ui.ui.studio import Studio, StudioConfig
 
     config = StudioConfig(model=args.model, prior=args.prior, decoder=args.decoder, mode=args.mode,
                           device=args.device, outputs=args.outputs or None, presets_dir=args.presets_dir,

@@ -724,7 +724,7 @@ def prewarm(folders, parts) -> tuple[int, float]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from sote_ui.request import InputError
+    from sote_ui.core.request import InputError
 
     try:
         return run(args)
@@ -741,11 +741,11 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from sote_ui import devices
-    from sote_ui.loading import DECODER_PARTS, PRIOR_PARTS, component_sizes, fetch
-    from sote_ui.memory import choose_mode
-    from sote_ui.models import ModelSource, resolve_source
-    from sote_ui.request import build_request
+    from sote_ui.engine import devices
+    from sote_ui.core.memory import choose_mode
+    from sote_ui.core.request import build_request
+    from sote_ui.engine.loading import DECODER_PARTS, PRIOR_PARTS, component_sizes, fetch
+    from sote_ui.engine.models import ModelSource, resolve_source
 
     device = devices.detect_device(args.device)
     mode = args.mode or ("bf16" if device.is_gpu and device.bf16 else "fp32")
@@ -753,7 +753,7 @@ def run(args) -> int:
 
     tmp = None
     if tiny:
-        from sote_ui.tiny import build_tiny_pair
+        from sote_ui.engine.builders import build_tiny_pair
 
         tmp = tempfile.TemporaryDirectory(prefix="sote-bench-tiny-")
         prior_dir, decoder_dir = build_tiny_pair(tmp.name)
@@ -817,7 +817,7 @@ def run(args) -> int:
     from diffusers import StableCascadeCombinedPipeline, StableCascadeUNet  # noqa: F401
     from diffusers.pipelines.deprecated.wuerstchen.modeling_paella_vq_model import PaellaVQModel  # noqa: F401
 
-    import sote_ui.engine  # noqa: F401
+    import sote_ui.engine.facade  # noqa: F401
 
     if device.kind != "cpu":
         torch.zeros(1, device=device.torch_device) + 1

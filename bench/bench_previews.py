@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:
 def decoder_costs(repeats: int) -> dict[str, float]:
     import torch
 
-    from sote_ui.previews import PreviewDecoder, Previewer
+    from sote_ui.engine.previews import PreviewDecoder, Previewer
 
     latent = torch.randn(1, 16, math.ceil(1536 / 42.67), math.ceil(1024 / 42.67))
     decoders = {"fast": PreviewDecoder("fast"), "previewer": PreviewDecoder("previewer", Previewer().eval())}
@@ -53,14 +53,14 @@ def decoder_costs(repeats: int) -> dict[str, float]:
 
 def prior_step(args) -> tuple[float, float, int]:
     """Seconds per prior step without and with previews (every step previewed, fast decoder), same engine."""
+    from sote_ui.core.request import build_request
     from sote_ui.engine import Engine
-    from sote_ui.models import ModelSource
-    from sote_ui.request import build_request
+    from sote_ui.engine.models import ModelSource
 
     if args.prior:
         source = ModelSource(args.prior, args.decoder)
     else:
-        from sote_ui.tiny import build_tiny_pair
+        from sote_ui.engine.builders import build_tiny_pair
 
         prior, decoder = build_tiny_pair(tempfile.mkdtemp(prefix="bench-previews-"))
         source = ModelSource(str(prior), str(decoder))
@@ -106,7 +106,7 @@ def main() -> None:
     if bool(args.prior) != bool(args.decoder):
         parser.error("give both --prior and --decoder, or neither")
 
-    from sote_ui.engine import PREVIEW_EVERY
+    from sote_ui.engine.facade import PREVIEW_EVERY
 
     costs = decoder_costs(args.repeats)
     print("preview of a 1024x1536 stage-C latent (16 x 36 x 24), median:")

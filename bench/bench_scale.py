@@ -71,8 +71,8 @@ image.save(out)
 
 WEIGHTS = r"""
 import json, sys, torch
-from sote_ui.engine import weight_bytes
-from sote_ui.loading import Folders, load_components
+from sote_ui.engine.facade import weight_bytes
+from sote_ui.engine.loading import Folders, load_components
 from pathlib import Path
 prior_dir, decoder_dir, fp8 = sys.argv[1:4]
 parts = load_components(Folders(Path(prior_dir), Path(decoder_dir)), torch.bfloat16, fp8=fp8 or None)
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="sote-bench-scale-"))
     if args.tiny:
-        from sote_ui.tiny import build_tiny_pair
+        from sote_ui.engine.builders import build_tiny_pair
 
         prior, decoder = build_tiny_pair(work / "tiny")
     else:

@@ -39,9 +39,9 @@ def main() -> None:
 
     from gradio_client import Client
 
-    from sote_ui.tiny import build_tiny_pair
+    from sote_ui.engine.builders import build_tiny_pair
+    from sote_ui.service.studio import Studio, StudioConfig
     from sote_ui.ui.app import build_demo
-    from sote_ui.ui.studio import Studio, StudioConfig
 
     root = Path(tempfile.mkdtemp(prefix="bench-sessions-"))
     prior, decoder = build_tiny_pair(root / "tiny")

@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--no-http", action="store_true")
     args = parser.parse_args()
 
-    from sote_ui import tagindex
+    from sote_ui.core import tagindex
 
     started = time.perf_counter()
     index = tagindex.index()

@@ -53,7 +53,7 @@ def build_pair(pair: Path, tiny: bool) -> tuple[Path, Path]:
     if (prior / "prior" / "config.json").is_file() and (decoder / "vqgan" / "config.json").is_file():
         return prior, decoder
     if tiny:
-        from sote_ui.tiny import build_tiny_pair
+        from sote_ui.engine.builders import build_tiny_pair
 
         return build_tiny_pair(pair)
     # In a child process, so the builder's memory is gone before the checks start.
@@ -103,7 +103,7 @@ _REAL_DETECT = None
 def emulated_device(budget: int | None) -> None:
     """Make ``detect_device`` describe a card of ``budget`` bytes (None: the real one again)."""
     global _REAL_DETECT
-    from sote_ui import devices
+    from sote_ui.engine import devices
 
     if _REAL_DETECT is None:
         _REAL_DETECT = devices.detect_device
@@ -123,9 +123,9 @@ def emulated_device(budget: int | None) -> None:
 
 def run_mode(source, mode: str, device: Device, device_name: str, size: tuple[int, int], steps: tuple[int, int],
              warmup: bool) -> dict:
+    from sote_ui.core.errors import GenerationError
+    from sote_ui.core.request import build_request
     from sote_ui.engine import Engine
-    from sote_ui.errors import GenerationError
-    from sote_ui.request import build_request
 
     row: dict = {"mode": mode}
     engine = Engine(source, mode=mode, device=device_name)
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from sote_ui.models import ModelSource
+    from sote_ui.engine.models import ModelSource
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("error: no CUDA GPU here; use --device cpu for a smoke test", file=sys.stderr)

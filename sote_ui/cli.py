@@ -15,8 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-from . import tags
-from .request import MAX_REFERENCES, MAX_STRENGTH, InputError
+from .core import tags
+from .core.request import MAX_REFERENCES, MAX_STRENGTH, InputError
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -69,7 +69,7 @@ _HELP = {
 
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
-    from .memory import Mode
+    from .core.memory import Mode
 
     group = parser.add_argument_group("model and memory")
     group.add_argument("--model", help="a name from models.json, a Hub id, or a folder whose card names its partner")
@@ -120,13 +120,13 @@ def _request_values(args: argparse.Namespace) -> dict:
 
 
 def _store(presets_dir):
-    from .presets import DEFAULT_USER_DIR, PresetStore
+    from .core.presets import DEFAULT_USER_DIR, PresetStore
 
     return PresetStore(user_dir=Path(presets_dir).expanduser() if presets_dir else DEFAULT_USER_DIR)
 
 
 def _output_paths(out: str, seeds: list[int]) -> list[Path]:
-    from .outputs import unique_path
+    from .core.outputs import unique_path
 
     target = Path(out).expanduser()
     if target.suffix.lower() == ".png":
@@ -137,15 +137,15 @@ def _output_paths(out: str, seeds: list[int]) -> list[Path]:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .metadata import parse_parameters, read_parameters
-    from .request import FIELD_NAMES, build_request
+    from .core.metadata import parse_parameters, read_parameters
+    from .core.request import FIELD_NAMES, build_request
 
     values: dict = {}
     base = None
     if args.preset:
         base = _store(args.presets_dir).request(args.preset)
     if args.from_image:
-        from .outputs import open_image
+        from .core.outputs import open_image
 
         text = read_parameters(open_image(args.from_image))
         if not text:
@@ -154,9 +154,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     values.update(_request_values(args))
     request = build_request(values, base=base).with_seed()
 
+    from .core.outputs import save_png
     from .engine import Engine
-    from .models import resolve_source
-    from .outputs import save_png
+    from .engine.models import resolve_source
 
     source = resolve_source(args.model, args.prior, args.decoder)
     engine = Engine(source, mode=args.mode, device=args.device)
@@ -183,8 +183,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .metadata import parse_parameters, read_parameters
-    from .outputs import open_image
+    from .core.metadata import parse_parameters, read_parameters
+    from .core.outputs import open_image
 
     text = read_parameters(open_image(args.image))
     if not text:
@@ -204,7 +204,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_make_tiny(args: argparse.Namespace) -> int:
-    from .tiny import build_full_pair, build_tiny_pair
+    from .engine.builders import build_full_pair, build_tiny_pair
 
     if args.full:
         prior, decoder = build_full_pair(args.folder, on_status=lambda message: print(message, file=sys.stderr))
@@ -215,7 +215,7 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from . import weight_cache
+    from .engine import weight_cache
 
     root = weight_cache.cache_root()
     if args.action == "clear":
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     handler = {"generate": cmd_generate, "info": cmd_info, "presets": cmd_presets,
                "make-tiny": cmd_make_tiny, "cache": cmd_cache}[args.command]
-    from .errors import Cancelled, GenerationError
+    from .core.errors import Cancelled, GenerationError
 
     try:
         return handler(args)

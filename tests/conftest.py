@@ -21,14 +21,14 @@ atexit.register(shutil.rmtree, os.environ["SOTE_CACHE"], True)
 @pytest.fixture(scope="session")
 def tiny_pair(tmp_path_factory):
     """(prior_dir, decoder_dir) of a tiny pair in the published repos' layout."""
-    from sote_ui.tiny import build_tiny_pair
+    from sote_ui.engine.builders import build_tiny_pair
 
     return build_tiny_pair(tmp_path_factory.mktemp("tiny-model"))
 
 
 @pytest.fixture(scope="session")
 def tiny_source(tiny_pair):
-    from sote_ui.models import ModelSource
+    from sote_ui.engine.models import ModelSource
 
     prior, decoder = tiny_pair
     return ModelSource(str(prior), str(decoder), name="tiny")

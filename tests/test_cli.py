@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from sote_ui.cli import main
-from sote_ui.metadata import parse_parameters, read_parameters
+from sote_ui.core.metadata import parse_parameters, read_parameters
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--width", "256", "--height", "256", "--prior-steps", "2", "--decoder-steps", "2", "--quiet"]
@@ -28,7 +28,7 @@ def model_flags(tiny_pair):
 @pytest.fixture
 def cli(capsys, tmp_path, monkeypatch):
     """Run main([...]) and return (exit code, stdout, stderr); presets go to a private folder."""
-    monkeypatch.setattr("sote_ui.presets.DEFAULT_USER_DIR", tmp_path / "user-presets")
+    monkeypatch.setattr("sote_ui.core.presets.DEFAULT_USER_DIR", tmp_path / "user-presets")
 
     def call(*argv: str):
         try:

@@ -8,9 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sote_ui.emphasis import DOWN, UP, parse_emphasis, strip_emphasis
-from sote_ui.encoding import encode_pair, tokenize_weighted
-from sote_ui.request import build_request
+from sote_ui.core.emphasis import DOWN, UP, parse_emphasis, strip_emphasis
+from sote_ui.core.request import build_request
+from sote_ui.engine.encoding import encode_pair, tokenize_weighted
 
 
 def _approx(pieces):

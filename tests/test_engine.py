@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from sote_ui.encoding import CHUNK, _comma_id, _split, encode_pair, tokenize_weighted
-from sote_ui.engine import Engine, Progress, apply_mode, weight_bytes
-from sote_ui.errors import Cancelled
-from sote_ui.loading import component_sizes, fetch, load_components
-from sote_ui.memory import DeviceInfo, GiB, Mode, Placement, choose_mode
-from sote_ui.models import ModelError, ModelSource
-from sote_ui.request import InputError, build_request
+from sote_ui.core.errors import Cancelled
+from sote_ui.core.memory import DeviceInfo, GiB, Mode, Placement, choose_mode
+from sote_ui.core.request import InputError, build_request
+from sote_ui.engine.encoding import CHUNK, _comma_id, _split, encode_pair, tokenize_weighted
+from sote_ui.engine.facade import Engine, Progress, apply_mode, weight_bytes
+from sote_ui.engine.loading import component_sizes, fetch, load_components
+from sote_ui.engine.models import ModelError, ModelSource
 
 CPU = DeviceInfo("cpu", "cpu", "CPU", 64 * GiB, 32 * GiB, True)
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from sote_ui.core.errors import GenerationError
+from sote_ui.core.request import build_request
 from sote_ui.engine import Engine
-from sote_ui.errors import GenerationError
-from sote_ui.models import ModelError, ModelSource
-from sote_ui.request import build_request
-from sote_ui.ui.studio import Studio, StudioConfig
+from sote_ui.engine.models import ModelError, ModelSource
+from sote_ui.service.studio import Studio, StudioConfig
 
 
 def _fail_on_call(n, make_error):
@@ -108,10 +108,10 @@ def test_engine_load_error_is_one_line(tmp_path):
 def test_a_stop_mid_decoder_evicts_offloaded_models_and_keeps_finished_images(tiny_source):
     from dataclasses import replace
 
-    from sote_ui.engine import apply_mode
-    from sote_ui.errors import Cancelled
-    from sote_ui.loading import load_components
-    from sote_ui.memory import Mode
+    from sote_ui.core.errors import Cancelled
+    from sote_ui.core.memory import Mode
+    from sote_ui.engine.facade import apply_mode
+    from sote_ui.engine.loading import load_components
 
     engine = Engine(tiny_source, mode="fp32", device="cpu")
     engine.load()

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from sote_ui.core.request import build_request
 from sote_ui.engine import Engine
-from sote_ui.request import build_request
 
 HAS_GPU = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA, ROCm or XPU GPU")]

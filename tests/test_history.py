@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from sote_ui import history
-from sote_ui.history import HistoryFile, add, clean, find, label, search, star
+from sote_ui.core import history
+from sote_ui.core.history import HistoryFile, add, clean, find, label, search, star
 
 
 def values(prompt, negative="worst quality", **more):
@@ -81,8 +81,8 @@ def test_the_prompt_modules_import_neither_torch_nor_gradio():
     import sys
     from pathlib import Path
 
-    code = ("import sys\nimport sote_ui.tagindex, sote_ui.wildcards, sote_ui.history\n"
-            "sote_ui.tagindex.suggest('long h')\n"
+    code = ("import sys\nimport sote_ui.core.tagindex, sote_ui.core.wildcards, sote_ui.core.history\n"
+            "sote_ui.core.tagindex.suggest('long h')\n"
             "print(sorted(m for m in ('torch', 'gradio', 'diffusers') if m in sys.modules))\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
                           capture_output=True, text=True, timeout=120)

@@ -8,9 +8,9 @@ import types
 
 import pytest
 
-from sote_ui import hosting
-from sote_ui.request import InputError, build_request
-from sote_ui.ui.studio import Studio, StudioConfig
+from sote_ui.service import hosting
+from sote_ui.core.request import InputError, build_request
+from sote_ui.service.studio import Studio, StudioConfig
 
 
 @pytest.fixture

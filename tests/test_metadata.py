@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from sote_ui import tags
-from sote_ui.metadata import (
+from sote_ui.core import tags
+from sote_ui.core.metadata import (
     MAX_PARAMETERS_CHARS,
     ModelInfo,
     format_parameters,
@@ -21,8 +21,8 @@ from sote_ui.metadata import (
     read_parameters,
     split_parameters,
 )
-from sote_ui.outputs import open_image, save_png, unique_path
-from sote_ui.request import FIELD_NAMES, InputError, build_request
+from sote_ui.core.outputs import open_image, save_png, unique_path
+from sote_ui.core.request import FIELD_NAMES, InputError, build_request
 
 MODEL = ModelInfo("Disty0/sotediffusion-wuerstchen3", "Disty0/sotediffusion-wuerstchen3-alpha1-decoder", "fp8")
 

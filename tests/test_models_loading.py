@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from sote_ui import loading
+from sote_ui.engine import loading
+from sote_ui.core.request import build_request
 from sote_ui.engine import Engine
-from sote_ui.loading import Folders, check_folder, component_sizes, fetch, load_components
-from sote_ui.models import ModelError, ModelSource, default_source, known_models, resolve_source
-from sote_ui.request import build_request
+from sote_ui.engine.loading import Folders, check_folder, component_sizes, fetch, load_components
+from sote_ui.engine.models import ModelError, ModelSource, default_source, known_models, resolve_source
 
 SOTE_PRIOR = "Disty0/sotediffusion-wuerstchen3"
 SOTE_DECODER = "Disty0/sotediffusion-wuerstchen3-alpha1-decoder"
@@ -215,7 +215,7 @@ def test_corrupt_weights_are_a_model_error(copy_pair):
 
 
 def test_known_ids_given_as_prior_and_decoder_keep_their_variant():
-    from sote_ui.models import resolve_source
+    from sote_ui.engine.models import resolve_source
 
     source = resolve_source(prior="stabilityai/stable-cascade-prior", decoder="stabilityai/stable-cascade")
     assert source.variant == "bf16"
@@ -226,7 +226,7 @@ def test_known_ids_given_as_prior_and_decoder_keep_their_variant():
 def test_download_patterns_take_single_and_sharded_variant_files_only():
     from fnmatch import fnmatch
 
-    from sote_ui.loading import PRIOR_PARTS, _patterns
+    from sote_ui.engine.loading import PRIOR_PARTS, _patterns
 
     patterns = _patterns(PRIOR_PARTS, "bf16")
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from sote_ui.engine import Engine, apply_mode
-from sote_ui.errors import GenerationError
-from sote_ui.loading import load_components
-from sote_ui.memory import Mode
-from sote_ui.request import build_request
+from sote_ui.core.errors import GenerationError
+from sote_ui.core.memory import Mode
+from sote_ui.core.request import build_request
+from sote_ui.engine.facade import Engine, apply_mode
+from sote_ui.engine.loading import load_components
 
 REQUEST = {"prompt": "1girl, solo", "width": 256, "height": 256, "prior_steps": 2, "decoder_steps": 2, "seed": 900}
 
@@ -60,7 +60,7 @@ def test_offload_runs_every_prior_then_every_decoder(tiny_source):
 
 
 def test_offload_keeps_the_decoder_through_the_vqgan_decodes_of_a_run(tiny_source):
-    from sote_ui.engine import _offload_hooks
+    from sote_ui.engine.facade import _offload_hooks
 
     engine = _offloaded(tiny_source)
     vqgan = engine._decoder_pipe.vqgan

@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from sote_ui.core.request import build_request
 from sote_ui.engine import Engine
-from sote_ui.previews import PreviewDecoder, Previewer, project_latents
-from sote_ui.request import build_request
+from sote_ui.engine.previews import PreviewDecoder, Previewer, project_latents
 
 SMALL = {"prompt": "1girl, solo", "width": 256, "height": 256, "prior_steps": 8, "decoder_steps": 2, "seed": 60}
 LATENT_SIDE = math.ceil(256 / 42.67)  # the prior's latent for 256 px

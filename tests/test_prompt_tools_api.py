@@ -15,9 +15,9 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
-from sote_ui import wildcards
+from sote_ui.core import wildcards
 from sote_ui.cli import main
-from sote_ui.metadata import parse_parameters, read_parameters
+from sote_ui.core.metadata import parse_parameters, read_parameters
 
 SMALL = {"width": 128, "height": 128, "prior_steps": 2, "decoder_steps": 1}
 TEMPLATE = "1girl, {red|blue|green|silver} hair, __mood__"
@@ -47,8 +47,8 @@ def home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def app(tiny_pair, home):
+    from sote_ui.service.studio import Studio, StudioConfig
     from sote_ui.ui.app import build_demo
-    from sote_ui.ui.studio import Studio, StudioConfig
 
     prior, decoder = tiny_pair
     studio = Studio(StudioConfig(prior=str(prior), decoder=str(decoder), device="cpu", mode="fp32",
@@ -169,9 +169,9 @@ def test_cli_names_a_missing_wildcard(tiny_pair, home, capsys):
 
 
 def test_without_a_user_folder_the_history_lives_in_the_browser_state():
-    from sote_ui import history
+    from sote_ui.core import history
+    from sote_ui.service.studio import Studio, StudioConfig
     from sote_ui.ui.prompt_tools import HistoryStore
-    from sote_ui.ui.studio import Studio, StudioConfig
 
     store = HistoryStore(Studio(StudioConfig(presets_dir=None, outputs=None)))
     assert store.file is None

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from sote_ui.encoding import chunk_token_counts, encode_pair, tokenize_weighted
+from sote_ui.core.request import InputError, build_request
+from sote_ui.core.tags import MAX_CHUNKS, TRAINED_CHUNKS
+from sote_ui.engine.encoding import chunk_token_counts, encode_pair, tokenize_weighted
 from sote_ui.engine import Engine
-from sote_ui.request import InputError, build_request
-from sote_ui.tags import MAX_CHUNKS, TRAINED_CHUNKS
 
 SMALL = {"width": 256, "height": 256, "prior_steps": 3, "decoder_steps": 2}
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sote_ui.core.metadata import parse_parameters, read_parameters
+from sote_ui.core.request import MAX_REFERENCES, InputError, build_request
 from sote_ui.engine import Engine
-from sote_ui.metadata import parse_parameters, read_parameters
-from sote_ui.models import ModelError, ModelSource
-from sote_ui.remix import FALLBACK_ENCODER
-from sote_ui.request import MAX_REFERENCES, InputError, build_request
+from sote_ui.engine.models import ModelError, ModelSource
+from sote_ui.engine.references import FALLBACK_ENCODER
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"prompt": "1girl, solo", "width": 256, "height": 256, "prior_steps": 3, "decoder_steps": 2, "seed": 5}
@@ -25,7 +25,7 @@ SMALL = {"prompt": "1girl, solo", "width": 256, "height": 256, "prior_steps": 3,
 @pytest.fixture(scope="module")
 def remix_pair(tmp_path_factory):
     """A tiny pair whose prior folder has a tiny CLIP image encoder and feature extractor."""
-    from sote_ui.tiny import build_tiny_pair
+    from sote_ui.engine.builders import build_tiny_pair
 
     return build_tiny_pair(tmp_path_factory.mktemp("tiny-remix"), image_encoder=True)
 
@@ -99,7 +99,7 @@ def test_embeddings_are_cached_by_content(remix_pair, refs):
 
 
 def test_references_are_recorded_in_the_png_by_name_hash_and_strength(remix_engine, refs):
-    from sote_ui.remix import content_hash
+    from sote_ui.engine.references import content_hash
 
     result = _run(remix_engine, images=[str(refs["red"]), str(refs["blue"])], image_strengths=[1.0, 0.25])
     values = parse_parameters(result.images[0].parameters)
@@ -197,7 +197,7 @@ def test_the_cli_takes_reference_images(remix_pair, refs, tmp_path):
 
 
 def test_presets_may_name_references_or_none(refs, tmp_path):
-    from sote_ui.presets import PresetStore
+    from sote_ui.core.presets import PresetStore
 
     store = PresetStore(user_dir=tmp_path / "presets")
     store.save("with-ref", build_request({**SMALL, "images": [str(refs["red"])], "image_strengths": 0.7}))

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sote_ui import tags
-from sote_ui.request import (
+from sote_ui.core import tags
+from sote_ui.core.request import (
     DECODER_KEYS,
     FIELD_NAMES,
     MAX_SEED,

@@ -16,8 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from sote_ui.memory import FULL_SIZE, ComponentSizes, DeviceInfo, GiB, Mode, Weights, choose_mode, weight_bytes_estimate
-from sote_ui.tiny import build_full_pair, full_models
+from sote_ui.core.memory import (
+    FULL_SIZE,
+    ComponentSizes,
+    DeviceInfo,
+    GiB,
+    Mode,
+    Weights,
+    choose_mode,
+    weight_bytes_estimate,
+)
+from sote_ui.engine.builders import build_full_pair, full_models
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,7 +110,7 @@ def full_pair(tmp_path_factory):
 
 @pytest.mark.slow
 def test_full_size_pair_has_the_real_sizes_on_disk(full_pair):
-    from sote_ui.loading import Folders, component_sizes
+    from sote_ui.engine.loading import Folders, component_sizes
 
     sizes = component_sizes(Folders(full_pair / "prior", full_pair / "decoder"))
     for name in ("text_encoder", "prior", "decoder"):

@@ -17,8 +17,8 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
+from sote_ui.service.studio import Studio, StudioConfig
 from sote_ui.ui.app import build_demo, launch_options
-from sote_ui.ui.studio import Studio, StudioConfig
 
 SMALL = {"width": 128, "height": 128, "prior_steps": 2, "decoder_steps": 2}
 
@@ -203,7 +203,7 @@ def _gradio_cache() -> Path:
 
 
 def test_uploads_over_the_limit_are_refused_before_they_are_stored(served, tmp_path):
-    from sote_ui.outputs import MAX_UPLOAD_BYTES
+    from sote_ui.core.outputs import MAX_UPLOAD_BYTES
 
     studio, url = served
     big = tmp_path / "big.png"
@@ -233,7 +233,7 @@ def test_the_temporary_folder_goes_at_close_and_stale_ones_at_start(tiny_pair, t
     import os
     import tempfile
 
-    from sote_ui.ui.studio import TEMP_PREFIX
+    from sote_ui.service.studio import TEMP_PREFIX
 
     dead = Path(tempfile.gettempdir()) / f"{TEMP_PREFIX}999999999-stale"
     dead.mkdir(exist_ok=True)

@@ -6,9 +6,9 @@ import io
 
 import pytest
 
-from sote_ui import tagindex
-from sote_ui.emphasis import parse_emphasis
-from sote_ui.tagindex import TagIndex, escape_tag, query_of, suggest, unescape_tag
+from sote_ui.core import tagindex
+from sote_ui.core.emphasis import parse_emphasis
+from sote_ui.core.tagindex import TagIndex, escape_tag, query_of, suggest, unescape_tag
 
 SMALL_CSV = """\
 long_hair,0,4350743,"/lh,longhair"

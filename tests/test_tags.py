@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sote_ui import tags
-from sote_ui.tags import NONE, check_choice, compose_prompt, decompose_prompt, split_tags
+from sote_ui.core import tags
+from sote_ui.core.tags import NONE, check_choice, compose_prompt, decompose_prompt, split_tags
 
 
 def test_tables_hold_the_card_values():

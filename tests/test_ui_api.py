@@ -22,9 +22,9 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from sote_ui.compare import compose_grid
-from sote_ui.metadata import parse_parameters, read_parameters, split_parameters
-from sote_ui.request import FIELD_NAMES, MAX_SEED
+from sote_ui.core.metadata import parse_parameters, read_parameters, split_parameters
+from sote_ui.core.request import FIELD_NAMES, MAX_SEED
+from sote_ui.service.compare import compose_grid
 
 SMALL = {"prompt": "1girl, solo", "width": 256, "height": 256, "prior_steps": 3, "decoder_steps": 2}
 # User presets for /compare: pairs differing in one decoder setting, and in one prior setting.
@@ -45,8 +45,8 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def app(tiny_pair, tmp_path_factory):
     """A live server on the tiny pair: (studio, url, outputs dir, user presets dir)."""
+    from sote_ui.service.studio import Studio, StudioConfig
     from sote_ui.ui.app import build_demo
-    from sote_ui.ui.studio import Studio, StudioConfig
 
     prior, decoder = tiny_pair
     root = tmp_path_factory.mktemp("ui-api")
@@ -543,7 +543,7 @@ def test_importing_the_ui_does_not_import_torch_or_diffusers(tmp_path):
     code = (
         "import json, sys\n"
         "import sote_ui.ui.app as app\n"
-        "from sote_ui.ui.studio import Studio, StudioConfig\n"
+        "from sote_ui.service.studio import Studio, StudioConfig\n"
         "imported = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]\n"
         f"app.build_demo(Studio(StudioConfig(presets_dir={str(tmp_path / 'presets')!r}, outputs=None)))\n"
         "built = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]\n"
@@ -574,8 +574,8 @@ def test_stopping_a_running_job_keeps_finished_images_and_names_the_device(app, 
 
 
 def test_the_generate_button_says_what_the_model_is_doing(app, tmp_path):
+    from sote_ui.service.studio import Studio, StudioConfig
     from sote_ui.ui.app import generate_label
-    from sote_ui.ui.studio import Studio, StudioConfig
 
     studio = app[0]
     assert generate_label(studio) == "Generate"  # loaded

@@ -552,7 +552,7 @@ def test_grid_tab_starts_from_generate_and_labels_axes_for_people(page):
 
 
 def test_reuse_settings_gives_the_prompt_each_image_really_got(page):
-    from sote_ui import wildcards
+    from sote_ui.core import wildcards
 
     small_settings(page, prior_steps=2, decoder_steps=1)
     template = "{cat ears|dog ears}, __eye_color__"

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from sote_ui import weight_cache
+from sote_ui.engine import weight_cache
 from sote_ui.cli import main
-from sote_ui.engine import Engine, weight_bytes
-from sote_ui.loading import Folders, load_components, quanto_exclude
-from sote_ui.request import build_request
+from sote_ui.core.request import build_request
+from sote_ui.engine.facade import Engine, weight_bytes
+from sote_ui.engine.loading import Folders, load_components, quanto_exclude
 
 
 @pytest.fixture
@@ -176,7 +176,7 @@ def test_cli_cache_info_and_clear(tiny_pair, cache, capsys):
 
 
 def test_layerwise_fp8_is_read_tensor_by_tensor_and_runs(tiny_source, tiny_pair, monkeypatch, small):
-    from sote_ui import memory
+    from sote_ui.core import memory
 
     parts = load_components(Folders(*tiny_pair), torch.bfloat16, fp8="layerwise")
     assert parts.fp8 == "layerwise" and parts.notes == ()
@@ -194,8 +194,8 @@ def test_layerwise_fp8_is_read_tensor_by_tensor_and_runs(tiny_source, tiny_pair,
 
 
 def test_weights_are_read_into_their_own_memory(tiny_pair, tmp_path):
-    from sote_ui.loading import read_tensors
-    from sote_ui.models import ModelError
+    from sote_ui.engine.loading import read_tensors
+    from sote_ui.engine.models import ModelError
 
     path = _files(tiny_pair[0] / "prior")[0]
     tensors = list(read_tensors(path))

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from sote_ui import wildcards
-from sote_ui.request import GenerationRequest, InputError, build_request
-from sote_ui.wildcards import Choice, Ref, WildcardStore, has_template, parse
+from sote_ui.core import wildcards
+from sote_ui.core.request import GenerationRequest, InputError, build_request
+from sote_ui.core.wildcards import Choice, Ref, WildcardStore, has_template, parse
 
 
 @pytest.fixture

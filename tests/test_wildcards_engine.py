@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sote_ui import wildcards
-from sote_ui.compare import compare, run_grid
-from sote_ui.metadata import parse_parameters
-from sote_ui.request import build_request
+from sote_ui.core import wildcards
+from sote_ui.core.metadata import parse_parameters
+from sote_ui.core.request import build_request
+from sote_ui.service.compare import compare, run_grid
 
 TEMPLATE = "1girl, {red|blue|green|silver|pink} hair, {smile|frown|crying}, __eye_color__"
 

@@ -3,7 +3,7 @@
 Example::
 
     from sote_ui.ui.app import build_demo
-    from sote_ui.ui.studio import Studio, StudioConfig
+    from sote_ui.service.studio import Studio, StudioConfig
 
     demo = build_demo(Studio(StudioConfig()))
     demo.queue(max_size=20).launch()
@@ -16,15 +16,15 @@ from typing import Any
 
 import gradio as gr
 
-from ..outputs import MAX_UPLOAD_BYTES
-from ..presets import CURRENT
+from ..core.outputs import MAX_UPLOAD_BYTES
+from ..core.presets import CURRENT
+from ..service.studio import DEMO_PREFIX, Studio
 from .common import queued_jobs
 from .compare_tab import build_compare_tab
 from .generate_tab import build_generate_tab
 from .grid_tab import build_grid_tab
 from .pnginfo_tab import build_pnginfo_tab
 from .prompt_tools import script_head
-from .studio import DEMO_PREFIX, Studio
 
 TITLE = "Sote Studio"
 INTRO = (

@@ -13,12 +13,12 @@ from typing import Any
 
 import gradio as gr
 
-from .. import tags
-from ..errors import Cancelled
-from ..presets import CURRENT
-from ..request import MAX_SEED
+from ..core import tags
+from ..core.errors import Cancelled
+from ..core.presets import CURRENT
+from ..core.request import MAX_SEED
+from ..service.studio import Studio
 from .common import Eta, form_updates, named_api, seconds_text, seeds_text, session_id, user_error, wire, wire_stoppable
-from .studio import Studio
 
 FROM_PRESET = "(from each preset)"
 SENT = {"a": "(image sent as A)", "b": "(image sent as B)"}

@@ -15,10 +15,11 @@ from typing import Any
 
 import gradio as gr
 
-from .. import tags
-from ..memory import MODE_HELP, Mode
-from ..request import FIELD_NAMES, MAX_REFERENCES, MAX_STRENGTH, GenerationRequest
-from ..tags import MAX_CHUNKS, TRAINED_CHUNKS
+from ..core import tags
+from ..core.memory import MODE_HELP, Mode
+from ..core.request import FIELD_NAMES, MAX_REFERENCES, MAX_STRENGTH, GenerationRequest
+from ..core.tags import MAX_CHUNKS, TRAINED_CHUNKS
+from ..service.studio import SessionState, Studio
 from .common import (
     RESOLUTIONS,
     Eta,
@@ -35,7 +36,6 @@ from .common import (
     wire,
 )
 from .prompt_tools import attach_prompt_tools, past_chunks_markdown
-from .studio import SessionState, Studio
 
 RANDOM_SEED_LABEL = "Seed (-1 = random)"
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import gradio as gr
 
-from ..compare import AXIS_LABELS
-from ..errors import Cancelled
-from ..request import FIELD_NAMES, GenerationRequest
+from ..core.errors import Cancelled
+from ..core.request import FIELD_NAMES, GenerationRequest
+from ..service.compare import AXIS_LABELS
+from ..service.studio import Studio
 from .common import Eta, named_api, seconds_text, session_id, user_error, values_of, wire_stoppable
-from .studio import Studio
 
 NO_AXIS = "(none)"
 # Grid base controls: the settings people grid around; the rest come from the Generate tab.

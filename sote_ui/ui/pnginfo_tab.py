@@ -6,9 +6,9 @@ from typing import Any
 
 import gradio as gr
 
-from ..request import FIELD_NAMES
+from ..core.request import FIELD_NAMES
+from ..service.studio import Studio
 from .common import form_updates, user_error, wire
-from .studio import Studio
 
 
 def build_pnginfo_tab(studio: Studio, generate: dict[str, Any], tabs: gr.Tabs, generate_tab_id: str) -> dict:

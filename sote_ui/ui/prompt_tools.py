@@ -22,9 +22,9 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from .. import history, tagindex, tags, wildcards
-from ..request import FIELD_NAMES, InputError
-from .studio import Studio
+from ..core import history, tagindex, tags, wildcards
+from ..core.request import FIELD_NAMES, InputError
+from ..service.studio import Studio
 
 SCRIPT = Path(__file__).with_name("prompt_tools.js")
 HISTORY_KEY = "sote-studio-history"

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .request import InputError
+from ..core.request import InputError
 
 MODELS_FILE = Path(__file__).with_name("models.json")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

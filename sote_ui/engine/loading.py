@@ -17,7 +17,7 @@ Example::
 fp8 weights never need more host memory than bf16: each component is read
 tensor by tensor from its files and each layer is quantized as it arrives (the
 bf16 original is dropped at once), and the result is cached on disk
-(:mod:`sote_ui.weight_cache`) so later starts map the fp8 weights directly.
+(:mod:`sote_ui.engine.weight_cache`) so later starts map the fp8 weights directly.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..core.memory import ComponentSizes
 from . import weight_cache
-from .memory import ComponentSizes
 from .models import ModelError, ModelSource, check_ref, is_local
 
 PRIOR_PARTS = ("prior", "text_encoder", "tokenizer", "scheduler")

@@ -32,7 +32,7 @@ from typing import Union
 from .emphasis import check_weights
 from .request import GenerationRequest, InputError
 
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "wildcards"
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "wildcards"
 MAX_DEPTH = 10  # wildcard files referring to wildcard files, this deep at most
 MAX_FILE_BYTES = 1024 * 1024
 FIELDS = ("prompt", "negative_prompt")  # the request fields that may hold templates

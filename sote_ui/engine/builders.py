@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .tags import ALL_KNOWN_TAGS
+from ..core.tags import ALL_KNOWN_TAGS
 
 TINY_HIDDEN = 32
 PRIOR_NAME = "prior"
@@ -202,7 +202,7 @@ def _image_encoder():
 
 
 def _feature_extractor():
-    from .remix import image_processor_class
+    from .references import image_processor_class
 
     return image_processor_class()(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
 

@@ -21,8 +21,16 @@ from typing import Any, Callable
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .metadata import format_parameters
-from .request import DECODER_KEYS, DEFAULT_LIMITS, PRIOR_KEYS, GenerationRequest, InputError, Limits, build_request
+from ..core.metadata import format_parameters
+from ..core.request import (
+    DECODER_KEYS,
+    DEFAULT_LIMITS,
+    PRIOR_KEYS,
+    GenerationRequest,
+    InputError,
+    Limits,
+    build_request,
+)
 
 # What a grid axis can vary, with the label a person reads. ``prompt_sr`` is A1111's "Prompt S/R":
 # the first value is searched for in the prompt and each value replaces it in turn.

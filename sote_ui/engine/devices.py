@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 
-from .memory import DeviceInfo
-from .request import InputError
+from ..core.memory import DeviceInfo
+from ..core.request import InputError
 
 
 def _system_memory() -> tuple[int, int]:

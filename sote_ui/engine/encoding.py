@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .emphasis import parse_emphasis
-from .request import InputError
-from .tags import CHUNK_TOKENS, MAX_CHUNKS, TRAINED_CHUNKS
+from ..core.emphasis import parse_emphasis
+from ..core.request import InputError
+from ..core.tags import CHUNK_TOKENS, MAX_CHUNKS, TRAINED_CHUNKS
 
 CHUNK = CHUNK_TOKENS
 COMMA_LOOKBACK = 20

@@ -1,13 +1,13 @@
 """The generation engine: one object owns the pipelines, the memory mode and the caches.
 
-UI handlers and the CLI build a :class:`~sote_ui.request.GenerationRequest`
+UI handlers and the CLI build a :class:`~sote_ui.core.request.GenerationRequest`
 and call :meth:`Engine.generate`; nothing else touches a pipeline.
 
 Example::
 
     from sote_ui.engine import Engine
-    from sote_ui.metadata import png_info
-    from sote_ui.request import build_request
+    from sote_ui.core.metadata import png_info
+    from sote_ui.core.request import build_request
 
     engine = Engine()                      # the default model; loads on first use
     result = engine.generate(build_request({"prompt": "1girl, solo, smile", "seed": 42}))
@@ -28,9 +28,25 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import __version__, devices
+from .. import __version__
+from ..core.errors import Cancelled, GenerationError
+from ..core.memory import (
+    GiB,
+    Mode,
+    Placement,
+    Plan,
+    Weights,
+    choose_mode,
+    estimate,
+    parse_mode,
+    smaller_mode,
+    unsupported_reason,
+)
+from ..core.metadata import ModelInfo, format_parameters
+from ..core.request import GenerationRequest, InputError, Reference
+from ..core.wildcards import resolve_request
+from . import devices
 from .encoding import TRAINED_CHUNKS, PromptEmbeds, check_chunks, chunk_token_counts, count_tokens, encode_pair
-from .errors import Cancelled, GenerationError
 from .loading import (
     FP8_SKIP,  # noqa: F401  (re-exported: the layers kept out of fp8)
     QUANTO_QTYPES,
@@ -43,22 +59,7 @@ from .loading import (
     quanto_exclude,
     release_memory,
 )
-from .memory import (
-    GiB,
-    Mode,
-    Placement,
-    Plan,
-    Weights,
-    choose_mode,
-    estimate,
-    parse_mode,
-    smaller_mode,
-    unsupported_reason,
-)
-from .metadata import ModelInfo, format_parameters
 from .models import ModelError, ModelSource, default_source
-from .request import GenerationRequest, InputError, Reference
-from .wildcards import resolve_request
 
 
 @dataclass
@@ -460,7 +461,7 @@ class Engine:
     # 2b. Reference images (image remix) ----------------------------------------------
 
     def _hash(self, path: str) -> str:
-        from .remix import content_hash
+        from .references import content_hash
 
         try:
             stat = Path(path).expanduser().stat()
@@ -479,7 +480,7 @@ class Engine:
 
     def _encoder(self):
         if self._image_encoder is None:
-            from .remix import load_image_encoder
+            from .references import load_image_encoder
 
             self._stage = "image encoder"
             encoder = load_image_encoder(self.folders.prior, _dtype(self.plan.compute_dtype))
@@ -494,7 +495,7 @@ class Engine:
 
     def _prepare_references(self, jobs: list[GenerationRequest]) -> None:
         """Encode every reference image the jobs use (once per content), before any denoising."""
-        from .outputs import open_image
+        from ..core.outputs import open_image
 
         for job in jobs:
             for ref, digest in self._active_references(job):

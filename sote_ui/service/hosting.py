@@ -25,7 +25,7 @@ import os
 from dataclasses import replace
 from typing import Any, Callable
 
-from .request import GenerationRequest, Limits
+from ..core.request import GenerationRequest, Limits
 
 SPACES_LIMITS = Limits(max_pixels=2048 * 1152, max_side=2048, max_count=4, max_prior_steps=60,
                        max_decoder_steps=30, max_prompt_chars=4000)

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import hosting
-from ..errors import Cancelled, GenerationError
-from ..metadata import parse_parameters, read_parameters
-from ..outputs import open_image, save_png
-from ..presets import DEFAULT_USER_DIR, SHIPPED_DIR, PresetStore
-from ..request import DEFAULT_LIMITS, REQUEST_KEYS, GenerationRequest, InputError, Limits, build_request
+from ..core.errors import Cancelled, GenerationError
+from ..core.metadata import parse_parameters, read_parameters
+from ..core.outputs import open_image, save_png
+from ..core.presets import DEFAULT_USER_DIR, SHIPPED_DIR, PresetStore
+from ..core.request import DEFAULT_LIMITS, REQUEST_KEYS, GenerationRequest, InputError, Limits, build_request
+from . import hosting
 
 WAITING_CANCELLED = "stopped before it started"
 DEMO_PREFIX = "DEMO MODE: tiny random-weight model, images are noise. "
@@ -108,7 +108,7 @@ class Studio:
     def source(self):
         """Which prior/decoder pair to load (torch-free: a bad --model is reported before serving)."""
         if self._source is None:
-            from ..models import resolve_source
+            from ..engine.models import resolve_source
 
             self._source = resolve_source(self.config.model, self.config.prior, self.config.decoder)
         return self._source
@@ -275,7 +275,7 @@ class Studio:
         """Set how the engine draws stage C; False where no preview is drawn (off, or on ZeroGPU)."""
         if preview == "off" or self._gpu is not None:
             return False
-        from ..previews import KINDS
+        from ..engine.previews import KINDS
 
         if preview not in KINDS:
             raise InputError(f"unknown preview kind {preview!r}; choose one of: {', '.join(KINDS)}")
@@ -357,7 +357,7 @@ class Studio:
 
     def side_request(self, name: str, current: dict[str, Any], overrides: dict[str, Any]) -> GenerationRequest:
         """A preset (or the current settings) with the compare tab's prompt, tags and seed on top."""
-        from ..presets import CURRENT
+        from ..core.presets import CURRENT
 
         overrides = {k: v for k, v in overrides.items() if v is not None and k in REQUEST_KEYS}
         if not name:
@@ -370,7 +370,7 @@ class Studio:
     def compare(self, a: GenerationRequest, b: GenerationRequest, seeds: list[int], session: str = "",
                 on_progress: Callable | None = None) -> tuple[list[tuple[Shot, Shot]], dict[str, Any], str]:
         """Generate both sides for every seed; return saved pairs, the report, and a side-by-side sheet."""
-        from ..compare import compose_grid
+        from .compare import compose_grid
 
         report = self._run("compare", (a, b, seeds), {}, hosting.gpu_seconds([a, b] * len(seeds)), session,
                            on_progress)
@@ -383,7 +383,7 @@ class Studio:
     def grid(self, base: GenerationRequest, x_key: str, x_text: str, y_key: str | None, y_text: str,
              session: str = "", on_progress: Callable | None = None) -> tuple[str, dict[str, Any]]:
         """Run a parameter grid; return the saved grid PNG and a report with the step counts."""
-        from ..compare import axis_terms, parse_values
+        from .compare import axis_terms, parse_values
 
         limits = self.config.limits
         x_values = parse_values(x_key, x_text, limits, base)
