@@ -50,9 +50,9 @@ def tiny_model_dir() -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from sote_ui.service import hosting
+    from sote_ui.core.errors import InputError
     from sote_ui.core.memory import parse_mode
-    from sote_ui.core.request import InputError
+    from sote_ui.service import hosting
     from sote_ui.service.studio import Studio, StudioConfig
     from sote_ui.ui.app import build_demo, launch_options
 

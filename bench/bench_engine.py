@@ -215,9 +215,9 @@ class Ours:
 
         self.engine = Engine(self.source, mode=self.mode, device=self.device.torch_device)
         self.engine.load()
-        work.attach("text_encoder", self.engine._prior_pipe.text_encoder)
-        work.attach("prior", self.engine._prior_pipe.prior)
-        work.attach("decoder", self.engine._decoder_pipe.decoder)
+        work.attach("text_encoder", self.engine.prior_pipe.text_encoder)
+        work.attach("prior", self.engine.prior_pipe.prior)
+        work.attach("decoder", self.engine.decoder_pipe.decoder)
 
     def generate(self, seed: int, count: int, decoder_cfg: float):
         request = replace(self.base, seed=seed, count=count, decoder_cfg=decoder_cfg)
@@ -724,7 +724,7 @@ def prewarm(folders, parts) -> tuple[int, float]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from sote_ui.core.request import InputError
+    from sote_ui.core.errors import InputError
 
     try:
         return run(args)
@@ -741,9 +741,9 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from sote_ui.engine import devices
     from sote_ui.core.memory import choose_mode
     from sote_ui.core.request import build_request
+    from sote_ui.engine import devices
     from sote_ui.engine.loading import DECODER_PARTS, PRIOR_PARTS, component_sizes, fetch
     from sote_ui.engine.models import ModelSource, resolve_source
 

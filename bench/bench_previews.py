@@ -74,7 +74,7 @@ def prior_step(args) -> tuple[float, float, int]:
         request = build_request({"prompt": "1girl, solo, smile", "width": args.width, "height": args.height,
                                  "prior_steps": steps, "decoder_steps": 1, "seed": seed})
         marks: list[float] = []
-        engine._prior_cache.clear()
+        engine.clear_caches()
 
         def progress(p):
             if p.stage == "prior":
@@ -106,7 +106,7 @@ def main() -> None:
     if bool(args.prior) != bool(args.decoder):
         parser.error("give both --prior and --decoder, or neither")
 
-    from sote_ui.engine.facade import PREVIEW_EVERY
+    from sote_ui.engine.previews import PREVIEW_EVERY
 
     costs = decoder_costs(args.repeats)
     print("preview of a 1024x1536 stage-C latent (16 x 36 x 24), median:")

@@ -71,7 +71,7 @@ image.save(out)
 
 WEIGHTS = r"""
 import json, sys, torch
-from sote_ui.engine.facade import weight_bytes
+from sote_ui.engine.loading import weight_bytes
 from sote_ui.engine.loading import Folders, load_components
 from pathlib import Path
 prior_dir, decoder_dir, fp8 = sys.argv[1:4]

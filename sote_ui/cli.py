@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 from .core import tags
-from .core.request import MAX_REFERENCES, MAX_STRENGTH, InputError
+from .core.errors import InputError
+from .core.request import MAX_REFERENCES, MAX_STRENGTH
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1

@@ -11,8 +11,9 @@ from dataclasses import replace
 import pytest
 from PIL import Image
 
+from sote_ui.core.errors import InputError
 from sote_ui.core.metadata import split_parameters
-from sote_ui.core.request import InputError, build_request
+from sote_ui.core.request import build_request
 from sote_ui.service.compare import GRID_KEYS, MAX_GRID_CELLS, compare, compose_grid, grid_jobs, parse_values, run_grid
 
 

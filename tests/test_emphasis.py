@@ -83,14 +83,14 @@ def test_text_without_syntax_is_unchanged(text):
 
 
 def test_escaped_brackets_tokenize_as_the_characters(engine):
-    tokenizer = engine._prior_pipe.tokenizer
+    tokenizer = engine.prior_pipe.tokenizer
     ids, weights = tokenize_weighted(tokenizer, "kanzaki ranko \\(idolmaster\\)")
     assert ids == tokenizer("kanzaki ranko (idolmaster)", add_special_tokens=False).input_ids
     assert weights == [1.0] * len(ids)
 
 
 def test_weights_follow_their_tokens(engine):
-    tokenizer = engine._prior_pipe.tokenizer
+    tokenizer = engine.prior_pipe.tokenizer
     ids, weights = tokenize_weighted(tokenizer, "1girl, (smile:1.5)")
     plain = tokenizer("1girl, ", add_special_tokens=False).input_ids
     smile = tokenizer("smile", add_special_tokens=False).input_ids
@@ -99,7 +99,7 @@ def test_weights_follow_their_tokens(engine):
 
 
 def test_emphasis_scales_the_hidden_states_and_keeps_their_mean(engine):
-    pipe = engine._prior_pipe
+    pipe = engine.prior_pipe
     plain = encode_pair(pipe.tokenizer, pipe.text_encoder, "1girl, smile", "", "cpu")
     weighted = encode_pair(pipe.tokenizer, pipe.text_encoder, "1girl, (smile:1.5)", "", "cpu")
     assert not torch.equal(plain.prompt, weighted.prompt)

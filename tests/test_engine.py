@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from sote_ui.core.errors import Cancelled
+from sote_ui.core.errors import Cancelled, InputError, ModelError
 from sote_ui.core.memory import DeviceInfo, GiB, Mode, Placement, choose_mode
-from sote_ui.core.request import InputError, build_request
+from sote_ui.core.request import build_request
+from sote_ui.engine import Engine
 from sote_ui.engine.encoding import CHUNK, _comma_id, _split, encode_pair, tokenize_weighted
-from sote_ui.engine.facade import Engine, Progress, apply_mode, weight_bytes
-from sote_ui.engine.loading import component_sizes, fetch, load_components
-from sote_ui.engine.models import ModelError, ModelSource
+from sote_ui.engine.loading import component_sizes, fetch, load_components, weight_bytes
+from sote_ui.engine.models import ModelSource
+from sote_ui.engine.placement.pipelines import apply_mode
+from sote_ui.engine.results import Progress
 
 CPU = DeviceInfo("cpu", "cpu", "CPU", 64 * GiB, 32 * GiB, True)
 
@@ -35,8 +37,7 @@ def run(engine, small, **values):
 @pytest.fixture
 def cold(engine):
     """The shared engine with empty caches, so counters show real work."""
-    engine._prior_cache.clear()
-    engine._text_cache.clear()
+    engine.clear_caches()
     return engine
 
 
@@ -72,8 +73,7 @@ def test_one_image(engine, small):
 
 def test_same_request_and_seed_give_the_same_pixels(cold, small, tiny_source):
     first = run(cold, small)
-    cold._prior_cache.clear()
-    cold._text_cache.clear()
+    cold.clear_caches()
     again = run(cold, small)
     assert np.array_equal(first, again)
     other = Engine(tiny_source, mode="fp32", device="cpu")  # a second engine loads its own copy
@@ -138,7 +138,7 @@ def test_count_gives_consecutive_seeds(cold, small):
     assert all(f"Seed: {50 + i}," in item.parameters for i, item in enumerate(result.images))
     assert result.counters.prior_runs == 3 and result.counters.decoder_runs == 3
     for i in range(3):
-        cold._prior_cache.clear()  # recompute each single image from scratch
+        cold.clear_caches()  # recompute each single image from scratch
         single = cold.generate(req(small, seed=50 + i))
         assert np.array_equal(pixels(result, i), pixels(single))
     assert not np.array_equal(pixels(result, 0), pixels(result, 1))
@@ -160,7 +160,7 @@ def _long_prompt(tokenizer, minimum, prefix="very aesthetic, best quality, newes
 
 
 def test_tags_past_77_tokens_change_the_image(engine, small):
-    tokenizer = engine._prior_pipe.tokenizer
+    tokenizer = engine.prior_pipe.tokenizer
     head = _long_prompt(tokenizer, 90)
     a = req(small, prompt=head + ", smile, red eyes")
     b = req(small, prompt=head + ", hat, outdoors, sky")
@@ -175,7 +175,7 @@ def test_tags_past_77_tokens_change_the_image(engine, small):
 @pytest.mark.parametrize("prompt_tokens,negative_tokens,chunks", [(100, 0, 2), (0, 100, 2), (160, 20, 3),
                                                                    (20, 20, 1)])
 def test_prompt_and_negative_get_the_same_number_of_chunks(engine, prompt_tokens, negative_tokens, chunks):
-    pipe = engine._prior_pipe
+    pipe = engine.prior_pipe
     prompt = _long_prompt(pipe.tokenizer, prompt_tokens, prefix="") or "1girl"
     negative = _long_prompt(pipe.tokenizer, negative_tokens, prefix="")
     embeds = encode_pair(pipe.tokenizer, pipe.text_encoder, prompt, negative, "cpu")
@@ -186,7 +186,7 @@ def test_prompt_and_negative_get_the_same_number_of_chunks(engine, prompt_tokens
 
 
 def test_long_prompts_are_cut_at_commas(engine):
-    tokenizer = engine._prior_pipe.tokenizer
+    tokenizer = engine.prior_pipe.tokenizer
     ids, weights = tokenize_weighted(tokenizer, _long_prompt(tokenizer, 200, prefix=""))
     comma = _comma_id(tokenizer)
     chunks = _split(ids, weights, comma)
@@ -206,7 +206,7 @@ def test_long_prompts_are_cut_at_commas(engine):
     ("smile, hat, sky", "lowres"),
 ])
 def test_short_prompts_encode_exactly_like_diffusers(engine, prompt, negative):
-    pipe = engine._prior_pipe
+    pipe = engine.prior_pipe
     ours = encode_pair(pipe.tokenizer, pipe.text_encoder, prompt, negative, "cpu")
     theirs = pipe.encode_prompt(device="cpu", batch_size=1, num_images_per_prompt=1,
                                 do_classifier_free_guidance=True, prompt=prompt, negative_prompt=negative)
@@ -273,7 +273,7 @@ def test_caches_are_bounded(tiny_source, small):
     engine = Engine(tiny_source, mode="fp32", device="cpu", prior_cache_size=2, text_cache_size=2)
     for seed in range(4):
         engine.generate(req(small, seed=seed, prior_steps=1, decoder_steps=1, prompt=f"tag{seed}"))
-    assert len(engine._prior_cache) == 2 and len(engine._text_cache) == 2
+    assert engine.cache_counts()["priors"] == 2 and engine.cache_counts()["texts"] == 2
     c = engine.generate(req(small, seed=0, prior_steps=1, decoder_steps=1, prompt="tag0")).counters
     assert (c.prior_runs, c.text_encodes) == (1, 1)  # evicted, so run again
     c = engine.generate(req(small, seed=3, prior_steps=1, decoder_steps=1, prompt="tag3")).counters
@@ -318,7 +318,7 @@ def test_cancel(cold, small, stop_after):
     result = cold.generate(req(small, count=2, seed=80), on_progress=events.append)
     assert [item.request.seed for item in result.images] == [80, 81]
     assert events[-1].done == events[-1].total
-    cold._prior_cache.clear()
+    cold.clear_caches()
     reference = cold.generate(req(small, count=2, seed=80))
     assert all(np.array_equal(pixels(result, i), pixels(reference, i)) for i in range(2))
 
@@ -333,9 +333,7 @@ def _engine_with(tiny_source, plan, dtype):
     engine.folders = fetch(tiny_source)
     engine.sizes = component_sizes(engine.folders)
     parts = load_components(engine.folders, dtype)
-    engine._prior_pipe, engine._decoder_pipe = apply_mode(parts, plan, "cpu")
-    engine.plan = plan
-    engine.state = "ready"
+    engine.install(parts, plan)
     return engine
 
 
@@ -368,12 +366,12 @@ def test_fp8_quanto_shrinks_the_weights(tiny_source, sizes):
 def test_fp8_layerwise_on_the_cpu(tiny_source, sizes, small):
     plan = dataclasses.replace(choose_mode("fp8", CPU, sizes), fp8_backend="layerwise")
     engine = _engine_with(tiny_source, plan, torch.bfloat16)
-    assert engine._prior_pipe.prior.dtype == torch.bfloat16  # the pipeline's dtype is the compute dtype
-    stored = {p.dtype for p in engine._prior_pipe.prior.parameters()}
+    assert engine.prior_pipe.prior.dtype == torch.bfloat16  # the pipeline's dtype is the compute dtype
+    stored = {p.dtype for p in engine.prior_pipe.prior.parameters()}
     assert torch.float8_e4m3fn in stored
     image = run(engine, small)
     assert image.shape == (256, 256, 3) and image.std() > 0
-    latents = list(engine._prior_cache.values())
+    latents = engine.cached_priors()
     assert len(latents) == 1 and torch.isfinite(latents[0].latents).all()
 
 
@@ -390,7 +388,7 @@ def test_model_offload_on_the_cpu_matches_fp32(tiny_source, sizes, small, engine
     fp32_reference = run(engine, small)
     plan = dataclasses.replace(choose_mode("fp32", CPU, sizes), mode=Mode.OFFLOAD_FP32)
     engine = _engine_with(tiny_source, plan, torch.float32)
-    assert engine._prior_pipe._offload_device is not None  # model CPU offload hooks are in place
+    assert engine.prior_pipe._offload_device is not None  # model CPU offload hooks are in place
     image = run(engine, small)
     difference = np.abs(image.astype(int) - fp32_reference.astype(int))
     # the same computation, so at most a rounding step apart on a handful of pixels
@@ -419,13 +417,13 @@ def test_runtime_mode_switch(tiny_source, small):
     fp32_image = run(engine, small)
     fp8 = engine.set_mode("fp8")
     assert fp8.mode is Mode.FP8 and engine.plan is fp8 and engine.state == "ready"
-    assert not engine._prior_cache and not engine._text_cache  # caches cleared with the old pipelines
+    assert engine.cache_counts()["priors"] == 0 and engine.cache_counts()["texts"] == 0  # caches cleared with the old pipelines
     result = engine.generate(req(small))
     assert (result.counters.text_encodes, result.counters.prior_runs, result.counters.prior_cache_hits) == (1, 1, 0)
     assert "Memory mode: fp8" in result.images[0].parameters
     fp32 = engine.set_mode("fp32")
     assert fp32.mode is Mode.FP32 and engine.plan is fp32
-    assert not engine._prior_cache and not engine._text_cache
+    assert engine.cache_counts()["priors"] == 0 and engine.cache_counts()["texts"] == 0
     after = engine.generate(req(small))
     assert after.counters.prior_runs == 1 and after.counters.prior_cache_hits == 0
     assert np.array_equal(pixels(after), fp32_image)  # a fresh fp32 load draws the same image

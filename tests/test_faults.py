@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from sote_ui.core.errors import GenerationError
+from sote_ui.core.errors import GenerationError, ModelError
 from sote_ui.core.request import build_request
 from sote_ui.engine import Engine
-from sote_ui.engine.models import ModelError, ModelSource
+from sote_ui.engine.models import ModelSource
 from sote_ui.service.studio import Studio, StudioConfig
 
 
@@ -30,7 +30,7 @@ def _fail_on_call(n, make_error):
 
 @pytest.mark.parametrize("stage, module_name", [("prior", "prior"), ("decoder", "decoder"), ("VQGAN", "vqgan")])
 def test_out_of_memory_names_the_stage_and_the_engine_recovers(engine, small, stage, module_name):
-    pipe = engine._prior_pipe if module_name == "prior" else engine._decoder_pipe
+    pipe = engine.prior_pipe if module_name == "prior" else engine.decoder_pipe
     module = getattr(pipe, module_name)
     target = module.up_blocks if module_name == "vqgan" else module  # the VQGAN's decode step
     hook, calls = _fail_on_call(2 if module_name != "vqgan" else 1,
@@ -55,7 +55,7 @@ def test_out_of_memory_names_the_stage_and_the_engine_recovers(engine, small, st
 
 @pytest.mark.parametrize("module_name", ["prior", "decoder"])
 def test_nan_output_is_reported_not_shown(engine, small, module_name):
-    pipe = engine._prior_pipe if module_name == "prior" else engine._decoder_pipe
+    pipe = engine.prior_pipe if module_name == "prior" else engine.decoder_pipe
 
     def to_nan(module, args, output):
         sample = output[0] if isinstance(output, tuple) else output.sample
@@ -110,7 +110,6 @@ def test_a_stop_mid_decoder_evicts_offloaded_models_and_keeps_finished_images(ti
 
     from sote_ui.core.errors import Cancelled
     from sote_ui.core.memory import Mode
-    from sote_ui.engine.facade import apply_mode
     from sote_ui.engine.loading import load_components
 
     engine = Engine(tiny_source, mode="fp32", device="cpu")
@@ -118,12 +117,10 @@ def test_a_stop_mid_decoder_evicts_offloaded_models_and_keeps_finished_images(ti
     # The app refuses offload on a CPU-only machine; build the offload hooks on 'cpu' by hand so the
     # engine's clean-up path runs for real.
     plan = replace(engine.plan, mode=Mode.OFFLOAD_FP32)
-    engine._prior_pipe, engine._decoder_pipe = apply_mode(load_components(engine.folders, torch.float32), plan,
-                                                          "cpu")
-    engine.plan = plan
+    engine.install(load_components(engine.folders, torch.float32), plan)
     evicted = []
-    original = engine._decoder_pipe.maybe_free_model_hooks
-    engine._decoder_pipe.maybe_free_model_hooks = lambda: (evicted.append("decoder"), original())[1]
+    original = engine.decoder_pipe.maybe_free_model_hooks
+    engine.decoder_pipe.maybe_free_model_hooks = lambda: (evicted.append("decoder"), original())[1]
     events = []
     request = build_request({"prompt": "1girl", "width": 256, "height": 256, "prior_steps": 2, "decoder_steps": 3,
                              "seed": 4242, "count": 2})

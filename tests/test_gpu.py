@@ -57,7 +57,7 @@ def test_fp8_modes_run_on_the_gpu_and_stay_close(tiny_source, reference, mode):
 def test_offload_runs_every_prior_before_any_decoder(tiny_source):
     engine = Engine(tiny_source, mode="offload-bf16")
     engine.load()
-    decoder, vqgan = engine._decoder_pipe.decoder, engine._decoder_pipe.vqgan
+    decoder, vqgan = engine.decoder_pipe.decoder, engine.decoder_pipe.vqgan
     where = []
     decode = vqgan.decode
 

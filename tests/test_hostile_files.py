@@ -10,10 +10,10 @@ import threading
 import pytest
 from PIL import Image
 
+from sote_ui.core.errors import InputError
 from sote_ui.core.metadata import parse_pairs, parse_parameters, read_parameters, split_parameters
 from sote_ui.core.outputs import open_image
 from sote_ui.core.presets import PresetStore
-from sote_ui.core.request import InputError
 
 A1111 = ("1girl, solo, smile\nNegative prompt: lowres\nSteps: 28, Sampler: Euler a, CFG scale: 7, Seed: 1234, "
          "Size: 832x1216, Model: anything")

@@ -8,8 +8,9 @@ import types
 
 import pytest
 
-from sote_ui.service import hosting
-from sote_ui.core.request import InputError, build_request
+from sote_ui.core.errors import InputError
+from sote_ui.core.request import build_request
+from sote_ui.service import hosting, jobs
 from sote_ui.service.studio import Studio, StudioConfig
 
 
@@ -43,7 +44,7 @@ def test_not_on_spaces_changes_nothing(monkeypatch):
     config = StudioConfig(outputs="outputs")
     assert hosting.for_environment(config) is config
     assert hosting.server_name(None) == "127.0.0.1"
-    assert hosting.gpu_runner() is None
+    assert jobs.gpu_runner() is None
 
 
 def test_spaces_binds_everywhere_and_limits_requests(monkeypatch):
@@ -80,11 +81,11 @@ def test_zero_gpu_wraps_the_gpu_call_with_a_computed_duration(monkeypatch, fake_
     prior, decoder = tiny_pair
     studio = Studio(StudioConfig(prior=str(prior), decoder=str(decoder), device="cpu", mode="fp32",
                                  outputs=None, presets_dir=None))
-    assert studio._gpu is not None
+    assert studio.on_zero_gpu
     small = {"prompt": "1girl", "width": 256, "height": 256, "prior_steps": 2, "decoder_steps": 2, "seed": 3}
     shots, report = studio.generate(small)
     assert report["seeds"] == [3] and len(shots) == 1
-    assert fake_spaces == [hosting.gpu_seconds([build_request(small)])]
+    assert fake_spaces == [jobs.gpu_seconds([build_request(small)])]
     assert not str(shots[0].path).startswith(str(tmp_path))  # kept in the temporary folder only
 
 
@@ -93,11 +94,11 @@ def test_gpu_seconds_grows_with_work():
     more_steps = build_request({"prompt": "x", "prior_steps": 80})
     bigger = build_request({"prompt": "x", "width": 2048, "height": 1152})
     more_images = build_request({"prompt": "x", "count": 4})
-    seconds = hosting.gpu_seconds([base])
-    assert seconds < hosting.gpu_seconds([more_steps])
-    assert seconds < hosting.gpu_seconds([bigger])
-    assert seconds < hosting.gpu_seconds([more_images])
-    assert hosting.gpu_seconds([more_images] * 50) == hosting.MAX_GPU_SECONDS
+    seconds = jobs.gpu_seconds([base])
+    assert seconds < jobs.gpu_seconds([more_steps])
+    assert seconds < jobs.gpu_seconds([bigger])
+    assert seconds < jobs.gpu_seconds([more_images])
+    assert jobs.gpu_seconds([more_images] * 50) == jobs.MAX_GPU_SECONDS
 
 
 def test_spaces_fix_the_memory_mode_for_all_visitors(monkeypatch, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sote_ui.engine import devices
+from sote_ui.core.errors import InputError
 from sote_ui.core.memory import (
     FULL_SIZE,
     DeviceInfo,
@@ -20,7 +20,7 @@ from sote_ui.core.memory import (
     smaller_mode,
     unsupported_reason,
 )
-from sote_ui.core.request import InputError
+from sote_ui.engine import devices
 
 # SoteDiffusion Wuerstchen3's real parameter counts (the full-size architectures, counted).
 SOTE = FULL_SIZE

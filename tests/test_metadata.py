@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from sote_ui.core import tags
+from sote_ui.core.errors import InputError
 from sote_ui.core.metadata import (
     MAX_PARAMETERS_CHARS,
     ModelInfo,
@@ -22,7 +23,7 @@ from sote_ui.core.metadata import (
     split_parameters,
 )
 from sote_ui.core.outputs import open_image, save_png, unique_path
-from sote_ui.core.request import FIELD_NAMES, InputError, build_request
+from sote_ui.core.request import FIELD_NAMES, build_request
 
 MODEL = ModelInfo("Disty0/sotediffusion-wuerstchen3", "Disty0/sotediffusion-wuerstchen3-alpha1-decoder", "fp8")
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from sote_ui.engine import loading
+from sote_ui.core.errors import ModelError
 from sote_ui.core.request import build_request
-from sote_ui.engine import Engine
+from sote_ui.engine import Engine, loading
 from sote_ui.engine.loading import Folders, check_folder, component_sizes, fetch, load_components
-from sote_ui.engine.models import ModelError, ModelSource, default_source, known_models, resolve_source
+from sote_ui.engine.models import ModelSource, default_source, known_models, resolve_source
 
 SOTE_PRIOR = "Disty0/sotediffusion-wuerstchen3"
 SOTE_DECODER = "Disty0/sotediffusion-wuerstchen3-alpha1-decoder"

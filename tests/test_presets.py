@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from sote_ui.core.errors import InputError
 from sote_ui.core.presets import CURRENT, MAX_PRESET_BYTES, SHIPPED_DIR, PresetStore, atomic_write, check_name
-from sote_ui.core.request import GenerationRequest, InputError, build_request
+from sote_ui.core.request import GenerationRequest, build_request
 
 SHIPPED = {"card-recommended", "fast", "later-decoder-defaults", "secondary-cfg-1.2", "wallpaper"}
 

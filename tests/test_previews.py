@@ -61,7 +61,7 @@ def test_previews_are_off_without_a_listener_or_when_switched_off(fresh):
 
 def test_previews_do_not_change_the_image(fresh):
     plain = fresh.generate(build_request({**SMALL, "seed": 64}))
-    fresh._prior_cache.clear()
+    fresh.clear_caches()
     watched = fresh.generate_many([build_request({**SMALL, "seed": 64})], on_preview=lambda p: None)
     assert np.array_equal(np.asarray(plain.images[0].image), np.asarray(watched.images[0].image))
 
@@ -116,6 +116,6 @@ def test_prior_only_drafts_then_finish_only_the_picked_ones(fresh):
     assert (c.decoder_runs, c.decoder_steps) == (2, 4)
     assert [item.request.seed for item in finished.images] == [71, 73]
     # A finished draft is the image a full run of that seed gives.
-    fresh._prior_cache.clear()
+    fresh.clear_caches()
     full = fresh.generate(build_request({**SMALL, "seed": 73, "prior_steps": 3}))
     assert np.array_equal(np.asarray(full.images[0].image), np.asarray(finished.images[1].image))

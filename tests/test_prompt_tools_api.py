@@ -15,8 +15,8 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
-from sote_ui.core import wildcards
 from sote_ui.cli import main
+from sote_ui.core import wildcards
 from sote_ui.core.metadata import parse_parameters, read_parameters
 
 SMALL = {"width": 128, "height": 128, "prior_steps": 2, "decoder_steps": 1}

@@ -11,9 +11,10 @@ from PIL import Image, PngImagePlugin
 
 from sote_ui.core import tags
 from sote_ui.core.emphasis import MAX_WEIGHT, check_weights, explicit_weights, parse_emphasis, strip_emphasis
+from sote_ui.core.errors import InputError
 from sote_ui.core.metadata import ModelInfo, format_parameters, parse_parameters, read_parameters
 from sote_ui.core.outputs import open_image
-from sote_ui.core.request import InputError, build_request
+from sote_ui.core.request import build_request
 from sote_ui.core.wildcards import has_template
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

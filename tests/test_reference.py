@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from sote_ui.core.request import InputError, build_request
+from sote_ui.core.errors import InputError
+from sote_ui.core.request import build_request
 from sote_ui.core.tags import MAX_CHUNKS, TRAINED_CHUNKS
-from sote_ui.engine.encoding import chunk_token_counts, encode_pair, tokenize_weighted
 from sote_ui.engine import Engine
+from sote_ui.engine.encoding import chunk_token_counts, encode_pair, tokenize_weighted
 
 SMALL = {"width": 256, "height": 256, "prior_steps": 3, "decoder_steps": 2}
 
@@ -23,7 +24,7 @@ SMALL = {"width": 256, "height": 256, "prior_steps": 3, "decoder_steps": 2}
 def _combined(engine):
     from diffusers import StableCascadeCombinedPipeline
 
-    prior, decoder = engine._prior_pipe, engine._decoder_pipe
+    prior, decoder = engine.prior_pipe, engine.decoder_pipe
     pipe = StableCascadeCombinedPipeline(
         tokenizer=prior.tokenizer, text_encoder=prior.text_encoder, decoder=decoder.decoder,
         scheduler=decoder.scheduler, vqgan=decoder.vqgan, prior_prior=prior.prior,
@@ -44,7 +45,7 @@ def test_engine_pixels_equal_the_model_cards_combined_pipeline(engine, prior_cfg
                              "quality": "none", "date": "none", "prior_cfg": prior_cfg, "decoder_cfg": decoder_cfg,
                              "seed": seed})
     assert request.composed_prompt() == prompt
-    engine._prior_cache.clear()
+    engine.clear_caches()
     ours = np.asarray(engine.generate(request).images[0].image)
     theirs = _combined(engine)(
         prompt=prompt, negative_prompt=negative, width=256, height=256, prior_num_inference_steps=3,
@@ -58,11 +59,11 @@ def test_engine_pixels_equal_the_model_cards_combined_pipeline(engine, prior_cfg
 def test_a_reused_prior_gives_the_pixels_of_a_fresh_run(engine):
     base = build_request({**SMALL, "prompt": "1girl, hat", "seed": 41, "prior_cfg": 4.0})
     changed = build_request({**SMALL, "prompt": "1girl, hat", "seed": 41, "prior_cfg": 4.0, "decoder_cfg": 2.0})
-    engine._prior_cache.clear()
+    engine.clear_caches()
     engine.generate(base)
     reused = engine.generate(changed)
     assert reused.images[0].prior_reused and reused.counters.prior_steps == 0
-    engine._prior_cache.clear()
+    engine.clear_caches()
     fresh = engine.generate(changed)
     assert not fresh.images[0].prior_reused
     assert np.array_equal(np.asarray(reused.images[0].image), np.asarray(fresh.images[0].image))
@@ -78,10 +79,10 @@ def test_decoder_noise_is_not_the_priors_noise(engine):
             seen.setdefault(name, args[0].detach().clone() if args else kwargs["sample"].detach().clone())
         return hook
 
-    handles = [engine._prior_pipe.prior.register_forward_pre_hook(capture("prior"), with_kwargs=True),
-               engine._decoder_pipe.decoder.register_forward_pre_hook(capture("decoder"), with_kwargs=True)]
+    handles = [engine.prior_pipe.prior.register_forward_pre_hook(capture("prior"), with_kwargs=True),
+               engine.decoder_pipe.decoder.register_forward_pre_hook(capture("decoder"), with_kwargs=True)]
     try:
-        engine._prior_cache.clear()
+        engine.clear_caches()
         engine.generate(build_request({**SMALL, "prompt": "1girl", "seed": 43, "prior_cfg": 1.0}))
     finally:
         for handle in handles:
@@ -97,7 +98,7 @@ def test_decoder_noise_is_not_the_priors_noise(engine):
 
 def test_an_unguided_prior_is_reused_whatever_the_negative_prompt(engine):
     values = {**SMALL, "prompt": "1girl, sky", "seed": 44, "prior_cfg": 1.0}
-    engine._prior_cache.clear()
+    engine.clear_caches()
     engine.generate(build_request({**values, "negative_prompt": "lowres"}))
     again = engine.generate(build_request({**values, "negative_prompt": "sketch", "prior_cfg": 0.5}))
     assert (again.counters.prior_runs, again.counters.prior_cache_hits) == (0, 1)
@@ -119,7 +120,7 @@ def _tags_of(tokenizer, tokens: int) -> str:
 
 
 def test_long_prompt_embeddings_are_each_chunk_encoded_as_diffusers_does(engine):
-    pipe = engine._prior_pipe
+    pipe = engine.prior_pipe
     tokenizer = pipe.tokenizer
     prompt = _tags_of(tokenizer, 170)
     counts = chunk_token_counts(tokenizer, prompt)
@@ -143,7 +144,7 @@ def test_long_prompt_embeddings_are_each_chunk_encoded_as_diffusers_does(engine)
 
 
 def test_emphasis_is_the_hand_computed_scaling(engine):
-    pipe = engine._prior_pipe
+    pipe = engine.prior_pipe
     tokenizer = pipe.tokenizer
     plain = encode_pair(tokenizer, pipe.text_encoder, "1girl, smile, hat", "", "cpu").prompt[0].double()
     weighted = encode_pair(tokenizer, pipe.text_encoder, "1girl, (smile:1.5), [hat]", "", "cpu").prompt[0].double()
@@ -174,7 +175,7 @@ def test_negative_weights_are_refused_with_a_message():
 
 
 def test_a_prompt_just_under_225_tokens_can_need_four_chunks(engine):
-    tokenizer = engine._prior_pipe.tokenizer
+    tokenizer = engine.prior_pipe.tokenizer
     # Long tags (a made-up word is spelled out letter by letter) cost many tokens at each cut.
     long_tags = ["zqxjkvbwpy zqxjkvbwpy", "1girl", "xkcdqzvwjp", "smile"]
     tags: list[str] = []
@@ -193,7 +194,7 @@ def test_a_prompt_just_under_225_tokens_can_need_four_chunks(engine):
 def test_chunks_past_the_trained_three_warn_and_past_the_cap_are_refused(tiny_source):
     engine = Engine(tiny_source, mode="fp32", device="cpu")
     engine.load()
-    tokenizer = engine._prior_pipe.tokenizer
+    tokenizer = engine.prior_pipe.tokenizer
     four = _tags_of(tokenizer, 240)
     result = engine.generate(build_request({**SMALL, "prompt": four, "seed": 45}))
     assert len(engine.chunk_counts(result.images[0].request.composed_prompt())) > TRAINED_CHUNKS
@@ -207,4 +208,4 @@ def test_chunks_past_the_trained_three_warn_and_past_the_cap_are_refused(tiny_so
     assert (ran.text_encodes, ran.prior_steps, ran.decoder_steps) == (0, 0, 0)  # refused before any work
     with pytest.raises(InputError, match="the negative prompt needs"):
         engine.generate(build_request({**SMALL, "prompt": "1girl", "negative_prompt": huge, "seed": 47}))
-    assert len(engine._text_cache) == 1  # nothing of the refused prompts was cached
+    assert engine.cache_counts()["texts"] == 1  # nothing of the refused prompts was cached

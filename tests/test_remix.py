@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sote_ui.core.errors import InputError, ModelError
 from sote_ui.core.metadata import parse_parameters, read_parameters
-from sote_ui.core.request import MAX_REFERENCES, InputError, build_request
+from sote_ui.core.request import MAX_REFERENCES, build_request
 from sote_ui.engine import Engine
-from sote_ui.engine.models import ModelError, ModelSource
+from sote_ui.engine.models import ModelSource
 from sote_ui.engine.references import FALLBACK_ENCODER
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,9 +69,9 @@ def test_strength_zero_is_exactly_no_reference(remix_engine, refs):
 
 def test_a_reference_changes_the_image_and_is_deterministic(remix_engine, refs):
     plain = _pixels(_run(remix_engine))
-    remix_engine._prior_cache.clear()
+    remix_engine.clear_caches()
     red = _run(remix_engine, images=[str(refs["red"])])
-    remix_engine._prior_cache.clear()
+    remix_engine.clear_caches()
     again = _run(remix_engine, images=[str(refs["red"])])
     assert not np.array_equal(plain, _pixels(red))
     assert np.array_equal(_pixels(red), _pixels(again))
@@ -156,7 +157,7 @@ def test_a_prior_without_an_encoder_uses_the_fallback_offline(empty_hub_cache, i
                                                                remix_pair, refs):
     prior, decoder = tiny_pair  # no image_encoder/ in this prior folder
     engine = Engine(ModelSource(str(prior), str(decoder)), mode="fp32", device="cpu")
-    with pytest.raises(ModelError, match=f"needs {FALLBACK_ENCODER}, which is not in the local cache"):
+    with pytest.raises(ModelError, match=rf"{FALLBACK_ENCODER} \(the image encoder image remix needs\) is not in the local cache"):
         _run(engine, images=[str(refs["red"])])
     assert _run(engine).images[0].image.size == (256, 256)  # text-only generation still works
     # The encoder laid out in the cache as huggingface_hub downloads it: one folder, model + processor.
@@ -169,7 +170,7 @@ def test_a_prior_without_an_encoder_uses_the_fallback_offline(empty_hub_cache, i
     into_hub_cache(empty_hub_cache, FALLBACK_ENCODER, snapshot_files, "e" * 40)
     result = _run(engine, images=[str(refs["red"])])
     assert result.counters.image_encodes == 1
-    assert engine._image_encoder.source == FALLBACK_ENCODER
+    assert engine.image_encoder.source == FALLBACK_ENCODER
     assert "Reference images" in result.images[0].parameters
 
 

@@ -11,13 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sote_ui.core import tags
+from sote_ui.core.errors import InputError
 from sote_ui.core.request import (
     DECODER_KEYS,
     FIELD_NAMES,
     MAX_SEED,
     PRIOR_KEYS,
     GenerationRequest,
-    InputError,
     Limits,
     build_request,
     decoder_only_difference,

@@ -157,7 +157,7 @@ def test_stop_ends_the_running_job_and_frees_the_gpu(served):
     # Every activation the prior makes is watched: after the stop, none may still be alive.
     alive: list[weakref.ref] = []
     studio.wait_loaded(60)
-    hook = studio.engine._prior_pipe.prior.register_forward_hook(
+    hook = studio.engine.prior_pipe.prior.register_forward_hook(
         lambda module, args, output: alive.append(weakref.ref(output[0] if isinstance(output, tuple) else
                                                               output.sample)))
     job = client.submit(prompt="1girl", seed=31, api_name="/generate", **slow)
@@ -245,10 +245,10 @@ def test_the_temporary_folder_goes_at_close_and_stale_ones_at_start(tiny_pair, t
     studio = Studio(StudioConfig(prior=str(tiny_pair[0]), decoder=str(tiny_pair[1]), outputs=None,
                                  presets_dir=str(presets)))
     assert not dead.exists() and not orphan.exists()
-    mine = studio._tmp
+    mine = studio.temp_folder
     assert mine.is_dir() and mine.name.startswith(f"{TEMP_PREFIX}{os.getpid()}-")
     other = Studio(StudioConfig(prior=str(tiny_pair[0]), decoder=str(tiny_pair[1]), outputs=None))
     assert mine.is_dir()  # a live server's folder is left alone
     studio.close()
     other.close()
-    assert not mine.exists() and not other._tmp.exists()
+    assert not mine.exists() and not other.temp_folder.exists()

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from sote_ui.engine import weight_cache
 from sote_ui.cli import main
 from sote_ui.core.request import build_request
-from sote_ui.engine.facade import Engine, weight_bytes
-from sote_ui.engine.loading import Folders, load_components, quanto_exclude
+from sote_ui.engine import Engine, weight_cache
+from sote_ui.engine.loading import Folders, load_components, quanto_exclude, weight_bytes
 
 
 @pytest.fixture
@@ -189,13 +188,13 @@ def test_layerwise_fp8_is_read_tensor_by_tensor_and_runs(tiny_source, tiny_pair,
     engine = Engine(tiny_source, mode="fp8", device="cpu")
     result = engine.generate(build_request(small))
     assert engine.plan.fp8_backend == "layerwise"
-    assert torch.float8_e4m3fn in {p.dtype for p in engine._prior_pipe.prior.parameters()}
+    assert torch.float8_e4m3fn in {p.dtype for p in engine.prior_pipe.prior.parameters()}
     assert np.asarray(result.images[0].image).std() > 0
 
 
 def test_weights_are_read_into_their_own_memory(tiny_pair, tmp_path):
+    from sote_ui.core.errors import ModelError
     from sote_ui.engine.loading import read_tensors
-    from sote_ui.engine.models import ModelError
 
     path = _files(tiny_pair[0] / "prior")[0]
     tensors = list(read_tensors(path))

@@ -7,7 +7,8 @@ from dataclasses import replace
 import pytest
 
 from sote_ui.core import wildcards
-from sote_ui.core.request import GenerationRequest, InputError, build_request
+from sote_ui.core.errors import InputError
+from sote_ui.core.request import GenerationRequest, build_request
 from sote_ui.core.wildcards import Choice, Ref, WildcardStore, has_template, parse
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from .request import InputError
+from .errors import InputError
 
 GiB = 1024**3
 

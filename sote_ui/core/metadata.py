@@ -25,7 +25,8 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin
 
-from .request import MAX_SEED, GenerationRequest, InputError
+from .errors import InputError
+from .request import MAX_SEED, GenerationRequest
 from .tags import decompose_prompt
 
 SAMPLER = "DDPMWuerstchen"

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .request import DEFAULT_LIMITS, REQUEST_KEYS, GenerationRequest, InputError, Limits, build_request
+from .errors import InputError
+from .request import DEFAULT_LIMITS, REQUEST_KEYS, GenerationRequest, Limits, build_request
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "presets"
 DEFAULT_USER_DIR = Path(os.environ.get("SOTE_STUDIO_HOME", Path.home() / ".sote-studio")) / "presets"

@@ -20,6 +20,7 @@ from typing import Any
 
 from . import tags
 from .emphasis import check_weights
+from .errors import InputError
 
 MAX_SEED = 2**32 - 1
 MAX_REFERENCES = 4  # reference images of one request (image remix)
@@ -36,10 +37,6 @@ class Reference:
 
     path: str
     strength: float = 1.0
-
-
-class InputError(ValueError):
-    """Bad user input; the message is one line meant for the user."""
 
 
 @dataclass(frozen=True)
@@ -294,7 +291,6 @@ __all__ = [
     "DEFAULT_LIMITS",
     "FIELD_NAMES",
     "GenerationRequest",
-    "InputError",
     "Limits",
     "PRIOR_KEYS",
     "REFERENCE_KEYS",

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Union
 
 from .emphasis import check_weights
-from .request import GenerationRequest, InputError
+from .errors import InputError
+from .request import GenerationRequest
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "wildcards"
 MAX_DEPTH = 10  # wildcard files referring to wildcard files, this deep at most

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 
+from ..core.errors import InputError
 from ..core.memory import DeviceInfo
-from ..core.request import InputError
 
 
 def _system_memory() -> tuple[int, int]:
@@ -108,19 +108,37 @@ def detect_device(requested: str | None = None) -> DeviceInfo:
     raise InputError(f"unknown device {requested!r}; use auto, cuda, cuda:N, xpu, mps or cpu")
 
 
-def free_memory(device: DeviceInfo) -> None:
-    """Give cached allocator memory back after models are dropped."""
+def free_memory(device: DeviceInfo | None = None) -> None:
+    """Collect garbage and give freed memory back: the accelerator's cached blocks, then the host's heap.
+
+    On the host, glibc keeps the memory of freed tensors for reuse and the
+    process's footprint stays at its peak; ``malloc_trim`` hands it back to
+    the OS (on Linux; musl and others have no ``malloc_trim``).
+    """
+    import ctypes
+    import ctypes.util
     import gc
+    import sys
 
     import torch
 
     gc.collect()
-    if device.kind in ("cuda", "rocm") and torch.cuda.is_available():
+    kind = device.kind if device is not None else "cpu"
+    if kind in ("cuda", "rocm") and torch.cuda.is_available():
         torch.cuda.empty_cache()
-    elif device.kind == "xpu" and hasattr(torch, "xpu") and torch.xpu.is_available():
+    elif kind == "xpu" and hasattr(torch, "xpu") and torch.xpu.is_available():
         torch.xpu.empty_cache()
-    elif device.kind == "mps" and hasattr(torch, "mps"):
+    elif kind == "mps" and hasattr(torch, "mps"):
         torch.mps.empty_cache()
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
 
 
 def refresh(device: DeviceInfo) -> DeviceInfo:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.emphasis import parse_emphasis
-from ..core.request import InputError
+from ..core.errors import InputError
 from ..core.tags import CHUNK_TOKENS, MAX_CHUNKS, TRAINED_CHUNKS
 
 CHUNK = CHUNK_TOKENS

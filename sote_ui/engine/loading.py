@@ -28,19 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..core.errors import ModelError
 from ..core.memory import ComponentSizes
-from . import weight_cache
-from .models import ModelError, ModelSource, check_ref, is_local
+from . import hub, weight_cache
+from .devices import free_memory
+from .models import ModelSource, check_ref, is_local
+from .placement.fp8 import QUANTO_QTYPES, layerwise_skip, quanto_exclude
 
 PRIOR_PARTS = ("prior", "text_encoder", "tokenizer", "scheduler")
 DECODER_PARTS = ("decoder", "scheduler", "vqgan")
 _WEIGHTED = {"prior", "text_encoder", "decoder", "vqgan"}
-
-# Layers kept out of fp8: the UNets' input and output convolutions and the conditioning mappers
-# (Stable Cascade's counterparts of the patch_embed/proj_out layers diffusers keeps by default).
-# They are small, and the prior pipeline reads its dtype from clip_txt_pooled_mapper.
-FP8_SKIP = ("embedding", "clf", "clip_", "effnet_mapper", "pixels_mapper")  # module-name prefixes
-
 
 @dataclass(frozen=True)
 class Folders:
@@ -103,22 +100,8 @@ def check_folder(folder: Path, parts: tuple[str, ...], role: str, variant: str |
 
 
 def _download(repo_id: str, parts: tuple[str, ...], role: str, variant: str | None) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
-
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=_patterns(parts, variant)))
-    except RepositoryNotFoundError:
-        raise ModelError(f"{role} {repo_id} was not found on the Hugging Face Hub; check the id") from None
-    except GatedRepoError:
-        raise ModelError(f"{role} {repo_id} is gated: accept its terms on the Hub and log in (hf auth login)") from None
-    except LocalEntryNotFoundError:
-        raise ModelError(
-            f"{role} {repo_id} is not in the local cache and the Hub can't be reached (offline?); "
-            "connect once to download it, or pass --prior/--decoder folders"
-        ) from None
-    except (HfHubHTTPError, OSError) as exc:
-        raise ModelError(f"downloading {role} {repo_id} failed: {str(exc).splitlines()[0][:160]}") from None
+    return hub.snapshot(repo_id, _patterns(parts, variant), f"{role} {repo_id}",
+                        "connect once to download it, or pass --prior/--decoder folders")
 
 
 def fetch(source: ModelSource) -> Folders:
@@ -189,29 +172,6 @@ def _variant(folder: Path, variant: str | None) -> str | None:
     if variant and any(_is_variant_file(f.name, variant) for f in folder.glob("*.safetensors")):
         return variant
     return None
-
-
-def release_memory() -> None:
-    """Collect garbage and hand freed heap memory back to the OS (glibc's ``malloc_trim``).
-
-    Without the trim, glibc keeps the memory of freed tensors for reuse and the
-    process's footprint stays at its peak.
-    """
-    import ctypes
-    import ctypes.util
-    import gc
-    import sys
-
-    gc.collect()
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # musl and others have no malloc_trim
-        return
-    trim.argtypes = [ctypes.c_size_t]
-    trim(0)
 
 
 def read_tensors(path: Path):
@@ -302,12 +262,6 @@ def _fill(model, files: list[Path], dtype, on_weight=None) -> None:
         raise ModelError(f"{files[0].parent} is incomplete: {len(missing)} weights are missing (first {missing[0]})")
 
 
-# optimum-quanto weight types of the 8-bit backends. On a CPU, int8 weights: torch has a fused
-# int8-weight matmul there, while fp8 weights must be converted to bf16 at every step, and the
-# CPU converts fp8 at ~20 M values/s (minutes per step for the full-size prior).
-QUANTO_QTYPES = {"quanto": "qfloat8", "quanto-int8": "qint8"}
-
-
 def _quanto_component(kind: str, folder: Path, files: list[Path], dtype, exclude: list[str],
                       backend: str = "quanto"):
     """``(module, note)``: the component with 8-bit quanto weights, from the cache or quantized now."""
@@ -352,16 +306,6 @@ def _layerwise_component(kind: str, folder: Path, files: list[Path], dtype, skip
     _fill(model, files, dtype)
     model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype, skip_modules_pattern=skip)
     return model
-
-
-def layerwise_skip() -> tuple[str, ...]:
-    from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
-
-    return tuple(DEFAULT_SKIP_MODULES_PATTERN) + tuple("^" + prefix for prefix in FP8_SKIP)
-
-
-def quanto_exclude(kind: str) -> list[str]:
-    return [] if kind == "text_encoder" else [prefix + "*" for prefix in FP8_SKIP]
 
 
 def load_components(folders: Folders, dtype, fp8: str | None = None,
@@ -438,7 +382,7 @@ def _load_fp8(folders: Folders, dtype, backend: str, say: Callable[[str], None])
             else:
                 say(f"fp8: casting the {kind}")
                 built[kind] = _layerwise_component(kind, folder, files, dtype, layerwise_skip())
-            release_memory()
+            free_memory()
         tokenizer, prior_scheduler, decoder_scheduler, vqgan = _small_parts(folders, dtype)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelError(f"loading the model failed: {str(exc).splitlines()[0][:200]}") from None
@@ -446,3 +390,15 @@ def _load_fp8(folders: Folders, dtype, backend: str, say: Callable[[str], None])
         module.requires_grad_(False)
     return Components(tokenizer, built["text_encoder"], built["prior"], prior_scheduler, built["decoder"],
                       decoder_scheduler, vqgan, fp8=backend, notes=tuple(notes))
+
+
+def weight_bytes(module) -> int:
+    """Bytes the module's weights take as stored (quantized tensors counted by their data and scales)."""
+    total = 0
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        inner = [getattr(tensor, name) for name in ("_data", "_scale") if hasattr(tensor, name)]
+        if inner:
+            total += sum(t.numel() * t.element_size() for t in inner)
+        else:
+            total += tensor.numel() * tensor.element_size()
+    return total

@@ -17,14 +17,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.request import InputError
+from ..core.errors import ModelError
+from . import hub
 
 MODELS_FILE = Path(__file__).with_name("models.json")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-class ModelError(InputError):
-    """The model can't be found or loaded; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -75,8 +72,6 @@ def check_ref(ref: str, role: str) -> str:
 
 def _card_partner(ref: str) -> tuple[str | None, str | None]:
     """(decoder, prior) named in a repo's model card front matter."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
     from huggingface_hub.repocard import metadata_load
 
     if is_local(ref):
@@ -84,15 +79,7 @@ def _card_partner(ref: str) -> tuple[str | None, str | None]:
         if not card.is_file():
             return None, None
     else:
-        try:
-            card = Path(hf_hub_download(ref, "README.md"))
-        except LocalEntryNotFoundError:
-            raise ModelError(
-                f"can't read the model card of {ref}: it is not in the local cache and the Hub can't be reached; "
-                "connect once, or pass --prior and --decoder"
-            ) from None
-        except (HfHubHTTPError, OSError) as exc:
-            raise ModelError(f"can't read the model card of {ref}: {str(exc).splitlines()[0][:120]}") from None
+        card = hub.file(ref, "README.md", f"the model card of {ref}", "connect once, or pass --prior and --decoder")
     meta = metadata_load(card) or {}
 
     def first(value):

@@ -25,11 +25,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .models import ModelError
+from ..core.errors import ModelError
+from . import hub
 
 PREVIEWER_REPO = "stabilityai/stable-cascade"
 PREVIEWER_FILE = "previewer.safetensors"
 KINDS = ("auto", "previewer", "fast", "off")
+PREVIEW_EVERY = 4  # prior steps between two live previews (the last step always gives one)
 SCALE = 8  # both ways draw the latent 8x larger (the previewer's own upsampling)
 
 
@@ -79,18 +81,8 @@ def find_previewer(prior_folder: Path | None) -> Path | None:
 
 def download_previewer() -> Path:
     """Fetch the previewer's weights (about 16 MB) from the Hub, or raise ModelError saying why not."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError
-
-    try:
-        return Path(hf_hub_download(PREVIEWER_REPO, PREVIEWER_FILE))
-    except GatedRepoError:
-        raise ModelError(f"{PREVIEWER_REPO} is gated: accept its license on the Hub and log in (hf auth login) "
-                         "to use its previewer") from None
-    except LocalEntryNotFoundError:
-        raise ModelError(f"the previewer of {PREVIEWER_REPO} is not cached and the Hub can't be reached") from None
-    except (HfHubHTTPError, OSError) as exc:
-        raise ModelError(f"downloading the previewer failed: {str(exc).splitlines()[0][:160]}") from None
+    return hub.file(PREVIEWER_REPO, PREVIEWER_FILE, f"the previewer of {PREVIEWER_REPO}",
+                    "connect once to download it, or use the fast projection")
 
 
 def load_previewer(path: Path) -> Previewer:

@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .models import ModelError
+from ..core.errors import ModelError
+from . import hub
 
 FALLBACK_ENCODER = "openai/clip-vit-large-patch14"
 _ENCODER_FILES = ["config.json", "preprocessor_config.json", "model.safetensors"]
@@ -79,20 +80,10 @@ def _encoder_folder(prior_folder: Path, on_status) -> tuple[Path, Path, str]:
     own, extractor = prior_folder / "image_encoder", prior_folder / "feature_extractor"
     if (own / "config.json").is_file() and (extractor / "preprocessor_config.json").is_file():
         return own, extractor, f"{prior_folder.name}/image_encoder"
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
     if on_status:
         on_status(f"image remix needs a CLIP image encoder: fetching {FALLBACK_ENCODER} (about 1.7 GB, first use only)")
-    try:
-        folder = Path(snapshot_download(FALLBACK_ENCODER, allow_patterns=_ENCODER_FILES))
-    except LocalEntryNotFoundError:
-        raise ModelError(
-            f"image remix needs {FALLBACK_ENCODER}, which is not in the local cache and the Hub can't be reached "
-            "(offline?); connect once to download it, or use a prior folder that has image_encoder/"
-        ) from None
-    except (HfHubHTTPError, OSError) as exc:
-        raise ModelError(f"downloading {FALLBACK_ENCODER} failed: {str(exc).splitlines()[0][:160]}") from None
+    folder = hub.snapshot(FALLBACK_ENCODER, _ENCODER_FILES, f"{FALLBACK_ENCODER} (the image encoder image remix needs)",
+                          "connect once to download it, or use a prior folder that has image_encoder/")
     return folder, folder, FALLBACK_ENCODER
 
 
@@ -123,3 +114,72 @@ def load_image_encoder(prior_folder: Path, dtype: torch.dtype, on_status=None) -
         raise ModelError(f"loading the image encoder {label} failed: {str(exc).splitlines()[0][:200]}") from None
     model.requires_grad_(False)
     return ImageEncoder(model, processor, label)
+
+
+class ReferenceEmbeddings:
+    """The embeddings of a run's reference images, cached by file content; file hashes cached by mtime and size.
+
+    ``encoder()`` gives the image encoder (loaded by the engine on first use).
+    """
+
+    def __init__(self, size: int):
+        from .caches import LruCache
+
+        self._embeds = LruCache(size)  # content hash -> (1, 1, dim) fp32 embedding
+        self._hashes: dict[str, tuple[int, int, str]] = {}  # path -> (mtime_ns, size, sha256)
+
+    def digest(self, path: str) -> str:
+        """The file's content hash (read again only when its mtime or size changed)."""
+        from ..core.errors import InputError
+
+        try:
+            stat = Path(path).expanduser().stat()
+            known = self._hashes.get(path)
+            if known and known[:2] == (stat.st_mtime_ns, stat.st_size):
+                return known[2]
+            digest = content_hash(Path(path).expanduser())
+        except OSError:
+            raise InputError(f"reference image {Path(path).name[:80]!r} can't be read") from None
+        self._hashes[path] = (stat.st_mtime_ns, stat.st_size, digest)
+        return digest
+
+    def active(self, request) -> list[tuple]:
+        """The references that act (strength above 0), each with its content hash."""
+        return [(ref, self.digest(ref.path)) for ref in request.references if ref.strength > 0]
+
+    def prepare(self, jobs, encoder, device) -> int:
+        """Encode every reference image the jobs use (once per content), before any denoising; return how many."""
+        from ..core.errors import InputError
+        from ..core.outputs import open_image
+
+        encoded = 0
+        for job in jobs:
+            for ref, digest in self.active(job):
+                if self._embeds.get(digest) is not None:
+                    continue
+                try:
+                    image = open_image(ref.path)
+                except InputError as exc:
+                    raise InputError(f"reference image {Path(ref.path).name[:80]!r}: {exc}") from None
+                self._embeds.put(digest, encoder().embed(image, device))
+                encoded += 1
+        return encoded
+
+    def conditioning(self, request, device, dtype) -> torch.Tensor | None:
+        """The scaled, concatenated embeddings of the request's active references, or None."""
+        active = self.active(request)
+        if not active:
+            return None
+        embeds = torch.cat([self._embeds.get(digest) * ref.strength for ref, digest in active], dim=1)
+        return embeds.to(device=device, dtype=dtype)
+
+    def note(self, request) -> str:
+        """How the PNG metadata names the references: file name, content hash, strength."""
+        return "; ".join(f"{Path(ref.path).name} sha256:{self.digest(ref.path)[:16]} x{ref.strength:g}"
+                         for ref in request.references)
+
+    def clear(self) -> None:
+        self._embeds.clear()
+
+    def __len__(self) -> int:
+        return len(self._embeds)

@@ -21,16 +21,9 @@ from typing import Any, Callable
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..core.errors import InputError
 from ..core.metadata import format_parameters
-from ..core.request import (
-    DECODER_KEYS,
-    DEFAULT_LIMITS,
-    PRIOR_KEYS,
-    GenerationRequest,
-    InputError,
-    Limits,
-    build_request,
-)
+from ..core.request import DECODER_KEYS, DEFAULT_LIMITS, PRIOR_KEYS, GenerationRequest, Limits, build_request
 
 # What a grid axis can vary, with the label a person reads. ``prompt_sr`` is A1111's "Prompt S/R":
 # the first value is searched for in the prompt and each value replaces it in turn.

@@ -19,18 +19,17 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from ..core.errors import Cancelled, GenerationError
+from ..core.errors import Cancelled, InputError
 from ..core.metadata import parse_parameters, read_parameters
 from ..core.outputs import open_image, save_png
 from ..core.presets import DEFAULT_USER_DIR, SHIPPED_DIR, PresetStore
-from ..core.request import DEFAULT_LIMITS, REQUEST_KEYS, GenerationRequest, InputError, Limits, build_request
-from . import hosting
+from ..core.request import DEFAULT_LIMITS, REQUEST_KEYS, GenerationRequest, Limits, build_request
+from .jobs import WAITING_CANCELLED, JobRunner, gpu_seconds
 
-WAITING_CANCELLED = "stopped before it started"
 DEMO_PREFIX = "DEMO MODE: tiny random-weight model, images are noise. "
 
 
@@ -61,18 +60,6 @@ class Shot:
     job: int = 0  # which run of the session made it (the gallery groups a batch in seed order)
 
 
-@dataclass
-class SessionState:
-    """Per-browser-session values (kept in gr.State, never shared between users)."""
-
-    shots: list[Shot] = field(default_factory=list)
-    last_seed: int | None = None
-    selected: int | None = None  # index into shots
-    jobs: int = 0
-    order: list[int] = field(default_factory=list)  # shots' indices as the gallery shows them
-    draft_values: dict[str, Any] | None = None  # the settings the last drafts were made with
-
-
 class Studio:
     """Everything the UI needs, behind plain-Python methods."""
 
@@ -89,14 +76,21 @@ class Studio:
         self._status = "the model is not loaded yet; it loads on start or on the first Generate"
         self._status_lock = threading.Lock()
         self._loader: threading.Thread | None = None
-        self._stops: dict[str, threading.Event] = {}
-        self._cancel_waiting: dict[str, int] = {}  # jobs of a session to drop when they leave the queue
-        self._jobs_lock = threading.Lock()
+        self.jobs = JobRunner()
         self.presets.clean_orphans()  # temporary files of a save that was interrupted
         remove_stale_temp_folders()
         self._tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-"))
         atexit.register(self.close)
-        self._gpu = hosting.gpu_runner()  # spaces.GPU on ZeroGPU, None elsewhere
+
+    @property
+    def temp_folder(self) -> Path:
+        """This server's temporary folder (drafts, and images when no outputs folder is kept)."""
+        return self._tmp
+
+    @property
+    def on_zero_gpu(self) -> bool:
+        """True on a ZeroGPU Space: jobs run inside ``spaces.GPU``, with no progress, previews or Stop."""
+        return self.jobs.on_zero_gpu
 
     def close(self) -> None:
         """Remove this server's temporary folder (the images kept only there go with it)."""
@@ -194,24 +188,12 @@ class Studio:
         return build_request(values, limits=self.config.limits)
 
     def stop(self, session: str, waiting: int = 0) -> bool:
-        """Stop the session's running job after the current step, and drop its ``waiting`` queued jobs.
-
-        The queue hands jobs out in order, so the next ``waiting`` jobs this
-        session starts are the ones that were waiting when Stop was pressed:
-        each of them ends at once with :class:`Cancelled` instead of running.
-        """
-        with self._jobs_lock:
-            if waiting > 0:
-                self._cancel_waiting[session] = self._cancel_waiting.get(session, 0) + waiting
-            event = self._stops.get(session)
-        if event is not None:
-            event.set()
-        return event is not None or waiting > 0
+        """Stop the session's running job after the current step, and drop its ``waiting`` queued jobs."""
+        return self.jobs.stop(session, waiting)
 
     def forget(self, session: str) -> None:
         """Drop what the studio keeps for a closed browser session."""
-        with self._jobs_lock:
-            self._cancel_waiting.pop(session, None)
+        self.jobs.forget(session)
 
     def device_word(self) -> str:
         """'GPU' or 'CPU', for messages about what was freed."""
@@ -241,7 +223,7 @@ class Studio:
         waited = False
         options = self._preview_options(on_preview, preview)
         try:
-            result = self._run("generate", (requests,), options, hosting.gpu_seconds(requests), session,
+            result = self._run("generate", (requests,), options, gpu_seconds(requests), session,
                                on_progress)
             images, counters, stopped, warnings = result.images, result.counters, False, result.warnings
         except Cancelled as exc:  # images finished before Stop are kept
@@ -273,7 +255,7 @@ class Studio:
 
     def _use_preview_kind(self, preview: str) -> bool:
         """Set how the engine draws stage C; False where no preview is drawn (off, or on ZeroGPU)."""
-        if preview == "off" or self._gpu is not None:
+        if preview == "off" or self.on_zero_gpu:
             return False
         from ..engine.previews import KINDS
 
@@ -292,7 +274,7 @@ class Studio:
         request = self.request_from(values).with_seed()
         self._use_preview_kind(preview)
         started = time.perf_counter()
-        result = self._run("generate", ([request],), {"prior_only": True}, hosting.gpu_seconds([request]), session,
+        result = self._run("generate", ([request],), {"prior_only": True}, gpu_seconds([request]), session,
                            on_progress)
         drafts = []
         for draft in result.drafts:
@@ -310,30 +292,8 @@ class Studio:
 
     def _run(self, task: str, args: tuple, kwargs: dict, seconds: int, session: str,
              on_progress: Callable | None):
-        """Run a GPU job for ``session``: inside spaces.GPU on ZeroGPU, directly elsewhere.
-
-        Stop works from the moment the job is asked for, also while the model
-        is still loading.
-        """
-        stop = threading.Event()
-        with self._jobs_lock:
-            if self._cancel_waiting.get(session, 0) > 0:  # Stop was pressed while this job waited
-                self._cancel_waiting[session] -= 1
-                if not self._cancel_waiting[session]:
-                    del self._cancel_waiting[session]
-                raise Cancelled(WAITING_CANCELLED)
-            self._stops[session] = stop
-        try:
-            engine = self._ensure_engine()
-            if stop.is_set():
-                raise Cancelled()
-            if self._gpu is not None:
-                hosting.register_engine(engine)
-                return self._gpu(task, args, kwargs, seconds)
-            return hosting.run_task(task, args, kwargs, engine, on_progress, stop.is_set)
-        finally:
-            with self._jobs_lock:
-                self._stops.pop(session, None)
+        """Run a GPU job for ``session`` once the engine is loaded (see :class:`JobRunner`)."""
+        return self.jobs.run(task, args, kwargs, seconds, session, self._ensure_engine, on_progress)
 
     def set_mode(self, mode: str) -> str:
         """Switch memory mode without restarting: the old mode's memory is freed first."""
@@ -372,7 +332,7 @@ class Studio:
         """Generate both sides for every seed; return saved pairs, the report, and a side-by-side sheet."""
         from .compare import compose_grid
 
-        report = self._run("compare", (a, b, seeds), {}, hosting.gpu_seconds([a, b] * len(seeds)), session,
+        report = self._run("compare", (a, b, seeds), {}, gpu_seconds([a, b] * len(seeds)), session,
                            on_progress)
         pairs = [(self._keep(item_a), self._keep(item_b)) for item_a, item_b in report.pairs]
         sheet = compose_grid([[x.image, y.image] for x, y in report.pairs], ["A", "B"],
@@ -395,7 +355,7 @@ class Studio:
             terms["y_terms"] = axis_terms(y_key, y_text)
         cells = len(x_values) * max(1, len(y_values))
         grid = self._run("grid", (base, x_key, x_values, y_key, y_values), {"limits": limits, **terms},
-                         hosting.gpu_seconds([base] * cells), session, on_progress)
+                         gpu_seconds([base] * cells), session, on_progress)
         path = save_png(grid.image, grid.parameters, self._output_path(base.seed).with_suffix(".grid.png"))
         report = {
             "cells": cells,
@@ -440,12 +400,3 @@ def remove_stale_temp_folders() -> list[str]:
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder.name)
     return removed
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line for the user, whatever went wrong."""
-    if isinstance(exc, (InputError, GenerationError)):
-        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if isinstance(exc, Cancelled):
-        return "stopped"
-    return f"unexpected error: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"

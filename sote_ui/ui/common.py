@@ -20,8 +20,8 @@ from typing import Any, Callable
 
 import gradio as gr
 
+from ..core.errors import describe_error
 from ..core.request import FIELD_NAMES
-from ..service.studio import describe_error
 
 SIDE_STEP = 128
 RESOLUTIONS = [

@@ -19,7 +19,7 @@ from ..core import tags
 from ..core.memory import MODE_HELP, Mode
 from ..core.request import FIELD_NAMES, MAX_REFERENCES, MAX_STRENGTH, GenerationRequest
 from ..core.tags import MAX_CHUNKS, TRAINED_CHUNKS
-from ..service.studio import SessionState, Studio
+from ..service.studio import Studio
 from .common import (
     RESOLUTIONS,
     Eta,
@@ -36,6 +36,7 @@ from .common import (
     wire,
 )
 from .prompt_tools import attach_prompt_tools, past_chunks_markdown
+from .session import SessionState
 
 RANDOM_SEED_LABEL = "Seed (-1 = random)"
 

@@ -23,7 +23,8 @@ from typing import Any, Callable
 import gradio as gr
 
 from ..core import history, tagindex, tags, wildcards
-from ..core.request import FIELD_NAMES, InputError
+from ..core.errors import InputError
+from ..core.request import FIELD_NAMES
 from ..service.studio import Studio
 
 SCRIPT = Path(__file__).with_name("prompt_tools.js")

@@ -1,0 +1,50 @@
+"""8-bit weights: optimum-quanto (``qfloat8``, or ``qint8`` on CPUs) or diffusers' layerwise fp8 casting.
+
+The loader (:mod:`sote_ui.engine.loading`) builds 8-bit components tensor by
+tensor and caches them; :func:`to_fp8` converts components that were loaded
+in bf16 (the plain ``apply_mode`` path).
+"""
+
+from __future__ import annotations
+
+# Layers kept out of fp8: the UNets' input and output convolutions and the conditioning mappers
+# (Stable Cascade's counterparts of the patch_embed/proj_out layers diffusers keeps by default).
+# They are small, and the prior pipeline reads its dtype from clip_txt_pooled_mapper.
+FP8_SKIP = ("embedding", "clf", "clip_", "effnet_mapper", "pixels_mapper")  # module-name prefixes
+
+# optimum-quanto weight types of the 8-bit backends. On a CPU, int8 weights: torch has a fused
+# int8-weight matmul there, while fp8 weights must be converted to bf16 at every step, and the
+# CPU converts fp8 at ~20 M values/s (minutes per step for the full-size prior).
+QUANTO_QTYPES = {"quanto": "qfloat8", "quanto-int8": "qint8"}
+
+
+def layerwise_skip() -> tuple[str, ...]:
+    """diffusers' layerwise-casting skip patterns plus ours."""
+    from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
+
+    return tuple(DEFAULT_SKIP_MODULES_PATTERN) + tuple("^" + prefix for prefix in FP8_SKIP)
+
+
+def quanto_exclude(kind: str) -> list[str]:
+    """optimum-quanto's ``exclude`` patterns for one component."""
+    return [] if kind == "text_encoder" else [prefix + "*" for prefix in FP8_SKIP]
+
+
+def to_fp8(parts, backend: str, compute_dtype) -> None:
+    """Give ``parts`` (loaded in bf16) 8-bit weights with ``backend`` ("quanto", "quanto-int8" or "layerwise")."""
+    import torch
+
+    from ..devices import free_memory
+
+    if backend in QUANTO_QTYPES:
+        from optimum.quanto import freeze, qtypes, quantize
+
+        for kind in ("text_encoder", "prior", "decoder"):
+            module = getattr(parts, kind)
+            quantize(module, weights=qtypes[QUANTO_QTYPES[backend]], exclude=quanto_exclude(kind) or None)
+            freeze(module)
+            free_memory()
+    else:
+        for module in (parts.prior, parts.decoder):
+            module.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute_dtype,
+                                            skip_modules_pattern=layerwise_skip())

@@ -1,0 +1,145 @@
+"""The GPU job runner: one home for running work on the engine, queued or inside ZeroGPU's worker.
+
+A job is a task name (``generate``, ``compare``, ``grid``) and its plain-data
+arguments. :class:`JobRunner` runs it for a browser session: Stop reaches it
+between steps (also while the model still loads), and jobs a session left
+waiting in the queue end at once when Stop was pressed. On ZeroGPU the job
+runs inside ``spaces.GPU`` in a worker process, its duration estimated from
+steps, size and image count.
+
+No torch, no gradio: the engine is handed in.
+
+Example::
+
+    runner = JobRunner()
+    result = runner.run("generate", ([request],), {}, gpu_seconds([request]), session="abc",
+                        engine=lambda: engine)
+    runner.stop("abc")                      # from another thread: the job ends after its current step
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+from ..core.errors import Cancelled
+from ..core.request import GenerationRequest
+from . import hosting
+
+MAX_GPU_SECONDS = 300
+WAITING_CANCELLED = "stopped before it started"
+
+
+def gpu_seconds(requests: list[GenerationRequest]) -> int:
+    """A generous estimate of GPU seconds for ``requests`` on a ZeroGPU H200 slice."""
+    total = 10.0
+    for request in requests:
+        scale = request.width * request.height / (1024 * 1536)
+        prior = request.prior_steps * 0.12 * (2 if request.prior_cfg > 1 else 1)
+        decoder = request.decoder_steps * 0.25 * (2 if request.decoder_cfg > 1 else 1)
+        total += request.count * ((prior + decoder) * scale + 1.5)
+    return int(min(MAX_GPU_SECONDS, total * 1.5))
+
+
+def run_task(task: str, args: tuple, kwargs: dict, engine, on_progress: Callable | None = None,
+             should_stop: Callable | None = None) -> Any:
+    """Run one GPU job on ``engine``: ``generate`` (engine.generate_many), ``compare`` or ``grid``."""
+    if task == "generate":
+        return engine.generate_many(*args, on_progress=on_progress, should_stop=should_stop, **kwargs)
+    from .compare import compare, run_grid
+
+    work = {"compare": compare, "grid": run_grid}[task]
+    return work(engine, *args, on_progress=on_progress, should_stop=should_stop, **kwargs)
+
+
+# ZeroGPU runs the decorated function in a worker process and pickles its arguments, so they are
+# plain data (the task's name and its requests); the engine is reached through this module.
+_ENGINE = None
+
+
+def register_engine(engine) -> None:
+    global _ENGINE
+    _ENGINE = engine
+
+
+def _gpu_seconds_of(task: str, args: tuple, kwargs: dict, seconds: int) -> int:
+    return seconds
+
+
+def _run_on_gpu(task: str, args: tuple, kwargs: dict, seconds: int) -> Any:
+    return run_task(task, args, kwargs, _ENGINE)
+
+
+def gpu_runner() -> Callable[[str, tuple, dict, int], Any] | None:
+    """On ZeroGPU, ``run(task, args, kwargs, seconds)`` inside ``spaces.GPU``; elsewhere None.
+
+    There is no progress or stop inside the GPU worker: callbacks can't cross processes.
+    """
+    if not hosting.zero_gpu():
+        return None
+    import spaces
+
+    return spaces.GPU(duration=_gpu_seconds_of)(_run_on_gpu)
+
+
+class JobRunner:
+    """Runs GPU jobs for browser sessions, with Stop per session."""
+
+    def __init__(self):
+        self._stops: dict[str, threading.Event] = {}
+        self._cancel_waiting: dict[str, int] = {}  # jobs of a session to drop when they leave the queue
+        self._lock = threading.Lock()
+        self._gpu = gpu_runner()  # spaces.GPU on ZeroGPU, None elsewhere
+
+    @property
+    def on_zero_gpu(self) -> bool:
+        """True where jobs run inside ZeroGPU's worker (no progress, previews or Stop reach them there)."""
+        return self._gpu is not None
+
+    def run(self, task: str, args: tuple, kwargs: dict, seconds: int, session: str, engine: Callable[[], Any],
+            on_progress: Callable | None = None) -> Any:
+        """Run ``task`` for ``session`` on the engine ``engine()`` gives (it may wait for loading).
+
+        Stop works from the moment the job is asked for, also while the model
+        is still loading. Raises :class:`Cancelled` if Stop came first.
+        """
+        stop = threading.Event()
+        with self._lock:
+            if self._cancel_waiting.get(session, 0) > 0:  # Stop was pressed while this job waited
+                self._cancel_waiting[session] -= 1
+                if not self._cancel_waiting[session]:
+                    del self._cancel_waiting[session]
+                raise Cancelled(WAITING_CANCELLED)
+            self._stops[session] = stop
+        try:
+            loaded = engine()
+            if stop.is_set():
+                raise Cancelled()
+            if self._gpu is not None:
+                register_engine(loaded)
+                return self._gpu(task, args, kwargs, seconds)
+            return run_task(task, args, kwargs, loaded, on_progress, stop.is_set)
+        finally:
+            with self._lock:
+                self._stops.pop(session, None)
+
+    def stop(self, session: str, waiting: int = 0) -> bool:
+        """Stop the session's running job after the current step, and drop its ``waiting`` queued jobs.
+
+        The queue hands jobs out in order, so the next ``waiting`` jobs this
+        session starts are the ones that were waiting when Stop was pressed:
+        each of them ends at once with :class:`Cancelled` instead of running.
+        Returns False when there was nothing to stop.
+        """
+        with self._lock:
+            if waiting > 0:
+                self._cancel_waiting[session] = self._cancel_waiting.get(session, 0) + waiting
+            event = self._stops.get(session)
+        if event is not None:
+            event.set()
+        return event is not None or waiting > 0
+
+    def forget(self, session: str) -> None:
+        """Drop what is kept for a closed browser session."""
+        with self._lock:
+            self._cancel_waiting.pop(session, None)
