@@ -18,7 +18,7 @@ from pathlib import Path
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from sote_ui.cli import add_model_flags
-    from sote_ui.core.presets import DEFAULT_USER_DIR
+    from sote_ui.core.presets import default_user_dir
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=None, help="port (default 7860 or $GRADIO_SERVER_PORT)")
     parser.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
     parser.add_argument("--auth", default=None, help="require a login, given as user:password")
-    parser.add_argument("--presets-dir", default=str(DEFAULT_USER_DIR), help="where user presets are saved")
+    parser.add_argument("--presets-dir", default=str(default_user_dir()), help="where user presets are saved")
     parser.add_argument("--outputs", default="outputs", help="where images are saved ('' to keep none)")
     parser.add_argument("--demo", action="store_true", help="run on the tiny random-weight model (images are noise)")
     parser.add_argument("--queue-size", type=int, default=20, help="jobs allowed to wait for the GPU")

@@ -121,9 +121,9 @@ def _request_values(args: argparse.Namespace) -> dict:
 
 
 def _store(presets_dir):
-    from .core.presets import DEFAULT_USER_DIR, PresetStore
+    from .core.presets import PresetStore, default_user_dir
 
-    return PresetStore(user_dir=Path(presets_dir).expanduser() if presets_dir else DEFAULT_USER_DIR)
+    return PresetStore(user_dir=Path(presets_dir).expanduser() if presets_dir else default_user_dir())
 
 
 def _output_paths(out: str, seeds: list[int]) -> list[Path]:

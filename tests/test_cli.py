@@ -28,7 +28,7 @@ def model_flags(tiny_pair):
 @pytest.fixture
 def cli(capsys, tmp_path, monkeypatch):
     """Run main([...]) and return (exit code, stdout, stderr); presets go to a private folder."""
-    monkeypatch.setattr("sote_ui.core.presets.DEFAULT_USER_DIR", tmp_path / "user-presets")
+    monkeypatch.setenv("SOTE_STUDIO_HOME", str(tmp_path / "home"))
 
     def call(*argv: str):
         try:

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from sote_ui.core.errors import InputError
-from sote_ui.core.presets import CURRENT, MAX_PRESET_BYTES, SHIPPED_DIR, PresetStore, atomic_write, check_name
+from sote_ui.core.files import atomic_write
+from sote_ui.core.presets import CURRENT, MAX_PRESET_BYTES, SHIPPED_DIR, PresetStore, check_name
 from sote_ui.core.request import GenerationRequest, build_request
 
 SHIPPED = {"card-recommended", "fast", "later-decoder-defaults", "secondary-cfg-1.2", "wallpaper"}

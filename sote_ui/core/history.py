@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-from .presets import atomic_write
+from .files import atomic_write, user_home
 from .request import FIELD_NAMES
 
 MAX_ENTRIES = 200  # unstarred entries kept
@@ -35,7 +34,7 @@ SKIPPED = ("seed", "count")  # a history entry is a prompt with its look, not on
 
 
 def default_path() -> Path:
-    return Path(os.environ.get("SOTE_STUDIO_HOME", Path.home() / ".sote-studio")).expanduser() / "history.json"
+    return user_home() / "history.json"
 
 
 def entry_id(prompt: str, negative_prompt: str) -> str:

@@ -17,8 +17,8 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError
+from .files import atomic_write
 from .metadata import png_bytes
-from .presets import atomic_write
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 64 * 1024 * 1024

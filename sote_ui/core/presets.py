@@ -17,24 +17,29 @@ Example::
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .files import TMP_SUFFIX, atomic_write, user_home
 from .request import DEFAULT_LIMITS, REQUEST_KEYS, GenerationRequest, Limits, build_request
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "presets"
-DEFAULT_USER_DIR = Path(os.environ.get("SOTE_STUDIO_HOME", Path.home() / ".sote-studio")) / "presets"
 CURRENT = "(current settings)"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _\-.]{0,63}$")
 _META_KEYS = {"description"}
 MAX_PRESET_BYTES = 64 * 1024
 MAX_PRESET_DEPTH = 16  # a preset is flat; this leaves room, and keeps the JSON parser out of deep recursion
-_TMP_SUFFIX = ".tmp"
+
+
+_HOME = object()  # PresetStore's default user folder: $SOTE_STUDIO_HOME/presets, read when the store is made
+
+
+def default_user_dir() -> Path:
+    """Where user presets are saved: ``$SOTE_STUDIO_HOME/presets``."""
+    return user_home() / "presets"
 
 
 def nesting_depth(text: str) -> int:
@@ -108,10 +113,10 @@ def read_preset(path: Path, shipped: bool, limits: Limits = DEFAULT_LIMITS) -> P
 class PresetStore:
     """Shipped presets (read-only) plus a user folder (save, delete)."""
 
-    def __init__(self, shipped_dir: Path | None = SHIPPED_DIR, user_dir: Path | None = DEFAULT_USER_DIR,
+    def __init__(self, shipped_dir: Path | None = SHIPPED_DIR, user_dir: Path | None | object = _HOME,
                  limits: Limits = DEFAULT_LIMITS):
         self.shipped_dir = Path(shipped_dir) if shipped_dir else None
-        self.user_dir = Path(user_dir) if user_dir else None
+        self.user_dir = default_user_dir() if user_dir is _HOME else Path(user_dir) if user_dir else None
         self.limits = limits
 
     def load(self) -> tuple[dict[str, Preset], list[str]]:
@@ -140,7 +145,7 @@ class PresetStore:
         removed: list[str] = []
         if self.user_dir is None or not self.user_dir.is_dir():
             return removed
-        for path in self.user_dir.glob(".*.json.*" + _TMP_SUFFIX):
+        for path in self.user_dir.glob(".*.json.*" + TMP_SUFFIX):
             try:
                 path.unlink()
                 removed.append(path.name)
@@ -196,33 +201,3 @@ class PresetStore:
         if path is None or not path.is_file():
             raise InputError(f"no user preset named {name!r}")
         path.unlink()
-
-
-def atomic_write(path: Path, data: bytes, *, overwrite: bool = False) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder.
-
-    A crash mid-write leaves any old file intact. Without ``overwrite`` an
-    existing file is never replaced (the final link fails instead).
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # fails if the name was taken meanwhile
-            except FileExistsError:
-                raise InputError(f"{path.name} exists already; nothing was overwritten") from None
-            except OSError:  # a file system without hard links
-                if path.exists():
-                    raise InputError(f"{path.name} exists already; nothing was overwritten") from None
-                os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path

@@ -22,7 +22,6 @@ Example::
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from dataclasses import dataclass, replace
@@ -31,6 +30,7 @@ from typing import Union
 
 from .emphasis import check_weights
 from .errors import InputError
+from .files import user_home
 from .request import GenerationRequest
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "wildcards"
@@ -44,7 +44,7 @@ _WILDCARD = re.compile(rf"__({_NAME})__")
 
 def user_dir() -> Path:
     """The user's wildcard folder (next to the presets folder)."""
-    return Path(os.environ.get("SOTE_STUDIO_HOME", Path.home() / ".sote-studio")).expanduser() / "wildcards"
+    return user_home() / "wildcards"
 
 
 # A parsed template: text pieces, wildcard references and choices (lists of alternatives).

@@ -36,6 +36,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.files import atomic_write
+
 FORMAT = 1
 SUBDIR = "fp8"
 
@@ -174,8 +176,8 @@ def _map(path: Path) -> dict:
     return tensors
 
 
-def _write(tensors: dict, path: Path) -> None:
-    """Write ``tensors`` as a .safetensors file whose every tensor starts on a 64-byte boundary.
+def _write(tensors: dict, handle) -> None:
+    """Write ``tensors`` to the open file ``handle`` as a .safetensors file whose every tensor starts on a 64-byte boundary.
 
     A valid safetensors file (any reader loads it): the gaps are filled by
     small ``__pad`` uint8 tensors, and the header by spaces, as the format allows.
@@ -199,28 +201,13 @@ def _write(tensors: dict, path: Path) -> None:
         offset += size
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-(8 + len(text)) % ALIGN)
-    with open(path, "wb") as handle:
-        handle.write(struct.pack("<Q", len(text)))
-        handle.write(text)
-        for item in layout:
-            if isinstance(item, bytes):
-                handle.write(item)
-            elif item.numel():
-                handle.write(memoryview(item.detach().contiguous().reshape(-1).view(torch.uint8).numpy()))
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _atomic_write(target: Path, write) -> None:
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
+    handle.write(struct.pack("<Q", len(text)))
+    handle.write(text)
+    for item in layout:
+        if isinstance(item, bytes):
+            handle.write(item)
+        elif item.numel():
+            handle.write(memoryview(item.detach().contiguous().reshape(-1).view(torch.uint8).numpy()))
 
 
 def save(key: EntryKey, module, root: Path | None = None) -> int:
@@ -237,17 +224,12 @@ def save(key: EntryKey, module, root: Path | None = None) -> int:
     weights.parent.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.contiguous() for name, tensor in module.state_dict().items()}
     qmap = quantization_map(module)
-    temporary = weights.with_name(f".{weights.name}.{os.getpid()}.tmp")
-    try:
-        _write(state, temporary)
-        os.replace(temporary, weights)
-    finally:
-        temporary.unlink(missing_ok=True)
+    atomic_write(weights, lambda handle: _write(state, handle), overwrite=True)
     size = weights.stat().st_size
     meta = {"digest": key.digest, "component": key.component, "source": key.source, "flavour": key.flavour,
             "bytes": size,
             "tensors": len(state), "quantization_map": qmap, "format": FORMAT}
-    _atomic_write(description, lambda handle: handle.write(json.dumps(meta, indent=1).encode()))
+    atomic_write(description, json.dumps(meta, indent=1).encode(), overwrite=True)
     for other in entries(root):
         if (other.stem != key.stem and other.component == key.component and other.source == key.source
                 and other.flavour == key.flavour):

@@ -19,14 +19,14 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from ..core.errors import Cancelled, InputError
 from ..core.metadata import parse_parameters, read_parameters
 from ..core.outputs import open_image, save_png
-from ..core.presets import DEFAULT_USER_DIR, SHIPPED_DIR, PresetStore
+from ..core.presets import SHIPPED_DIR, PresetStore, default_user_dir
 from ..core.request import DEFAULT_LIMITS, REQUEST_KEYS, GenerationRequest, Limits, build_request
 from .jobs import WAITING_CANCELLED, JobRunner, gpu_seconds
 
@@ -41,7 +41,7 @@ class StudioConfig:
     mode: str = "auto"
     device: str | None = None
     outputs: str | None = "outputs"  # None: keep images in a temporary folder only
-    presets_dir: str | None = str(DEFAULT_USER_DIR)
+    presets_dir: str | None = field(default_factory=lambda: str(default_user_dir()))
     shipped_presets: str | None = str(SHIPPED_DIR)
     limits: Limits = DEFAULT_LIMITS
     demo: bool = False

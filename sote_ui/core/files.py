@@ -1,0 +1,63 @@
+"""The user's folder and the one way files are written (atomically) in the whole app.
+
+``SOTE_STUDIO_HOME`` (default ``~/.sote-studio``) holds presets, wildcards and
+the prompt history; it is read when asked for, never at import, so a test or a
+server can point it elsewhere at any time.
+
+Example::
+
+    atomic_write(user_home() / "presets" / "mine.json", b"{}")          # never replaces a file
+    atomic_write(path, lambda handle: handle.write(b"..."), overwrite=True)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+from .errors import InputError
+
+TMP_SUFFIX = ".tmp"  # temporary files are ``.NAME.<random>.tmp`` beside their target
+
+
+def user_home() -> Path:
+    """The user's Sote Studio folder: ``$SOTE_STUDIO_HOME``, else ``~/.sote-studio`` (not created here)."""
+    return Path(os.environ.get("SOTE_STUDIO_HOME") or Path.home() / ".sote-studio").expanduser()
+
+
+def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None], *, overwrite: bool = False) -> Path:
+    """Write ``data`` (bytes, or a function that writes to the open file) to ``path`` through a temporary file.
+
+    The temporary file sits in the same folder and is synced before it takes
+    the name, so a crash or a full disk mid-write leaves any old file intact
+    and no partial file behind (an ``OSError`` still reaches the caller).
+    Without ``overwrite`` an existing file is never replaced (the final link
+    fails instead, with an :class:`InputError`).
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if callable(data):
+                data(handle)
+            else:
+                handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if the name was taken meanwhile
+            except FileExistsError:
+                raise InputError(f"{path.name} exists already; nothing was overwritten") from None
+            except OSError:  # a file system without hard links
+                if path.exists():
+                    raise InputError(f"{path.name} exists already; nothing was overwritten") from None
+                os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
