@@ -28,7 +28,7 @@ from sote_ui.core.memory import (
 )
 from sote_ui.engine.builders import build_full_pair, full_models
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from PIL import Image
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = ROOT / "docs" / "screenshot.png"
 # Without these, headless Chromium keeps trying to reach Google's services and can hang here.

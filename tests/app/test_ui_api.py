@@ -549,7 +549,7 @@ def test_importing_the_ui_does_not_import_torch_or_diffusers(tmp_path):
         "built = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]\n"
         "print(json.dumps({'import': imported, 'build': built}))\n"
     )
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root)}
     done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
                           timeout=120)

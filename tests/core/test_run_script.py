@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUN_SH = ROOT / "run.sh"
 RUN_BAT = ROOT / "run.bat"
 BASH = shutil.which("bash")

@@ -15,7 +15,7 @@ from PIL import Image
 from sote_ui.cli import main
 from sote_ui.core.metadata import parse_parameters, read_parameters
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--width", "256", "--height", "256", "--prior-steps", "2", "--decoder-steps", "2", "--quiet"]
 
 

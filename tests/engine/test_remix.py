@@ -19,7 +19,7 @@ from sote_ui.engine import Engine
 from sote_ui.engine.models import ModelSource
 from sote_ui.engine.references import FALLBACK_ENCODER
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"prompt": "1girl, solo", "width": 256, "height": 256, "prior_steps": 3, "decoder_steps": 2, "seed": 5}
 
 

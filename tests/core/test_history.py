@@ -84,7 +84,7 @@ def test_the_prompt_modules_import_neither_torch_nor_gradio():
     code = ("import sys\nimport sote_ui.core.tagindex, sote_ui.core.wildcards, sote_ui.core.history\n"
             "sote_ui.core.tagindex.suggest('long h')\n"
             "print(sorted(m for m in ('torch', 'gradio', 'diffusers') if m in sys.modules))\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
