@@ -1,4 +1,13 @@
-"""Shared fixtures: the tiny random-weight Stable Cascade pair, built once per run."""
+"""Fixtures for the whole suite, and markers by folder.
+
+Folders: ``core`` (pure, no torch), ``engine`` (the tiny random-weight pair through diffusers), ``app``
+(Studio, CLI, the app served in-process), ``browser`` (Chromium), ``launcher`` (installs packages).
+Each test gets its folder's marker, so ``-m core`` runs the quick ones alone.
+
+The tiny pair is built once per run. The shared engine is loaded once and its caches are emptied
+before each test; a served app has a studio (and an engine) of its own per module, its caches
+emptied before each test too, so no test depends on what another one cached.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from support import SMALL, make_studio, serve_app
 
 # Tests never reach the Hub; the real loading code runs on the tiny pair.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -16,6 +26,23 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 # fp8 loads write their weight cache here, not in the user's cache folder.
 os.environ["SOTE_CACHE"] = tempfile.mkdtemp(prefix="sote-test-cache-")
 atexit.register(shutil.rmtree, os.environ["SOTE_CACHE"], True)
+
+TESTS = Path(__file__).resolve().parent
+FOLDER_MARKERS = {"core": "core", "engine": "engine", "app": "app", "browser": "browser", "launcher": "launcher"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        try:
+            folder = Path(str(item.path)).resolve().relative_to(TESTS).parts[0]
+        except ValueError:
+            continue
+        if folder in FOLDER_MARKERS:
+            item.add_marker(FOLDER_MARKERS[folder])
+
+
+# 1. The tiny pair and an engine on it ------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -35,8 +62,8 @@ def tiny_source(tiny_pair):
 
 
 @pytest.fixture(scope="session")
-def engine(tiny_source):
-    """One loaded engine on the CPU in fp32, shared by tests that only generate."""
+def loaded_engine(tiny_source):
+    """One engine on the CPU in fp32, loaded once for the run."""
     from sote_ui.engine import Engine
 
     eng = Engine(tiny_source, mode="fp32", device="cpu")
@@ -45,10 +72,40 @@ def engine(tiny_source):
 
 
 @pytest.fixture
+def engine(loaded_engine):
+    """The loaded engine with its caches emptied (prompts, priors, reference images): every count
+    and every reuse a test sees comes from the test itself."""
+    loaded_engine.clear_caches()
+    return loaded_engine
+
+
+@pytest.fixture
 def small():
-    """Request values that keep the tiny model fast."""
-    return {"prompt": "1girl, solo", "width": 256, "height": 256, "prior_steps": 3, "decoder_steps": 2,
-            "seed": 1234}
+    """Request values that keep the tiny model fast (a copy of ``support.SMALL``)."""
+    return dict(SMALL)
+
+
+# 2. Files ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def refs(tmp_path_factory):
+    """Reference images for image remix: red and blue (320x200), a copy of red under another name,
+    and a text file named like a PNG."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("refs")
+    paths = {}
+    for name, colour in (("red", (230, 20, 20)), ("blue", (20, 40, 230))):
+        image = Image.new("RGB", (320, 200), colour)
+        image.paste((250, 250, 250), (40, 40, 120, 160))
+        paths[name] = folder / f"{name}.png"
+        image.save(paths[name])
+    paths["red-copy"] = folder / "same-pixels-other-name.png"
+    shutil.copyfile(paths["red"], paths["red-copy"])
+    paths["text"] = folder / "notes.png"
+    paths["text"].write_text("not an image")
+    return paths
 
 
 @pytest.fixture
@@ -80,3 +137,42 @@ def into_hub_cache():
         return snapshot
 
     return put
+
+
+# 3. The app served in-process (app/ and browser/) -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def studio_home(tmp_path_factory):
+    """A user folder of the module's own (SOTE_STUDIO_HOME: wildcards, presets, the prompt history)."""
+    folder = tmp_path_factory.mktemp("studio-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SOTE_STUDIO_HOME", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def served_studio(tiny_pair, studio_home):
+    """The studio the module's server serves: its own engine on the tiny pair (CPU, fp32), outputs and
+    presets in the module's user folder. A module that needs another one defines this fixture."""
+    return make_studio(tiny_pair, studio_home)
+
+
+@pytest.fixture(scope="module")
+def live_app(served_studio):
+    """``served_studio`` served in-process for the whole module (``support.serve_app``)."""
+    with serve_app(served_studio) as served:
+        yield served
+
+
+@pytest.fixture
+def app(live_app):
+    """The module's live app with its engine's caches emptied: what a test counts or reuses is its own."""
+    live_app.studio.engine.clear_caches()
+    return live_app
+
+
+@pytest.fixture
+def client(app):
+    """The module's gradio_client session on the live app."""
+    return app.client
