@@ -1,8 +1,10 @@
-"""Which tags fall past the third 75-token chunk, found with the encoder's own split (tiny model's tokenizer)."""
+"""Which tags fall past the third 75-token chunk, and the line under the prompt that names them (the
+split is a stand-in here; tests/engine/test_engine.py finds them with the tiny model's encoder)."""
 
 from __future__ import annotations
 
-from sote_ui.ui.prompt_tools import past_chunks_markdown, tags_past_trained
+from sote_ui.core.suggestions import tags_past_trained
+from sote_ui.ui.generate.prompt_box import past_chunks_markdown
 
 
 def fake_counts(text: str) -> list[int]:
@@ -29,14 +31,3 @@ def test_the_tags_past_the_third_chunk_are_the_tail():
     assert len(fake_counts(", ".join(parts[:len(kept) + 1]))) == 4
     line = past_chunks_markdown(text, fake_counts, shown=3)
     assert f"({len(past)} tags" in line and "`t45`" in line and f"and {len(past) - 3} more" in line
-
-
-def test_with_the_encoders_split(engine):
-    parts = [f"{word} {i}" for i, word in enumerate(["long hair", "blue eyes", "school uniform", "smile"] * 20)]
-    text = ", ".join(parts)
-    assert len(engine.chunk_counts(text)) > 3
-    past = tags_past_trained(text, engine.chunk_counts)
-    kept = parts[:len(parts) - len(past)]
-    assert past and past == parts[len(kept):]
-    assert len(engine.chunk_counts(", ".join(kept))) <= 3
-    assert len(engine.chunk_counts(", ".join(parts[:len(kept) + 1]))) > 3

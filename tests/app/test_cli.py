@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sote_ui.cli import main
+from sote_ui.cli import build_parser, main
 from sote_ui.core.metadata import parse_parameters, read_parameters
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -281,3 +281,9 @@ def test_process_presets(tmp_path):
     assert done.returncode == 0 and done.stderr == ""
     assert [line.split()[0] for line in done.stdout.splitlines()] == [
         "card-recommended", "fast", "later-decoder-defaults", "secondary-cfg-1.2", "wallpaper"]
+
+
+def test_full_builder_is_reachable_from_the_cli():
+    args = build_parser().parse_args(["make-tiny", "--full", "somewhere"])
+    assert args.full and args.folder == "somewhere"
+    assert build_parser().parse_args(["make-tiny", "x"]).full is False

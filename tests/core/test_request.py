@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from dataclasses import replace
@@ -9,12 +10,15 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import SMALL
 
 from sote_ui.core import tags
 from sote_ui.core.errors import InputError
+from sote_ui.core.presets import PresetStore
 from sote_ui.core.request import (
     DECODER_KEYS,
     FIELD_NAMES,
+    MAX_REFERENCES,
     MAX_SEED,
     PRIOR_KEYS,
     GenerationRequest,
@@ -201,3 +205,33 @@ def test_any_input_gives_a_valid_request_or_a_one_line_input_error(values):
     validate(req)  # what build_request returns always passes validation
     assert isinstance(req.width, int) and isinstance(req.prior_cfg, float)
     assert req.composed_prompt().strip()
+
+
+# --- reference images (image remix) ---------------------------------------------------------------
+
+REMIX = {**SMALL, "seed": 5}
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"images": ["/nowhere/ref.png"]}, "reference image 'ref.png' does not exist"),
+    ({"images": ["RED"], "image_strengths": 2.5}, "image strength must be between 0 and 2"),
+    ({"images": ["RED"], "image_strengths": "nan"}, "image_strengths must be a finite number"),
+    ({"images": ["RED", "RED"], "image_strengths": [1, 1, 1]}, "3 image strengths for 2 reference images"),
+    ({"images": ["RED"] * (MAX_REFERENCES + 1)}, f"at most {MAX_REFERENCES}"),
+    ({"images": [""]}, "must be a file path"),
+])
+def test_bad_references_are_refused_with_a_message(refs, values, message):
+    values = {k: [str(refs["red"]) if v == "RED" else v for v in val] if k == "images" else val
+              for k, val in values.items()}
+    with pytest.raises(InputError, match=message):
+        build_request({**REMIX, **values})
+
+
+def test_presets_may_name_references_or_none(refs, tmp_path):
+    store = PresetStore(user_dir=tmp_path / "presets")
+    store.save("with-ref", build_request({**REMIX, "images": [str(refs["red"])], "image_strengths": 0.7}))
+    store.save("plain", build_request(REMIX))
+    saved = json.loads((tmp_path / "presets" / "plain.json").read_text())
+    assert "images" not in saved and "image_strengths" not in saved
+    request = store.request("with-ref")
+    assert [(r.path, r.strength) for r in request.references] == [(str(refs["red"]), 0.7)]

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from support import pixels
 
 from sote_ui.core.errors import Cancelled, InputError, ModelError
 from sote_ui.core.memory import DeviceInfo, GiB, Mode, Placement, choose_mode
@@ -26,19 +27,8 @@ def req(small, **values):
     return build_request({**small, **values})
 
 
-def pixels(result, index=0):
-    return np.asarray(result.images[index].image)
-
-
 def run(engine, small, **values):
     return pixels(engine.generate(req(small, **values)))
-
-
-@pytest.fixture
-def cold(engine):
-    """The shared engine with empty caches, so counters show real work."""
-    engine.clear_caches()
-    return engine
 
 
 # --- basics ---------------------------------------------------------------------------
@@ -71,10 +61,10 @@ def test_one_image(engine, small):
     assert result.seconds > 0 and item.seconds > 0
 
 
-def test_same_request_and_seed_give_the_same_pixels(cold, small, tiny_source):
-    first = run(cold, small)
-    cold.clear_caches()
-    again = run(cold, small)
+def test_same_request_and_seed_give_the_same_pixels(engine, small, tiny_source):
+    first = run(engine, small)
+    engine.clear_caches()
+    again = run(engine, small)
     assert np.array_equal(first, again)
     other = Engine(tiny_source, mode="fp32", device="cpu")  # a second engine loads its own copy
     assert np.array_equal(first, run(other, small))
@@ -131,15 +121,15 @@ def test_negative_prompt_is_unused_without_guidance(engine, small):
                               run(engine, small, negative_prompt="lowres, sketch", prior_cfg=1.0, decoder_cfg=3.0))
 
 
-def test_count_gives_consecutive_seeds(cold, small):
-    result = cold.generate(req(small, count=3, seed=50))
+def test_count_gives_consecutive_seeds(engine, small):
+    result = engine.generate(req(small, count=3, seed=50))
     assert [item.request.seed for item in result.images] == [50, 51, 52]
     assert all(item.request.count == 1 for item in result.images)
     assert all(f"Seed: {50 + i}," in item.parameters for i, item in enumerate(result.images))
     assert result.counters.prior_runs == 3 and result.counters.decoder_runs == 3
     for i in range(3):
-        cold.clear_caches()  # recompute each single image from scratch
-        single = cold.generate(req(small, seed=50 + i))
+        engine.clear_caches()  # recompute each single image from scratch
+        single = engine.generate(req(small, seed=50 + i))
         assert np.array_equal(pixels(result, i), pixels(single))
     assert not np.array_equal(pixels(result, 0), pixels(result, 1))
 
@@ -216,28 +206,41 @@ def test_short_prompts_encode_exactly_like_diffusers(engine, prompt, negative):
         assert torch.allclose(mine, reference, atol=1e-6, rtol=0)
 
 
+def test_the_tags_past_the_third_chunk_by_the_encoders_split(engine):
+    from sote_ui.core.suggestions import tags_past_trained
+
+    parts = [f"{word} {i}" for i, word in enumerate(["long hair", "blue eyes", "school uniform", "smile"] * 20)]
+    text = ", ".join(parts)
+    assert len(engine.chunk_counts(text)) > 3
+    past = tags_past_trained(text, engine.chunk_counts)
+    kept = parts[:len(parts) - len(past)]
+    assert past and past == parts[len(kept):]
+    assert len(engine.chunk_counts(", ".join(kept))) <= 3
+    assert len(engine.chunk_counts(", ".join(parts[:len(kept) + 1]))) > 3
+
+
 # --- caches and counters --------------------------------------------------------------
 
 
-def test_an_identical_request_reuses_text_and_prior(cold, small):
-    first = cold.generate(req(small))
+def test_an_identical_request_reuses_text_and_prior(engine, small):
+    first = engine.generate(req(small))
     assert (first.counters.text_encodes, first.counters.prior_runs, first.counters.prior_steps) == (1, 1, 3)
     assert (first.counters.prior_cache_hits, first.counters.text_cache_hits) == (0, 0)
     assert not first.images[0].prior_reused
-    second = cold.generate(req(small))
+    second = engine.generate(req(small))
     c = second.counters
     assert (c.prior_cache_hits, c.prior_steps, c.prior_runs, c.text_cache_hits, c.text_encodes) == (1, 0, 0, 1, 0)
     assert (c.decoder_runs, c.decoder_steps) == (1, 2)
     assert second.images[0].prior_reused
     assert np.array_equal(pixels(first), pixels(second))
-    assert cold.counters.prior_cache_hits >= 1  # the engine's totals add up the calls
+    assert engine.counters.prior_cache_hits >= 1  # the engine's totals add up the calls
 
 
 @pytest.mark.parametrize("change", [{"decoder_cfg": 3.0}, {"decoder_steps": 3}, {"decoder_cfg": 2.0,
                                                                                    "decoder_steps": 1}])
-def test_decoder_only_changes_reuse_the_prior(cold, small, change):
-    base = cold.generate(req(small))
-    changed = cold.generate(req(small, **change))
+def test_decoder_only_changes_reuse_the_prior(engine, small, change):
+    base = engine.generate(req(small))
+    changed = engine.generate(req(small, **change))
     c = changed.counters
     assert (c.prior_runs, c.prior_steps, c.prior_cache_hits) == (0, 0, 1)
     assert c.decoder_steps == change.get("decoder_steps", 2)
@@ -246,19 +249,19 @@ def test_decoder_only_changes_reuse_the_prior(cold, small, change):
 
 @pytest.mark.parametrize("change", [{"prior_cfg": 4.0}, {"prior_steps": 2}, {"seed": 99}, {"prompt": "1boy"},
                                     {"negative_prompt": "lowres"}, {"width": 384}])
-def test_prior_changes_rerun_the_prior(cold, small, change):
-    cold.generate(req(small))
-    c = cold.generate(req(small, **change)).counters
+def test_prior_changes_rerun_the_prior(engine, small, change):
+    engine.generate(req(small))
+    c = engine.generate(req(small, **change)).counters
     assert (c.prior_runs, c.prior_cache_hits) == (1, 0)
     assert c.prior_steps == change.get("prior_steps", 3)
     text_changed = "prompt" in change or "negative_prompt" in change
     assert (c.text_encodes, c.text_cache_hits) == ((1, 0) if text_changed else (0, 1))
 
 
-def test_generate_many_shares_the_prior(cold, small):
+def test_generate_many_shares_the_prior(engine, small):
     events = []
     a, b = req(small, decoder_cfg=1.0), req(small, decoder_cfg=3.0, decoder_steps=3)
-    result = cold.generate_many([a, b], on_progress=events.append)
+    result = engine.generate_many([a, b], on_progress=events.append)
     c = result.counters
     assert (c.prior_runs, c.prior_steps, c.prior_cache_hits) == (1, 3, 1)
     assert (c.decoder_runs, c.decoder_steps, c.text_encodes) == (2, 5, 1)
@@ -283,9 +286,9 @@ def test_caches_are_bounded(tiny_source, small):
 # --- progress and cancelling ----------------------------------------------------------
 
 
-def test_progress_events(cold, small):
+def test_progress_events(engine, small):
     events: list[Progress] = []
-    cold.generate(req(small, count=2, seed=70), on_progress=events.append)
+    engine.generate(req(small, count=2, seed=70), on_progress=events.append)
     per_image = 3 + 2
     assert len(events) == 2 * per_image
     assert all(e.total == 2 * per_image and e.images == 2 for e in events)
@@ -296,30 +299,30 @@ def test_progress_events(cold, small):
     assert [e.image for e in events] == [0] * per_image + [1] * per_image
 
 
-def test_progress_skips_a_cached_prior(cold, small):
-    cold.generate(req(small))
+def test_progress_skips_a_cached_prior(engine, small):
+    engine.generate(req(small))
     events = []
-    cold.generate(req(small), on_progress=events.append)
+    engine.generate(req(small), on_progress=events.append)
     assert [(e.stage, e.done, e.total) for e in events] == [("decoder", 1, 2), ("decoder", 2, 2)]
 
 
 @pytest.mark.parametrize("stop_after", [0, 1, 3, 4, 6])
-def test_cancel(cold, small, stop_after):
+def test_cancel(engine, small, stop_after):
     seen = []
 
     def should_stop():
         return len(seen) >= stop_after
 
     with pytest.raises(Cancelled):
-        cold.generate(req(small, count=2, seed=80), on_progress=seen.append, should_stop=should_stop)
+        engine.generate(req(small, count=2, seed=80), on_progress=seen.append, should_stop=should_stop)
     assert len(seen) == stop_after  # it stops right after the step that asked
     # the engine works afterwards, and no half-finished prior was cached
     events = []
-    result = cold.generate(req(small, count=2, seed=80), on_progress=events.append)
+    result = engine.generate(req(small, count=2, seed=80), on_progress=events.append)
     assert [item.request.seed for item in result.images] == [80, 81]
     assert events[-1].done == events[-1].total
-    cold.clear_caches()
-    reference = cold.generate(req(small, count=2, seed=80))
+    engine.clear_caches()
+    reference = engine.generate(req(small, count=2, seed=80))
     assert all(np.array_equal(pixels(result, i), pixels(reference, i)) for i in range(2))
 
 

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from support import SMALL
 
 from sote_ui.core.errors import GenerationError, ModelError
 from sote_ui.core.request import build_request
@@ -92,8 +93,7 @@ def test_a_failed_load_leaves_the_app_serving(tiny_pair, tmp_path):
     # Fixing the folder and switching mode reloads without a restart.
     shutil.copy(prior / "prior" / "config.json", broken / "prior" / "config.json")
     studio.set_mode("fp32")
-    shots, report = studio.generate({"prompt": "1girl", "width": 256, "height": 256, "prior_steps": 2,
-                                     "decoder_steps": 2, "seed": 5})
+    shots, report = studio.generate({**SMALL, "prompt": "1girl", "prior_steps": 2, "seed": 5})
     assert report["seeds"] == [5] and len(shots) == 1
 
 
@@ -122,8 +122,8 @@ def test_a_stop_mid_decoder_evicts_offloaded_models_and_keeps_finished_images(ti
     original = engine.decoder_pipe.maybe_free_model_hooks
     engine.decoder_pipe.maybe_free_model_hooks = lambda: (evicted.append("decoder"), original())[1]
     events = []
-    request = build_request({"prompt": "1girl", "width": 256, "height": 256, "prior_steps": 2, "decoder_steps": 3,
-                             "seed": 4242, "count": 2})
+    request = build_request({**SMALL, "prompt": "1girl", "prior_steps": 2, "decoder_steps": 3, "seed": 4242,
+                             "count": 2})
     with pytest.raises(Cancelled) as info:
         engine.generate(request, on_progress=events.append,
                         should_stop=lambda: bool(events) and events[-1].image == 1 and events[-1].stage == "decoder")

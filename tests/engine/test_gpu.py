@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from support import SMALL, pixels
 
 from sote_ui.core.request import build_request
 from sote_ui.engine import Engine
@@ -15,18 +16,18 @@ from sote_ui.engine import Engine
 HAS_GPU = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA, ROCm or XPU GPU")]
 
-REQUEST = {"prompt": "1girl, solo", "width": 256, "height": 256, "prior_steps": 3, "decoder_steps": 2,
-           "seed": 77, "prior_cfg": 4, "decoder_cfg": 1.5}
+REQUEST = {**SMALL, "seed": 77, "prior_cfg": 4, "decoder_cfg": 1.5}
 
 
-def _pixels(engine) -> np.ndarray:
-    return np.asarray(engine.generate(build_request(REQUEST)).images[0].image, dtype=np.int16)
+def _image(engine, **changes) -> np.ndarray:
+    """The pixels of REQUEST (with ``changes``) as int16, so that differences can go below zero."""
+    return pixels(engine.generate(build_request({**REQUEST, **changes}))).astype(np.int16)
 
 
 @pytest.fixture(scope="module")
 def reference(tiny_source):
     engine = Engine(tiny_source, mode="bf16")
-    pixels = _pixels(engine)
+    pixels = _image(engine)
     engine.unload()
     return pixels
 
@@ -34,7 +35,7 @@ def reference(tiny_source):
 @pytest.mark.parametrize("mode", ["offload-bf16", "sequential-bf16"])
 def test_offload_modes_match_all_on_gpu(tiny_source, reference, mode):
     engine = Engine(tiny_source, mode=mode)
-    pixels = _pixels(engine)
+    pixels = _image(engine)
     assert engine.plan.mode.value == mode
     # Same weights, same seeds: only kernel-order noise may differ.
     assert np.abs(pixels - reference).mean() < 2.0
@@ -43,13 +44,13 @@ def test_offload_modes_match_all_on_gpu(tiny_source, reference, mode):
 @pytest.mark.parametrize("mode", ["fp8", "offload-fp8"])
 def test_fp8_modes_run_on_the_gpu_and_stay_close(tiny_source, reference, mode):
     engine = Engine(tiny_source, mode=mode)
-    pixels = _pixels(engine)
+    pixels = _image(engine)
     assert engine.plan.fp8_backend in ("quanto", "layerwise")
     assert pixels.shape == reference.shape
     assert pixels.std() > 0
     # fp8 weights change the pixels a little, not the picture: far closer to the bf16 image of the
     # same seed than to another seed's image.
-    other = np.asarray(engine.generate(build_request({**REQUEST, "seed": 78})).images[0].image, dtype=np.int16)
+    other = _image(engine, seed=78)
     assert np.abs(pixels - reference).mean() < 0.5 * np.abs(other - reference).mean()
 
 

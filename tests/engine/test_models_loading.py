@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from support import SMALL
 
 from sote_ui.core.errors import ModelError
 from sote_ui.core.request import build_request
@@ -155,8 +156,7 @@ def test_the_default_model_from_a_hugging_face_cache_offline(empty_hub_cache, in
 
     engine = Engine(mode="fp32", device="cpu")  # the default model
     assert engine.source == default_source()
-    result = engine.generate(build_request({"prompt": "1girl, solo", "width": 256, "height": 256,
-                                            "prior_steps": 2, "decoder_steps": 2, "seed": 3}))
+    result = engine.generate(build_request({**SMALL, "prior_steps": 2, "seed": 3}))
     image = result.images[0]
     assert image.image.size == (256, 256)
     assert np.asarray(image.image).std() > 0

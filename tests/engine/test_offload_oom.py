@@ -9,6 +9,7 @@ import weakref
 import numpy as np
 import pytest
 import torch
+from support import SMALL, pixels
 
 from sote_ui.core.errors import GenerationError
 from sote_ui.core.memory import Mode
@@ -16,7 +17,7 @@ from sote_ui.core.request import build_request
 from sote_ui.engine import Engine
 from sote_ui.engine.loading import load_components
 
-REQUEST = {"prompt": "1girl, solo", "width": 256, "height": 256, "prior_steps": 2, "decoder_steps": 2, "seed": 900}
+REQUEST = {**SMALL, "prior_steps": 2, "seed": 900}
 
 
 def _offloaded(tiny_source) -> Engine:
@@ -92,7 +93,7 @@ def test_offload_order_keeps_each_seed_reproducible(tiny_source):
         offloaded.clear_caches()  # each image's prior computed again, alone
         alone = offloaded.generate(build_request({**REQUEST, "seed": 900 + i}))
         assert alone.counters.prior_runs == 1
-        assert np.array_equal(np.asarray(image.image), np.asarray(alone.images[0].image)), i
+        assert np.array_equal(pixels(image.image), pixels(alone)), i
 
 
 def test_all_on_the_device_finishes_each_image_before_the_next(engine):

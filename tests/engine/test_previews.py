@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from support import SMALL, pixels
 
 from sote_ui.core.request import build_request
 from sote_ui.engine import Engine
 from sote_ui.engine.previews import PreviewDecoder, Previewer, project_latents
 
-SMALL = {"prompt": "1girl, solo", "width": 256, "height": 256, "prior_steps": 8, "decoder_steps": 2, "seed": 60}
+PREVIEWS = {**SMALL, "prior_steps": 8, "seed": 60}  # 8 prior steps: previews at steps 4 and 8
 LATENT_SIDE = math.ceil(256 / 42.67)  # the prior's latent for 256 px
 
 
@@ -38,32 +39,32 @@ def test_the_previewer_has_stabilitys_layout_and_size():
 
 def test_previews_stream_every_few_steps_and_end_on_the_last(fresh):
     seen = []
-    result = fresh.generate_many([build_request(SMALL)], on_preview=seen.append)
+    result = fresh.generate_many([build_request(PREVIEWS)], on_preview=seen.append)
     assert [p.step for p in seen] == [4, 8]
     assert all(p.steps == 8 and p.index == 0 and p.kind == "fast" for p in seen)
     assert seen[0].image.size == (LATENT_SIDE * 8, LATENT_SIDE * 8)
     assert result.counters.previews == 2
-    assert not np.array_equal(np.asarray(seen[0].image), np.asarray(seen[1].image))  # the latent moved on
+    assert not np.array_equal(pixels(seen[0].image), pixels(seen[1].image))  # the latent moved on
     odd = []
-    fresh.generate_many([build_request({**SMALL, "prior_steps": 6, "seed": 61, "count": 2})], on_preview=odd.append)
+    fresh.generate_many([build_request({**PREVIEWS, "prior_steps": 6, "seed": 61, "count": 2})], on_preview=odd.append)
     assert [(p.index, p.step) for p in odd] == [(0, 4), (0, 6), (1, 4), (1, 6)]
 
 
 def test_previews_are_off_without_a_listener_or_when_switched_off(fresh):
-    quiet = fresh.generate(build_request({**SMALL, "seed": 62}))
+    quiet = fresh.generate(build_request({**PREVIEWS, "seed": 62}))
     assert quiet.counters.previews == 0
     fresh.preview_kind = "off"
     seen = []
-    result = fresh.generate_many([build_request({**SMALL, "seed": 63})], on_preview=seen.append)
+    result = fresh.generate_many([build_request({**PREVIEWS, "seed": 63})], on_preview=seen.append)
     assert seen == [] and result.counters.previews == 0
     assert result.images[0].image.size == (256, 256)
 
 
 def test_previews_do_not_change_the_image(fresh):
-    plain = fresh.generate(build_request({**SMALL, "seed": 64}))
+    plain = fresh.generate(build_request({**PREVIEWS, "seed": 64}))
     fresh.clear_caches()
-    watched = fresh.generate_many([build_request({**SMALL, "seed": 64})], on_preview=lambda p: None)
-    assert np.array_equal(np.asarray(plain.images[0].image), np.asarray(watched.images[0].image))
+    watched = fresh.generate_many([build_request({**PREVIEWS, "seed": 64})], on_preview=lambda p: None)
+    assert np.array_equal(pixels(plain), pixels(watched))
 
 
 def test_stabilitys_previewer_is_used_when_its_weights_are_here(fresh, tmp_path, monkeypatch):
@@ -73,7 +74,7 @@ def test_stabilitys_previewer_is_used_when_its_weights_are_here(fresh, tmp_path,
     monkeypatch.setenv("SOTE_PREVIEWER", str(weights))
     fresh.preview_kind = "auto"
     seen = []
-    fresh.generate_many([build_request({**SMALL, "seed": 65})], on_preview=seen.append)
+    fresh.generate_many([build_request({**PREVIEWS, "seed": 65})], on_preview=seen.append)
     assert [p.kind for p in seen] == ["previewer", "previewer"]
     assert seen[0].image.size == (LATENT_SIDE * 8, LATENT_SIDE * 8)
 
@@ -103,7 +104,7 @@ def test_the_fast_projection_shows_the_latents_layout():
 
 
 def test_prior_only_drafts_then_finish_only_the_picked_ones(fresh):
-    request = build_request({**SMALL, "seed": 70, "count": 4, "prior_steps": 3})
+    request = build_request({**PREVIEWS, "seed": 70, "count": 4, "prior_steps": 3})
     drafted = fresh.generate_many([request], prior_only=True)
     c = drafted.counters
     assert [d.request.seed for d in drafted.drafts] == [70, 71, 72, 73] and drafted.images == []
@@ -117,5 +118,5 @@ def test_prior_only_drafts_then_finish_only_the_picked_ones(fresh):
     assert [item.request.seed for item in finished.images] == [71, 73]
     # A finished draft is the image a full run of that seed gives.
     fresh.clear_caches()
-    full = fresh.generate(build_request({**SMALL, "seed": 73, "prior_steps": 3}))
-    assert np.array_equal(np.asarray(full.images[0].image), np.asarray(finished.images[1].image))
+    full = fresh.generate(build_request({**PREVIEWS, "seed": 73, "prior_steps": 3}))
+    assert np.array_equal(pixels(full), pixels(finished, 1))

@@ -1,4 +1,5 @@
-"""Real scale: the full-size architectures, the memory figures built on them, and the GPU check's flow.
+"""Real scale: the full-size architectures, the memory estimator's counts of them, and the GPU check's flow
+(the estimator's figures for the full-size pair are checked in tests/core/test_memory.py).
 
 The meta-device and smoke tests run everywhere; the ones that build and run
 the ~13 GB full-size pair are marked ``slow`` and left out of the default run
@@ -15,20 +16,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import ROOT
 
-from sote_ui.core.memory import (
-    FULL_SIZE,
-    ComponentSizes,
-    DeviceInfo,
-    GiB,
-    Mode,
-    Weights,
-    choose_mode,
-    weight_bytes_estimate,
-)
+from sote_ui.core.memory import FULL_SIZE, ComponentSizes
 from sote_ui.engine.builders import build_full_pair, full_models
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -45,33 +36,6 @@ def test_full_architectures_have_the_published_parameter_counts(full_counts):
 
 def test_the_memory_estimator_counts_the_full_size_pair_exactly(full_counts):
     assert FULL_SIZE == ComponentSizes(**full_counts)
-
-
-def test_estimated_weights_are_the_measured_bytes():
-    bf16 = weight_bytes_estimate(Weights.BF16, FULL_SIZE)
-    assert bf16 == pytest.approx(2 * FULL_SIZE.total, rel=0.001)
-    quanto = weight_bytes_estimate(Weights.FP8, FULL_SIZE, "quanto")
-    layerwise = weight_bytes_estimate(Weights.FP8, FULL_SIZE, "layerwise")
-    assert 0.45 * bf16 < quanto < 0.6 * bf16  # every linear in fp8, with one scale per row
-    assert quanto < layerwise < bf16  # layerwise keeps the text encoder in bf16
-    assert weight_bytes_estimate(Weights.FP32, FULL_SIZE) == 4 * FULL_SIZE.total
-
-
-def test_auto_on_common_cards_picks_by_the_measured_sizes():
-    def card(gb):
-        return DeviceInfo("cuda", "cuda:0", f"{gb} GB card", gb * GiB, gb * GiB - GiB // 2, True, (8, 6))
-
-    assert choose_mode("auto", card(24), FULL_SIZE).mode is Mode.BF16
-    small = choose_mode("auto", card(8), FULL_SIZE)
-    assert small.mode.placement.value != "device" and small.estimate_bytes <= card(8).free_bytes
-
-
-def test_full_builder_is_reachable_from_the_cli():
-    from sote_ui.cli import build_parser
-
-    args = build_parser().parse_args(["make-tiny", "--full", "somewhere"])
-    assert args.full and args.folder == "somewhere"
-    assert build_parser().parse_args(["make-tiny", "x"]).full is False
 
 
 def test_gpu_check_runs_its_whole_flow_on_the_tiny_pair(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from support import SMALL, pixels
 
 from sote_ui.cli import main
 from sote_ui.core.request import build_request
@@ -145,15 +146,14 @@ def test_an_unwritable_cache_still_loads(tiny_pair, tmp_path, monkeypatch):
 
 
 def test_engine_reports_the_cache_and_gives_the_same_image(tiny_source, cache):
-    request = build_request({"prompt": "1girl, solo", "width": 256, "height": 256, "prior_steps": 2,
-                             "decoder_steps": 2, "seed": 5})
+    request = build_request({**SMALL, "prior_steps": 2, "seed": 5})
     images, said = [], []
     for _ in range(2):
         engine = Engine(tiny_source, mode="fp8", device="cpu")
         messages: list[str] = []
         engine.load(messages.append)
         said.append(messages[-1])
-        images.append(np.asarray(engine.generate(request).images[0].image))
+        images.append(pixels(engine.generate(request)))
         engine.unload()
     assert said[0].startswith("ready:") and "fp8 cache built for the prior" in said[0]
     assert "fp8 cache used for the prior" in said[1]
