@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from support import ROOT
 
 from sote_ui.cli import build_parser, main
 from sote_ui.core.metadata import parse_parameters, read_parameters
 
-ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--width", "256", "--height", "256", "--prior-steps", "2", "--decoder-steps", "2", "--quiet"]
 
 

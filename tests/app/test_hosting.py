@@ -7,6 +7,7 @@ import sys
 import types
 
 import pytest
+from support import SMALL, make_studio
 
 from sote_ui.core.errors import InputError
 from sote_ui.core.request import build_request
@@ -78,11 +79,9 @@ def test_zero_gpu_wraps_the_gpu_call_with_a_computed_duration(monkeypatch, fake_
     config = hosting.for_environment(StudioConfig())
     assert (config.mode, config.device) == ("bf16", "cuda")  # models sit on cuda from the start
     # Run the wrapped call on the CPU engine: the wrapper, not the device, is under test here.
-    prior, decoder = tiny_pair
-    studio = Studio(StudioConfig(prior=str(prior), decoder=str(decoder), device="cpu", mode="fp32",
-                                 outputs=None, presets_dir=None))
+    studio = make_studio(tiny_pair, tmp_path, outputs=None, presets_dir=None)
     assert studio.on_zero_gpu
-    small = {"prompt": "1girl", "width": 256, "height": 256, "prior_steps": 2, "decoder_steps": 2, "seed": 3}
+    small = {**SMALL, "prompt": "1girl", "prior_steps": 2, "seed": 3}
     shots, report = studio.generate(small)
     assert report["seeds"] == [3] and len(shots) == 1
     assert fake_spaces == [jobs.gpu_seconds([build_request(small)])]

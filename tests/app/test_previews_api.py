@@ -1,31 +1,22 @@
-"""Live previews and drafts through the served app, as a script (gradio_client) sees them."""
+"""Live previews and drafts through the served app, as a script (gradio_client) sees them.
+
+The module serves one app (``live_app``: a studio and an engine of its own); each test starts with
+its engine's caches empty."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
-from gradio_client import Client
 from PIL import Image
-from test_server import _serve as serve
+from support import SMALL
 
-SMALL = {"prompt": "1girl, solo", "width": 256, "height": 256, "prior_steps": 8, "decoder_steps": 2}
+PREVIEWS = {**SMALL, "prior_steps": 8}  # 8 prior steps: previews at steps 4 and 8
 LATENT_SIDE = math.ceil(256 / 42.67)
 
 
-@pytest.fixture(scope="module")
-def served(tiny_pair, tmp_path_factory):
-    """The app on the tiny pair, served as test_server serves it; yields (studio, client)."""
-    demo, studio, url = serve(tiny_pair, tmp_path_factory.mktemp("previews-api"), queue_size=8)
-    client = Client(url, verbose=False)
-    yield studio, client
-    client.close()
-    demo.close()
-
-
-def test_previews_stream_before_the_final_images(served):
-    studio, client = served
-    job = client.submit(**SMALL, seed=501, preview="fast", api_name="/generate")
+def test_previews_stream_before_the_final_images(client):
+    job = client.submit(**{**PREVIEWS, "seed": 501}, preview="fast", api_name="/generate")
     final = job.result(timeout=300)
     outputs = job.outputs()
     previews = [out[-1] for out in outputs[:-1]]
@@ -41,25 +32,22 @@ def test_previews_stream_before_the_final_images(served):
     assert report["seeds"] == [501]
 
 
-def test_previews_can_be_switched_off(served):
-    studio, client = served
-    before = studio.engine.counters.previews
-    job = client.submit(**SMALL, seed=502, preview="off", api_name="/generate")
+def test_previews_can_be_switched_off(app, client):
+    before = app.studio.engine.counters.previews
+    job = client.submit(**{**PREVIEWS, "seed": 502}, preview="off", api_name="/generate")
     job.result(timeout=300)
-    assert len(job.outputs()) == 1 and studio.engine.counters.previews == before
+    assert len(job.outputs()) == 1 and app.studio.engine.counters.previews == before
 
 
-def test_an_unknown_preview_kind_is_refused_with_a_message(served):
-    _, client = served
+def test_an_unknown_preview_kind_is_refused_with_a_message(client):
     with pytest.raises(Exception, match="'sharp'.*not in the list of choices"):
-        client.predict(**SMALL, seed=503, preview="sharp", api_name="/generate")
+        client.predict(**{**PREVIEWS, "seed": 503}, preview="sharp", api_name="/generate")
 
 
-def test_draft_then_finish_only_the_picked_seeds(served):
-    studio, client = served
-    engine = studio.engine
+def test_draft_then_finish_only_the_picked_seeds(app, client):
+    engine = app.studio.engine
     before = engine.counters.snapshot()
-    drafts, picked, note = client.predict(**{**SMALL, "prior_steps": 3}, seed=600, count=3, preview="fast",
+    drafts, picked, note = client.predict(**{**PREVIEWS, "prior_steps": 3, "seed": 600}, count=3, preview="fast",
                                           api_name="/draft")
     drafted = engine.counters.since(before)
     assert [item["caption"] for item in drafts] == ["seed 600", "seed 601", "seed 602"]
@@ -69,7 +57,7 @@ def test_draft_then_finish_only_the_picked_seeds(served):
     # Finishing is a page action bound to this browser session's drafts; a script finishes a draft by
     # generating its seed with the same settings, which reuses the cached prior.
     middle = engine.counters.snapshot()
-    _, _, report, _, _ = client.predict(**{**SMALL, "prior_steps": 3}, seed=601, preview="off",
+    _, _, report, _, _ = client.predict(**{**PREVIEWS, "prior_steps": 3, "seed": 601}, preview="off",
                                         api_name="/generate")
     finished = engine.counters.since(middle)
     assert (finished.prior_runs, finished.prior_cache_hits, finished.decoder_steps) == (0, 1, 2)

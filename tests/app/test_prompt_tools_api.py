@@ -7,69 +7,31 @@ temporary SOTE_STUDIO_HOME.
 
 from __future__ import annotations
 
-import os
-import socket
-
 import httpx
 import pytest
-from gradio_client import Client
 from PIL import Image
+from support import SMALL, make_studio
 
 from sote_ui.cli import main
 from sote_ui.core import wildcards
 from sote_ui.core.metadata import parse_parameters, read_parameters
 
-SMALL = {"width": 128, "height": 128, "prior_steps": 2, "decoder_steps": 1}
+FAST = {**SMALL, "width": 128, "height": 128, "prior_steps": 2, "decoder_steps": 1}
 TEMPLATE = "1girl, {red|blue|green|silver} hair, __mood__"
 MOODS = ("smile", "frown", "crying", "laughing", "sleepy")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+@pytest.fixture(scope="module")
+def home(studio_home):
+    """The module's user folder (SOTE_STUDIO_HOME) with a user wildcard file ``mood.txt``."""
+    (studio_home / "wildcards").mkdir()
+    (studio_home / "wildcards" / "mood.txt").write_text("\n".join(MOODS) + "\n", encoding="utf-8")
+    return studio_home
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    """A private SOTE_STUDIO_HOME with a user wildcard file ``mood.txt``."""
-    folder = tmp_path_factory.mktemp("studio-home")
-    (folder / "wildcards").mkdir()
-    (folder / "wildcards" / "mood.txt").write_text("\n".join(MOODS) + "\n", encoding="utf-8")
-    old = os.environ.get("SOTE_STUDIO_HOME")
-    os.environ["SOTE_STUDIO_HOME"] = str(folder)
-    yield folder
-    if old is None:
-        os.environ.pop("SOTE_STUDIO_HOME", None)
-    else:
-        os.environ["SOTE_STUDIO_HOME"] = old
-
-
-@pytest.fixture(scope="module")
-def app(tiny_pair, home):
-    from sote_ui.service.studio import Studio, StudioConfig
-    from sote_ui.ui.app import build_demo
-
-    prior, decoder = tiny_pair
-    studio = Studio(StudioConfig(prior=str(prior), decoder=str(decoder), device="cpu", mode="fp32",
-                                 outputs=str(home / "outputs"), presets_dir=str(home / "presets")))
-    demo = build_demo(studio)
-    demo.queue(max_size=8, default_concurrency_limit=1)
-    studio.start_loading()
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
-                            quiet=True, show_error=True)
-    assert studio.wait_loaded(300), studio.status()
-    try:
-        yield url
-    finally:
-        demo.close()
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    c = Client(app, verbose=False)
-    yield c
-    c.close()
+def served_studio(tiny_pair, home):
+    return make_studio(tiny_pair, home)
 
 
 def prompt_of(path) -> str:
@@ -105,14 +67,14 @@ def test_typing_a_wildcard_suggests_wildcard_files(client):
 
 
 def test_suggest_tags_over_plain_http_as_the_page_calls_it(app):
-    reply = httpx.post(app.rstrip("/") + "/gradio_api/run/suggest_tags", json={"data": ["best", ""]}, timeout=30)
+    reply = httpx.post(app.url.rstrip("/") + "/gradio_api/run/suggest_tags", json={"data": ["best", ""]}, timeout=30)
     assert reply.status_code == 200
     first = reply.json()["data"][0][0]
     assert (first["text"], first["category"]) == ("best quality, ", "quality")
 
 
 def test_suggest_tags_refuses_an_unknown_category(app):
-    reply = httpx.post(app.rstrip("/") + "/gradio_api/run/suggest_tags", json={"data": ["a", "nope"]}, timeout=30)
+    reply = httpx.post(app.url.rstrip("/") + "/gradio_api/run/suggest_tags", json={"data": ["a", "nope"]}, timeout=30)
     assert reply.status_code == 500
     assert "category must be" in reply.text
 
@@ -121,7 +83,7 @@ def test_suggest_tags_refuses_an_unknown_category(app):
 
 
 def test_each_image_gets_its_own_seeded_choices_in_metadata_and_caption(client, home):
-    images, _summary, report, _, _ = client.predict(**SMALL, prompt=TEMPLATE, seed=700, count=3,
+    images, _summary, report, _, _ = client.predict(**{**FAST, "prompt": TEMPLATE, "seed": 700}, count=3,
                                                     api_name="/generate")
     assert report["seeds"] == [700, 701, 702]
     expected = [wildcards.resolve(TEMPLATE, seed) for seed in (700, 701, 702)]
@@ -132,7 +94,7 @@ def test_each_image_gets_its_own_seeded_choices_in_metadata_and_caption(client, 
     # this job's images in seed order, each captioned with its own prompt
     assert [item["caption"] for item in images] == [f"seed {s} · {t}" for s, t in zip(report["seeds"], expected)]
     # the same seed gives the same prompt again
-    _, _, again, _, _ = client.predict(**SMALL, prompt=TEMPLATE, seed=701, count=1, api_name="/generate")
+    _, _, again, _, _ = client.predict(**{**FAST, "prompt": TEMPLATE, "seed": 701}, count=1, api_name="/generate")
     assert prompt_of(again["files"][0]) == expected[1]
 
 
@@ -142,7 +104,7 @@ def test_each_image_gets_its_own_seeded_choices_in_metadata_and_caption(client, 
 ])
 def test_bad_templates_are_one_line_errors(client, prompt, message):
     with pytest.raises(Exception) as info:
-        client.predict(**SMALL, prompt=prompt, seed=720, count=1, api_name="/generate")
+        client.predict(**{**FAST, "prompt": prompt, "seed": 720}, count=1, api_name="/generate")
     assert message in str(info.value)
 
 
@@ -171,7 +133,7 @@ def test_cli_names_a_missing_wildcard(tiny_pair, home, capsys):
 def test_without_a_user_folder_the_history_lives_in_the_browser_state():
     from sote_ui.core import history
     from sote_ui.service.studio import Studio, StudioConfig
-    from sote_ui.ui.prompt_tools import HistoryStore
+    from sote_ui.ui.generate.history_panel import HistoryStore
 
     store = HistoryStore(Studio(StudioConfig(presets_dir=None, outputs=None)))
     assert store.file is None

@@ -6,7 +6,6 @@ from __future__ import annotations
 import concurrent.futures
 import gc
 import shutil
-import socket
 import time
 import weakref
 from pathlib import Path
@@ -14,54 +13,26 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from gradio_client import Client
 from PIL import Image
+from support import SMALL, make_studio, pixels, serve_app
 
 from sote_ui.service.studio import Studio, StudioConfig
-from sote_ui.ui.app import build_demo, launch_options
 
-SMALL = {"width": 128, "height": 128, "prior_steps": 2, "decoder_steps": 2}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+FAST = {**SMALL, "prompt": "1girl", "width": 128, "height": 128, "prior_steps": 2}
 
 
-def _serve(tiny_pair, tmp_path, queue_size: int, auth=None, outputs=None):
-    prior, decoder = tiny_pair
-    studio = Studio(StudioConfig(prior=str(prior), decoder=str(decoder), device="cpu", mode="fp32",
-                                 outputs=str(outputs or tmp_path / "outputs"), presets_dir=str(tmp_path / "presets")))
-    demo = build_demo(studio)
-    demo.queue(max_size=queue_size, default_concurrency_limit=1)
-    studio.start_loading()
-    assert studio.wait_loaded(120)
-    port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, auth=auth,
-                **launch_options(studio))
-    return demo, studio, f"http://127.0.0.1:{port}/"
-
-
-@pytest.fixture(scope="module")
-def served(tiny_pair, tmp_path_factory):
-    demo, studio, url = _serve(tiny_pair, tmp_path_factory.mktemp("served"), queue_size=20)
-    yield studio, url
-    demo.close()
-
-
-def _pixels(result) -> np.ndarray:
+def _image(result) -> np.ndarray:
+    """The pixels of the first image a /generate call returned."""
     gallery = result[0]
-    return np.asarray(Image.open(gallery[0]["image"]))
+    return pixels(gallery[0]["image"])
 
 
-def test_six_clients_at_once_all_get_their_images_and_equal_seeds_match(served):
-    studio, url = served
+def test_six_clients_at_once_all_get_their_images_and_equal_seeds_match(app):
     seeds = [11, 12, 11, 13, 12, 11]
 
     def one(seed):
-        client = Client(url, verbose=False)
-        return client.predict(prompt="1girl, solo", seed=seed, api_name="/generate", **SMALL)
+        client = app.connect()
+        return client.predict(**{**FAST, "prompt": "1girl, solo", "seed": seed}, api_name="/generate")
 
     with concurrent.futures.ThreadPoolExecutor(len(seeds)) as pool:
         results = list(pool.map(one, seeds))
@@ -69,7 +40,7 @@ def test_six_clients_at_once_all_get_their_images_and_equal_seeds_match(served):
     assert [r["seeds"] for r in reports] == [[s] for s in seeds]
     by_seed: dict[int, list[np.ndarray]] = {}
     for seed, result in zip(seeds, results):
-        by_seed.setdefault(seed, []).append(_pixels(result))
+        by_seed.setdefault(seed, []).append(_image(result))
     for seed, images in by_seed.items():
         assert all(np.array_equal(images[0], other) for other in images[1:]), seed
     assert not np.array_equal(by_seed[11][0], by_seed[13][0])
@@ -78,11 +49,10 @@ def test_six_clients_at_once_all_get_their_images_and_equal_seeds_match(served):
 
 
 def test_the_queue_bound_refuses_overflow_with_a_message(tiny_pair, tmp_path):
-    demo, studio, url = _serve(tiny_pair, tmp_path, queue_size=1)
-    try:
-        client = Client(url, verbose=False)
-        slow = dict(SMALL, width=256, height=256, prior_steps=30, decoder_steps=10)
-        jobs = [client.submit(prompt="1girl", seed=i, api_name="/generate", **slow) for i in range(6)]
+    with serve_app(make_studio(tiny_pair, tmp_path), queue_size=1) as served:
+        client = served.client
+        slow = {**FAST, "width": 256, "height": 256, "prior_steps": 30, "decoder_steps": 10}
+        jobs = [client.submit(**{**slow, "seed": i}, api_name="/generate") for i in range(6)]
         outcomes = []
         for job in jobs:
             try:
@@ -95,10 +65,8 @@ def test_the_queue_bound_refuses_overflow_with_a_message(tiny_pair, tmp_path):
         assert all("queue is full" in text.lower() for text in refused), refused
         assert done  # the first jobs ran
         # The app still serves once the queue drains.
-        result = client.predict(prompt="1girl", seed=99, api_name="/generate", **SMALL)
+        result = client.predict(**{**FAST, "seed": 99}, api_name="/generate")
         assert result[2]["seeds"] == [99]
-    finally:
-        demo.close()
 
 
 @pytest.mark.parametrize("path", [
@@ -108,59 +76,53 @@ def test_the_queue_bound_refuses_overflow_with_a_message(tiny_pair, tmp_path):
     "%2Fetc%2Fpasswd",
     "/proc/self/environ",
 ])
-def test_no_arbitrary_file_is_served(served, path):
-    studio, url = served
+def test_no_arbitrary_file_is_served(app, path):
+    url = app.url
     for route in ("gradio_api/file=", "file="):
         response = httpx.get(url + route + path, timeout=10)
         assert response.status_code != 200 or "root:" not in response.text, (route, path)
         assert response.status_code in (400, 403, 404, 405), (route, path, response.status_code)
 
 
-def test_files_the_app_produced_are_served(served):
-    studio, url = served
-    client = Client(url, verbose=False)
-    result = client.predict(prompt="1girl", seed=5, api_name="/generate", **SMALL)
+def test_files_the_app_produced_are_served(app):
+    result = app.connect().predict(**{**FAST, "seed": 5}, api_name="/generate")
     served_url = result[0][0]["image"]
     assert Image.open(served_url).size == (128, 128)
 
 
 def test_auth_keeps_strangers_out(tiny_pair, tmp_path):
-    demo, studio, url = _serve(tiny_pair, tmp_path, queue_size=5, auth=("artist", "s3cret"))
-    try:
+    with serve_app(make_studio(tiny_pair, tmp_path), queue_size=5, auth=("artist", "s3cret")) as served:
         with pytest.raises(Exception):
-            Client(url, verbose=False)
-        client = Client(url, auth=("artist", "s3cret"), verbose=False)
-        result = client.predict(prompt="1girl", seed=3, api_name="/generate", **SMALL)
+            served.connect()
+        client = served.connect(auth=("artist", "s3cret"))
+        result = client.predict(**{**FAST, "seed": 3}, api_name="/generate")
         assert result[2]["seeds"] == [3]
-    finally:
-        demo.close()
 
 
-def test_bad_input_is_one_line_and_the_next_request_works(served):
-    studio, url = served
-    client = Client(url, verbose=False)
+def test_bad_input_is_one_line_and_the_next_request_works(app):
+    client = app.connect()
     # Out-of-range slider values are refused by the slider itself; the rest by the request's validation.
     for bad, needle in (({"width": 200}, "multiple of 128"), ({"prior_steps": 0}, "less than minimum value 1"),
                         ({"prompt": "x" * 100_000}, "characters long"),
                         ({"count": 99}, "greater than maximum value 16")):
         with pytest.raises(Exception) as info:
-            client.predict(**{**SMALL, "prompt": "1girl", "seed": 1, **bad}, api_name="/generate")
+            client.predict(**{**FAST, "seed": 1, **bad}, api_name="/generate")
         assert needle in str(info.value)
-    result = client.predict(prompt="1girl", seed=21, api_name="/generate", **SMALL)
+    result = client.predict(**{**FAST, "seed": 21}, api_name="/generate")
     assert result[2]["seeds"] == [21]
 
 
-def test_stop_ends_the_running_job_and_frees_the_gpu(served):
-    studio, url = served
-    client = Client(url, verbose=False)
-    slow = dict(SMALL, width=512, height=512, prior_steps=80, decoder_steps=40)
+def test_stop_ends_the_running_job_and_frees_the_gpu(app):
+    studio = app.studio
+    client = app.connect()
+    slow = {**FAST, "width": 512, "height": 512, "prior_steps": 80, "decoder_steps": 40}
     # Every activation the prior makes is watched: after the stop, none may still be alive.
     alive: list[weakref.ref] = []
     studio.wait_loaded(60)
     hook = studio.engine.prior_pipe.prior.register_forward_hook(
         lambda module, args, output: alive.append(weakref.ref(output[0] if isinstance(output, tuple) else
                                                               output.sample)))
-    job = client.submit(prompt="1girl", seed=31, api_name="/generate", **slow)
+    job = client.submit(**{**slow, "seed": 31}, api_name="/generate")
     before = studio.engine.counters.prior_steps
     for _ in range(600):  # wait until denoising has started (bounded: 60 s)
         if studio.engine.counters.prior_steps > before or job.done():
@@ -176,20 +138,19 @@ def test_stop_ends_the_running_job_and_frees_the_gpu(served):
     gc.collect()
     assert alive and all(ref() is None for ref in alive)  # the stopped job's tensors were freed
     # The next job runs at once.
-    assert client.predict(prompt="1girl", seed=32, api_name="/generate", **SMALL)[2]["seeds"] == [32]
+    assert client.predict(**{**FAST, "seed": 32}, api_name="/generate")[2]["seeds"] == [32]
 
 
 def test_an_outputs_folder_anywhere_is_served(tiny_pair, tmp_path):
     # Gradio serves only its cache, the working folder and the temp folder unless told otherwise.
     outputs = Path.home() / ".cache" / "sote-studio-test-outputs" / tmp_path.name
-    demo, studio, url = _serve(tiny_pair, tmp_path, queue_size=5, outputs=outputs)
     try:
-        result = Client(url, verbose=False).predict(prompt="1girl", seed=8, api_name="/generate", **SMALL)
-        assert result[2]["seeds"] == [8]
-        assert Image.open(result[0][0]["image"]).size == (128, 128)
-        assert len(list(outputs.glob("*.png"))) == 1
+        with serve_app(make_studio(tiny_pair, tmp_path, outputs=str(outputs)), queue_size=5) as served:
+            result = served.client.predict(**{**FAST, "seed": 8}, api_name="/generate")
+            assert result[2]["seeds"] == [8]
+            assert Image.open(result[0][0]["image"]).size == (128, 128)
+            assert len(list(outputs.glob("*.png"))) == 1
     finally:
-        demo.close()
         shutil.rmtree(outputs, ignore_errors=True)
 
 
@@ -202,10 +163,10 @@ def _gradio_cache() -> Path:
     return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
 
 
-def test_uploads_over_the_limit_are_refused_before_they_are_stored(served, tmp_path):
+def test_uploads_over_the_limit_are_refused_before_they_are_stored(app, tmp_path):
     from sote_ui.core.outputs import MAX_UPLOAD_BYTES
 
-    studio, url = served
+    url = app.url
     big = tmp_path / "big.png"
     big.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * (MAX_UPLOAD_BYTES + 1024))
     before = {p for p in _gradio_cache().rglob("big.png")}
@@ -217,13 +178,12 @@ def test_uploads_over_the_limit_are_refused_before_they_are_stored(served, tmp_p
     assert {p for p in _gradio_cache().rglob("big.png")} == before  # nothing of it was kept
 
 
-def test_a_refused_upload_is_removed_from_the_cache(served, tmp_path):
+def test_a_refused_upload_is_removed_from_the_cache(app, tmp_path):
     from gradio_client import handle_file
 
-    studio, url = served
     junk = tmp_path / "not-an-image-7731.png"
     junk.write_bytes(b"this is not a PNG at all")
-    client = Client(url, verbose=False)
+    client = app.connect()
     with pytest.raises(Exception, match="not an image this app can read"):
         client.predict(handle_file(str(junk)), api_name="/png_info")
     assert list(_gradio_cache().rglob(junk.name)) == []

@@ -3,30 +3,32 @@
 The app runs in-process on the tiny random-weight pair (CPU, fp32); nothing is
 mocked, every image comes out of the real diffusers pipelines. Requests stay at
 256x256 (or 128x128) with a few steps so each call takes about a second.
-The engine caches prior outputs by (prompt, size, seed, prior settings), so
-every test that counts prior runs uses seeds no other test uses.
+The module serves one app (a studio and an engine of its own); each test
+starts with the engine's caches empty, so the prior runs it counts are its
+own (the seeds stay apart all the same).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
+from support import ROOT, SMALL, make_studio, pixels
 
 from sote_ui.core.metadata import parse_parameters, read_parameters, split_parameters
 from sote_ui.core.request import FIELD_NAMES, MAX_SEED
 from sote_ui.service.compare import compose_grid
 
-SMALL = {"prompt": "1girl, solo", "width": 256, "height": 256, "prior_steps": 3, "decoder_steps": 2}
+# SMALL without its seed: each call names the seed it uses, and presets carry none.
+SETTINGS = {key: value for key, value in SMALL.items() if key != "seed"}
 # User presets for /compare: pairs differing in one decoder setting, and in one prior setting.
 COMPARE_PRESETS = {
     "cmp-dec-a": {"decoder_cfg": 1.0},
@@ -36,57 +38,19 @@ COMPARE_PRESETS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def app(tiny_pair, tmp_path_factory):
-    """A live server on the tiny pair: (studio, url, outputs dir, user presets dir)."""
-    from sote_ui.service.studio import Studio, StudioConfig
-    from sote_ui.ui.app import build_demo
-
-    prior, decoder = tiny_pair
-    root = tmp_path_factory.mktemp("ui-api")
-    outputs, presets = root / "outputs", root / "presets"
-    studio = Studio(StudioConfig(prior=str(prior), decoder=str(decoder), device="cpu", mode="fp32",
-                                 outputs=str(outputs), presets_dir=str(presets)))
-    # Presets saved before the page is built; presets saved after launch are tested on their own.
+def served_studio(tiny_pair, studio_home):
+    """The module's studio, with user presets for /compare saved before the page is built (presets saved
+    after launch are tested on their own)."""
+    studio = make_studio(tiny_pair, studio_home)
     for name, values in COMPARE_PRESETS.items():
-        studio.presets.save(name, {**SMALL, **values})
-    demo = build_demo(studio)
-    demo.queue(max_size=8, default_concurrency_limit=1)
-    studio.start_loading()
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
-                            quiet=True, show_error=True)
-    assert studio.wait_loaded(300), studio.status()
-    _DEMOS[id(studio)] = demo
-    try:
-        yield studio, url, outputs, presets
-    finally:
-        demo.close()
-
-
-_DEMOS: dict = {}
-
-
-def studio_demo(app):
-    return _DEMOS[id(app[0])]
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    _, url, _, _ = app
-    c = Client(url, verbose=False)
-    yield c
-    c.close()
+        studio.presets.save(name, {**SETTINGS, **values})
+    return studio
 
 
 def generate(client: Client, **values):
-    """Call /generate with SMALL values overridden by ``values``; return (this job's images, report)."""
-    values = {**SMALL, **values}
+    """Call /generate with SETTINGS overridden by ``values``; return (this job's images, report)."""
+    values = {**SETTINGS, **values}
     images, summary, report, _status, _preview = client.predict(**values, api_name="/generate")
     assert f"{len(report['seeds'])} image" in summary
     return images, report
@@ -97,11 +61,6 @@ def png_values(path) -> tuple[str, dict]:
         text = read_parameters(image)
     assert text, f"{path} carries no parameters text"
     return text, parse_parameters(text)
-
-
-def pixels(path) -> bytes:
-    with Image.open(path) as image:
-        return image.convert("RGB").tobytes()
 
 
 # 1. Generate ------------------------------------------------------------------------
@@ -124,7 +83,7 @@ def test_generate_returns_pngs_carrying_the_requested_settings(client):
         assert image.size == (256, 256)
     # The copy saved to the outputs folder is the same image with the same text.
     assert report["parameters"][0] == text
-    assert pixels(report["files"][0]) == pixels(newest["image"])
+    assert np.array_equal(pixels(report["files"][0]), pixels(newest["image"]))
 
 
 def test_composed_prompt_puts_tags_in_dataset_order(client):
@@ -145,8 +104,8 @@ def test_same_seed_gives_identical_pixels_and_another_seed_differs(client):
     again, report = generate(client, seed=103)
     other, _ = generate(client, seed=104)
     assert report["seeds"] == [103]
-    assert pixels(first[0]["image"]) == pixels(again[0]["image"])
-    assert pixels(first[0]["image"]) != pixels(other[0]["image"])
+    assert np.array_equal(pixels(first[0]["image"]), pixels(again[0]["image"]))
+    assert not np.array_equal(pixels(first[0]["image"]), pixels(other[0]["image"]))
 
 
 def test_seed_minus_one_is_random_and_reports_the_seed_it_used(client):
@@ -164,7 +123,7 @@ def test_an_explicit_seed_is_used_as_given(client):
     first, one = generate(client, seed=5)
     again, two = generate(client, seed=5)
     assert one["seeds"] == two["seeds"] == [5]
-    assert pixels(first[0]["image"]) == pixels(again[0]["image"])
+    assert np.array_equal(pixels(first[0]["image"]), pixels(again[0]["image"]))
 
 
 def test_generate_returns_this_jobs_images_only(client):
@@ -182,20 +141,19 @@ def test_a_non_integer_seed_is_refused_not_rounded(client):
 
 
 def test_stop_cancels_a_job_of_the_session_still_waiting_in_the_queue(app, client):
-    from sote_ui.ui.common import queued_jobs
+    from sote_ui.ui.wiring import queued_jobs
 
-    studio, url, _, _ = app
-    demo = studio_demo(app)
-    other = Client(url, verbose=False)  # another visitor keeps the GPU busy
+    studio, demo = app.studio, app.demo
+    other = app.connect()  # another visitor keeps the GPU busy
     try:
         steps = studio.engine.counters.prior_steps
-        busy = other.submit(**{**SMALL, "prior_steps": 60, "decoder_steps": 20, "count": 3, "seed": 131},
+        busy = other.submit(**{**SETTINGS, "prior_steps": 60, "decoder_steps": 20, "count": 3, "seed": 131},
                             api_name="/generate")
         deadline = time.monotonic() + 60
         while studio.engine.counters.prior_steps == steps and time.monotonic() < deadline:
             time.sleep(0.05)  # until the other job is denoising
         before = studio.engine.counters.snapshot()
-        mine = client.submit(**{**SMALL, "seed": 141}, api_name="/generate")
+        mine = client.submit(**{**SETTINGS, "seed": 141}, api_name="/generate")
         while queued_jobs(demo, client.session_hash) == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert queued_jobs(demo, client.session_hash) == 1 and not busy.done()  # mine waits behind it
@@ -215,10 +173,9 @@ def test_stop_cancels_a_job_of_the_session_still_waiting_in_the_queue(app, clien
 
 
 def test_a_closed_sessions_state_is_dropped(app, monkeypatch):
-    studio, url, _, _ = app
     monkeypatch.setenv("GRADIO_HEARTBEAT_INTERVAL", "0.5")
-    holder = studio_demo(app).state_holder
-    clients = [Client(url, verbose=False) for _ in range(3)]
+    holder = app.demo.state_holder
+    clients = [app.connect() for _ in range(3)]
     sessions = [c.session_hash for c in clients]
     for c in clients:
         generate(c, seed=151)
@@ -232,7 +189,7 @@ def test_a_closed_sessions_state_is_dropped(app, monkeypatch):
 
 
 def test_the_api_page_lists_the_public_endpoints_only(app):
-    info = studio_demo(app).get_api_info()
+    info = app.demo.get_api_info()
     assert sorted(info["named_endpoints"]) == sorted(
         ["/generate", "/draft", "/stop", "/compare", "/grid", "/list_presets", "/load_preset", "/save_preset",
          "/delete_preset", "/png_info", "/set_mode", "/status", "/suggest_tags", "/prompt_history"])
@@ -267,7 +224,7 @@ def test_zero_prior_steps_is_refused_then_good_request_works(client):
 
 def test_nan_cfg_sent_over_raw_http_is_refused_then_good_request_works(app, client):
     # gradio_client won't serialise NaN; Gradio's REST API (/gradio_api/call/...) accepts it as JSON.
-    _, url, _, _ = app
+    url = app.url
     values = {**{name: None for name in FIELD_NAMES}, "prompt": "1girl", "negative_prompt": "",
               "aesthetic": "none", "quality": "none", "date": "none", "custom": "none", "rating": "none",
               "artist": "", "width": 256, "height": 256, "seed": 108, "prior_steps": 3, "prior_cfg": float("nan"),
@@ -303,9 +260,9 @@ def test_list_presets_lists_the_shipped_ones(client):
 
 
 def test_save_list_overwrite_load_and_delete_a_user_preset(app, client):
-    _, _, _, presets_dir = app
+    presets_dir = app.presets
     name = "api-look"
-    values = {**SMALL, "prior_cfg": 4.5, "decoder_cfg": 1.5, "rating": "sensitive"}
+    values = {**SETTINGS, "prior_cfg": 4.5, "decoder_cfg": 1.5, "rating": "sensitive"}
     choices, message = client.predict(name=name, **values, overwrite=False, api_name="/save_preset")
     assert choices["value"] == name
     assert name in message
@@ -358,9 +315,8 @@ def test_deleting_a_shipped_preset_is_refused(client):
 
 
 def test_another_session_can_load_a_preset_saved_after_launch(app, client):
-    _, url, _, _ = app
-    client.predict(name="shared-look", **{**SMALL, "prior_cfg": 3.5}, overwrite=True, api_name="/save_preset")
-    other = Client(url, verbose=False)
+    client.predict(name="shared-look", **{**SETTINGS, "prior_cfg": 3.5}, overwrite=True, api_name="/save_preset")
+    other = app.connect()
     try:
         loaded = other.predict(name="shared-look", api_name="/load_preset")
     finally:
@@ -370,7 +326,7 @@ def test_another_session_can_load_a_preset_saved_after_launch(app, client):
 
 def test_saving_under_a_bad_name_is_refused(client):
     with pytest.raises(Exception) as info:
-        client.predict(name="../escape", **SMALL, overwrite=False, api_name="/save_preset")
+        client.predict(name="../escape", **SETTINGS, overwrite=False, api_name="/save_preset")
     assert "is not allowed" in str(info.value)
 
 
@@ -416,7 +372,7 @@ def test_png_info_on_an_image_without_settings_says_so(client, tmp_path):
 
 
 def test_set_mode_switches_and_generation_still_works(app, client):
-    studio, _, _, _ = app
+    studio = app.studio
     try:
         device_md, _status = client.predict(new_mode="fp8", api_name="/set_mode")
         assert "**Mode:** fp8" in device_md
@@ -445,7 +401,7 @@ def run_compare(client: Client, a: str, b: str, seed: int, seeds: int):
 
 
 def test_compare_decoder_only_difference_shares_the_prior(app, client):
-    studio, _, _, _ = app
+    studio = app.studio
     before = studio.engine.counters.snapshot()
     slider, strip, diff, summary, report = run_compare(client, "cmp-dec-a", "cmp-dec-b", 1201, 2)
     image_a, image_b, sheet = report["files"]["a"][0], report["files"]["b"][0], report["files"]["sheet"]
@@ -461,16 +417,17 @@ def test_compare_decoder_only_difference_shares_the_prior(app, client):
     assert diff["data"][1][0] == "seconds"  # each side's time, next to what differs
     assert [item["caption"] for item in strip] == ["seed 1201 · A", "seed 1201 · B", "seed 1202 · A",
                                                    "seed 1202 · B"]
-    assert pixels(slider[0]) == pixels(image_a) and pixels(slider[1]) == pixels(image_b)
+    assert np.array_equal(pixels(slider[0]), pixels(image_a))
+    assert np.array_equal(pixels(slider[1]), pixels(image_b))
     assert "seeds 1201, 1202" in summary and "prior shared" in summary
-    assert pixels(image_a) != pixels(image_b)
+    assert not np.array_equal(pixels(image_a), pixels(image_b))
     assert parse_parameters(png_values(image_b)[0])["decoder_cfg"] == 2.0
     with Image.open(sheet) as image:  # two columns of 256 plus labels
         assert image.width > 2 * 256 and image.height > 2 * 256
 
 
 def test_compare_prior_difference_runs_the_prior_for_each_side(app, client):
-    studio, _, _, _ = app
+    studio = app.studio
     before = studio.engine.counters.snapshot()
     *_, report = run_compare(client, "cmp-pri-a", "cmp-pri-b", 1301, 1)
     image_a, image_b = report["files"]["a"][0], report["files"]["b"][0]
@@ -478,11 +435,11 @@ def test_compare_prior_difference_runs_the_prior_for_each_side(app, client):
     assert report["prior_shared"] is False
     assert ran.prior_runs == 2 and report["prior_runs"] == 2
     assert report["diff"] == {"prior_cfg": {"a": 4.0, "b": 6.0}}
-    assert pixels(image_a) != pixels(image_b)
+    assert not np.array_equal(pixels(image_a), pixels(image_b))
 
 
 def test_grid_runs_each_prior_once_and_labels_the_png(app, client):
-    studio, _, _, _ = app
+    studio = app.studio
     before = studio.engine.counters.snapshot()
     grid_path, summary, report = client.predict(x_key="prior_cfg", x_values="2,4", y_key="decoder_steps", y_values="1,2",
                                        prompt="1girl, solo", width=128, height=128, prior_steps=2, seed=1401,
@@ -508,7 +465,7 @@ def test_grid_runs_each_prior_once_and_labels_the_png(app, client):
 
 
 def test_grid_prompt_search_and_replace_labels_the_terms(app, client):
-    studio, _, _, _ = app
+    studio = app.studio
     before = studio.engine.counters.snapshot()
     grid_path, summary, report = client.predict(x_key="prompt_sr", x_values="smile, frown", y_key="(none)",
                                                 y_values="", prompt="1girl, smile", width=128, height=128,
@@ -524,14 +481,14 @@ def test_grid_prompt_search_and_replace_labels_the_terms(app, client):
 
 
 def test_compare_accepts_a_preset_saved_after_launch(client):
-    client.predict(name="cmp-late", **{**SMALL, "decoder_cfg": 1.5}, overwrite=True, api_name="/save_preset")
+    client.predict(name="cmp-late", **{**SETTINGS, "decoder_cfg": 1.5}, overwrite=True, api_name="/save_preset")
     *_, report = run_compare(client, "cmp-late", "cmp-dec-a", 1501, 1)
     assert report["diff"] == {"decoder_cfg": {"a": 1.5, "b": 1.0}}
 
 
 def test_grid_with_an_unknown_value_is_refused(client):
     with pytest.raises(Exception) as info:
-        client.predict(x_key="prior_steps", x_values="2, lots", y_key="(none)", y_values="", **SMALL,
+        client.predict(x_key="prior_steps", x_values="2, lots", y_key="(none)", y_values="", **SETTINGS,
                        api_name="/grid")
     assert "prior_steps must be a whole number" in str(info.value)
 
@@ -549,9 +506,8 @@ def test_importing_the_ui_does_not_import_torch_or_diffusers(tmp_path):
         "built = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]\n"
         "print(json.dumps({'import': imported, 'build': built}))\n"
     )
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
@@ -559,9 +515,9 @@ def test_importing_the_ui_does_not_import_torch_or_diffusers(tmp_path):
 
 
 def test_stopping_a_running_job_keeps_finished_images_and_names_the_device(app, client):
-    studio = app[0]
+    studio = app.studio
     decoded = studio.engine.counters.decoder_steps
-    job = client.submit(**{**SMALL, "prior_steps": 60, "decoder_steps": 20, "count": 6, "seed": 171},
+    job = client.submit(**{**SETTINGS, "prior_steps": 60, "decoder_steps": 20, "count": 6, "seed": 171},
                         api_name="/generate")
     deadline = time.monotonic() + 60
     while studio.engine.counters.decoder_steps == decoded and time.monotonic() < deadline:
@@ -577,7 +533,7 @@ def test_the_generate_button_says_what_the_model_is_doing(app, tmp_path):
     from sote_ui.service.studio import Studio, StudioConfig
     from sote_ui.ui.app import generate_label
 
-    studio = app[0]
+    studio = app.studio
     assert generate_label(studio) == "Generate"  # loaded
     missing = Studio(StudioConfig(prior=str(tmp_path / "none"), decoder=str(tmp_path / "none"), device="cpu",
                                   outputs=None, presets_dir=str(tmp_path / "presets")))
