@@ -1,7 +1,7 @@
 """Prompt tools in a real browser: tag suggestions, weights, Ctrl+Enter and the prompt history.
 
-Same setup as test_ui_browser.py (app.py --demo in a subprocess, Debian's chromium through
-Playwright). With UPDATE_SCREENSHOT=1 the suggestion list is saved to docs/suggestions.png, cropped to
+Same setup as test_ui_browser.py (the app served in-process in demo mode, Debian's chromium through
+Playwright; fixtures in conftest.py). With UPDATE_SCREENSHOT=1 the suggestion list is saved to docs/suggestions.png, cropped to
 the prompt area.
 """
 
@@ -11,20 +11,15 @@ import os
 
 import httpx
 import pytest
-import test_ui_browser as base
+from support import ROOT, pick, set_number
 
-# The app server, browser page and helpers of the main browser test.
-sync_playwright, server, browser, page = base.sync_playwright, base.server, base.browser, base.page
-ROOT, pick, set_number = base.ROOT, base.pick, base.set_number
-
-pytestmark = pytest.mark.browser
 SUGGESTIONS_SHOT = ROOT / "docs" / "suggestions.png"
 
 
 @pytest.fixture
-def fresh(page, server):
+def fresh(page, app):
     """The page, freshly loaded, with page errors collected."""
-    url = server[0]
+    url = app.url
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(url, wait_until="domcontentloaded")
@@ -113,9 +108,9 @@ def test_ctrl_up_and_down_change_the_weight_of_the_tag_at_the_cursor(fresh):
     page.locator("#composed code").filter(has_text="(1girl, smile:1.1)").wait_for()
 
 
-def test_ctrl_enter_generates_with_wildcards_and_the_prompt_lands_in_history(fresh, server):
+def test_ctrl_enter_generates_with_wildcards_and_the_prompt_lands_in_history(fresh, app):
     page, _ = fresh
-    url = server[0]
+    url = app.url
     pick(page, "resolution", "custom")
     for label, value in (("Width", 128), ("Height", 128), ("Prior steps (stage C)", 2),
                          ("Decoder steps (stage B)", 1)):
@@ -152,9 +147,9 @@ def test_ctrl_enter_generates_with_wildcards_and_the_prompt_lands_in_history(fre
     assert entry_data["settings"]["prompt"] == template and entry_data["starred"] is True
 
 
-def test_tags_past_the_third_chunk_are_named_under_the_prompt(fresh, server):
+def test_tags_past_the_third_chunk_are_named_under_the_prompt(fresh):
     page, _ = fresh
-    # the model is loaded by now (the test above generated); the counts are the encoder's own split
+    # the model is loaded (the page waited for it); the counts are the encoder's own split
     parts = [f"{word} {i}" for i, word in enumerate(["long hair", "blue eyes", "school uniform", "smile"] * 20)]
     prompt = page.locator("#prompt textarea")
     prompt.fill(", ".join(parts))

@@ -1,4 +1,5 @@
-"""The real page in a real browser: app.py --demo in a subprocess, driven by Debian's chromium through Playwright.
+"""The real page in a real browser: the app served in-process as app.py --demo serves it, driven by Debian's
+chromium through Playwright (app.py itself is started in tests/app/test_entry.py).
 
 One server for the module; each test opens its own page (its own session) at
 1400x1000, or 390x844 for the phone layout, and asserts what a person sees:
@@ -12,198 +13,37 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
+from support import (
+    DESKTOP,
+    PHONE,
+    ROOT,
+    dropdown_text,
+    expect_dropdown,
+    expect_number,
+    expect_value,
+    generate_and_wait,
+    no_error_badges,
+    number,
+    open_page,
+    pick,
+    set_number,
+    small_settings,
+    toast,
+)
 
-pytestmark = pytest.mark.browser
-
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = ROOT / "docs" / "screenshot.png"
-# Without these, headless Chromium keeps trying to reach Google's services and can hang here.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
-DESKTOP = {"width": 1400, "height": 1000}
-PHONE = {"width": 390, "height": 844}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def sync_playwright():
-    if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("the playwright package is not installed (pip install playwright)")
-    return sync_playwright
-
-
-@pytest.fixture(scope="module")
-def server(sync_playwright, tmp_path_factory):
-    """``python app.py --demo`` on a free port; yields its URL, stops it at the end."""
-    home = tmp_path_factory.mktemp("studio-home")
-    outputs = home / "outputs"
-    port = free_port()
-    log = (home / "app.log").open("w")
-    env = {**os.environ, "SOTE_STUDIO_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "app.py", "--demo", "--device", "cpu", "--port", str(port), "--outputs", str(outputs),
-         "--presets-dir", str(home / "presets")],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"app.py exited with {proc.returncode}:\n{(home / 'app.log').read_text()[-3000:]}")
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"app.py did not answer within 180 s:\n{(home / 'app.log').read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url, outputs, home
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        log.close()
-
-
-@pytest.fixture(scope="module")
-def browser(sync_playwright):
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-def open_page(browser, server, viewport=DESKTOP):
-    url = server[0]
-    context = browser.new_context(viewport=viewport)
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    page.errors = []
-    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-    page.goto(url, wait_until="domcontentloaded")
-    page.locator("#prompt textarea").wait_for()
-    # The model is loaded once the status says so; Generate then has its plain label.
-    page.locator("#status").filter(has_text="ready on").wait_for(timeout=180_000)
-    return page
-
-
-@pytest.fixture
-def page(browser, server):
-    page = open_page(browser, server)
-    yield page
-    assert page.errors == []
-    page.context.close()
-
-
-@pytest.fixture
-def phone(browser, server):
-    page = open_page(browser, server, PHONE)
-    yield page
-    page.context.close()
-
-
-def pick(page, elem_id: str, option: str) -> None:
-    """Choose ``option`` in a Gradio 6 dropdown: a combobox input whose options appear in a listbox."""
-    box = page.locator(f"#{elem_id} input[role=combobox]")
-    box.click()
-    listbox = box.get_attribute("aria-controls")  # this dropdown's own list, not another one still open
-    scope = page.locator(f"[id='{listbox}']") if listbox else page
-    scope.get_by_role("option", name=option, exact=True).click()
-
-
-def dropdown_text(page, elem_id: str) -> str:
-    return page.locator(f"#{elem_id} input[role=combobox]").input_value()
-
-
-def set_number(page, label: str, value) -> None:
-    """Type into the number box next to a slider (labelled 'number input for LABEL')."""
-    box = page.get_by_label(f"number input for {label}", exact=True)
-    box.fill(str(value))
-    box.press("Enter")
-    box.blur()
-
-
-def number(page, label: str) -> str:
-    return page.get_by_label(f"number input for {label}", exact=True).input_value()
-
-
-def expect_number(page, label: str, value) -> None:
-    """Wait (up to 10 s) for a slider's number box to show ``value``."""
-    from playwright.sync_api import expect
-
-    expect(page.get_by_label(f"number input for {label}", exact=True)).to_have_value(str(value), timeout=10_000)
-
-
-def expect_value(locator, part: str) -> None:
-    """Wait for a text field's value (not its text content) to contain ``part``."""
-    import re
-
-    from playwright.sync_api import expect
-
-    expect(locator).to_have_value(re.compile(re.escape(part)), timeout=30_000)
-
-
-def expect_dropdown(page, elem_id: str, text: str) -> None:
-    from playwright.sync_api import expect
-
-    expect(page.locator(f"#{elem_id} input[role=combobox]")).to_have_value(text, timeout=10_000)
-
-
-def small_settings(page, prior_steps: int = 3, decoder_steps: int = 2) -> None:
-    page.locator("#prompt textarea").fill("1girl, solo, smile, hoodie")
-    pick(page, "resolution", "custom")
-    for label, value in (("Width", 256), ("Height", 256), ("Prior steps (stage C)", prior_steps),
-                         ("Decoder steps (stage B)", decoder_steps)):
-        set_number(page, label, value)
-
-
-def generate_and_wait(page, images: int = 1) -> None:
-    before = page.locator("#gallery .thumbnail-item").count()
-    page.locator("#generate").click()
-    page.wait_for_function(f"() => document.querySelectorAll('#gallery .thumbnail-item').length >= {before + images}",
-                           timeout=180_000)
-    page.locator("#summary").filter(has_text="image").wait_for()
-
-
-def no_error_badges(page) -> bool:
-    return page.get_by_text("Error", exact=True).count() == 0
-
-
-def toast(page, text: str):
-    return page.locator(".toast-body").filter(has_text=text)
 
 
 # 0. The whole flow, and the README's screenshot -------------------------------------------
 
 
-def test_generate_in_the_browser(page, server, tmp_path):
-    _, outputs, _ = server
+def test_generate_in_the_browser(page, app, tmp_path):
+    outputs = app.outputs
     assert "Demo mode" in page.locator("#demo_banner").inner_text()
     page.locator("#prompt textarea").fill("1girl, solo, smile, hoodie")
     pick(page, "rating", "general")
@@ -251,7 +91,7 @@ def test_generate_in_the_browser(page, server, tmp_path):
 # 1. Errors reach the screen as text, never as badges over the form ------------------------
 
 
-def test_failing_actions_show_their_message_and_no_error_badges(page, server, tmp_path):
+def test_failing_actions_show_their_message_and_no_error_badges(page, tmp_path):
     page.locator("#reuse_settings").click()
     toast(page, "no image yet: generate one first").first.wait_for()
     page.locator("#image_note").filter(has_text="no image yet: generate one first").wait_for()
@@ -477,8 +317,8 @@ def test_phone_keeps_generate_on_screen_and_folds_the_sliders(phone):
 
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
-def test_dropdown_choices_are_shown_whole(browser, server, viewport):
-    page = open_page(browser, server, viewport)
+def test_dropdown_choices_are_shown_whole(browser, app, viewport):
+    page = open_page(browser, app.url, viewport)
     try:
         pick(page, "date", "newest (2022-2024)")
         pick(page, "aesthetic", "extremely aesthetic")
@@ -491,8 +331,8 @@ def test_dropdown_choices_are_shown_whole(browser, server, viewport):
         page.context.close()
 
 
-def test_the_page_has_no_api_entries_for_page_only_events(server):
-    info = httpx.get(server[0] + "gradio_api/info", timeout=30).json()
+def test_the_page_has_no_api_entries_for_page_only_events(app):
+    info = httpx.get(app.url + "gradio_api/info", timeout=30).json()
     names = set(info["named_endpoints"])
     assert {"/generate", "/stop", "/compare", "/grid", "/png_info", "/status"} <= names
     assert not names & {"/new_session", "/no_pairs", "/reuse_seed", "/reuse_settings", "/use_a", "/apply_png_info"}
