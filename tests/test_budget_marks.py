@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sote_ui.ui.prompt_tools import past_chunks_markdown, tags_past_trained
+from sote_ui.core.suggestions import tags_past_trained
+from sote_ui.ui.generate.prompt_box import past_chunks_markdown
 
 
 def fake_counts(text: str) -> list[int]:

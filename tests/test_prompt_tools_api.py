@@ -171,7 +171,7 @@ def test_cli_names_a_missing_wildcard(tiny_pair, home, capsys):
 def test_without_a_user_folder_the_history_lives_in_the_browser_state():
     from sote_ui.core import history
     from sote_ui.service.studio import Studio, StudioConfig
-    from sote_ui.ui.prompt_tools import HistoryStore
+    from sote_ui.ui.generate.history_panel import HistoryStore
 
     store = HistoryStore(Studio(StudioConfig(presets_dir=None, outputs=None)))
     assert store.file is None

@@ -137,7 +137,7 @@ def test_a_huge_reference_is_shrunk_for_the_encoder(remix_engine, tmp_path):
     big = tmp_path / "big.png"
     Image.new("RGB", (5000, 3000), (10, 200, 10)).save(big)
     seen = []
-    encoder = remix_engine._encoder()
+    encoder = remix_engine.load_image_encoder()
     original = encoder.processor.__class__.__call__
 
     def spy(self, images=None, **kwargs):

@@ -182,7 +182,7 @@ def test_a_non_integer_seed_is_refused_not_rounded(client):
 
 
 def test_stop_cancels_a_job_of_the_session_still_waiting_in_the_queue(app, client):
-    from sote_ui.ui.common import queued_jobs
+    from sote_ui.ui.wiring import queued_jobs
 
     studio, url, _, _ = app
     demo = studio_demo(app)
