@@ -62,7 +62,7 @@ def main() -> None:
     import gradio as gr
     import httpx
 
-    from sote_ui.ui.prompt_tools import suggest_tags
+    from sote_ui.core.suggestions import suggest_tags
 
     with gr.Blocks() as demo:
         gr.api(suggest_tags, api_name="suggest_tags", queue=False)

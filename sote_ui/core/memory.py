@@ -316,3 +316,16 @@ def smaller_mode(current: Mode, device: DeviceInfo, sizes: ComponentSizes, width
                if m != current and estimate(m, sizes, width, height, device) < need]
     fitting = [m for m in smaller if estimate(m, sizes, width, height, device) <= device.free_bytes]
     return (fitting or smaller or [None])[0]
+
+
+def mode_table(device: DeviceInfo, sizes: ComponentSizes | None, width: int = 1024,
+               height: int = 1536) -> list[tuple[str, str, str]]:
+    """(mode, estimated need, why not on this device or '') for every mode but ``auto``."""
+    rows = []
+    for mode in Mode:
+        if mode == Mode.AUTO:
+            continue
+        why = unsupported_reason(mode, device)
+        need = f"~{estimate(mode, sizes, width, height, device) / GiB:.1f} GiB" if sizes else "?"
+        rows.append((mode.value, need, why or ""))
+    return rows

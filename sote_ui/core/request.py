@@ -21,6 +21,7 @@ from typing import Any
 from . import tags
 from .emphasis import check_weights
 from .errors import InputError
+from .wildcards import check_request
 
 MAX_SEED = 2**32 - 1
 MAX_REFERENCES = 4  # reference images of one request (image remix)
@@ -267,9 +268,7 @@ def validate(request: GenerationRequest, limits: Limits = DEFAULT_LIMITS) -> Non
             raise InputError(f"image strength must be between 0 and {MAX_STRENGTH:g}, got {ref.strength:g}")
         if "\x00" in ref.path or not Path(ref.path).expanduser().is_file():
             raise InputError(f"reference image {Path(ref.path.replace(chr(0), '')).name[:80]!r} does not exist")
-    from .wildcards import check_request  # a bad template or missing wildcard file fails here, before any work
-
-    check_request(request)
+    check_request(request)  # a bad template or missing wildcard file fails here, before any work
     composed = request.composed_prompt()
     if not composed.strip():
         raise InputError("the prompt is empty: type some tags or pick a tag")

@@ -26,12 +26,15 @@ import random
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Union
+from typing import Any, TypeVar, Union
 
 from .emphasis import check_weights
 from .errors import InputError
 from .files import user_home
-from .request import GenerationRequest
+
+# A GenerationRequest (or any frozen dataclass with the FIELDS and a seed): wildcards work on its text only,
+# so this module needs nothing of the request's.
+Request = TypeVar("Request")
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "wildcards"
 MAX_DEPTH = 10  # wildcard files referring to wildcard files, this deep at most
@@ -224,7 +227,7 @@ class WildcardStore:
                 out.append(self._resolve(parse(line, f"wildcard __{part.name}__"), rng, depth + 1))
         return "".join(out)
 
-    def resolve_request(self, request: GenerationRequest) -> GenerationRequest:
+    def resolve_request(self, request: Request) -> Request:
         """The request with its prompt and negative prompt resolved for its own seed."""
         if not any(has_template(getattr(request, key)) for key in FIELDS):
             return request
@@ -251,12 +254,12 @@ def resolve(text: str, seed: int, where: str = "prompt") -> str:
     return _default.resolve(text, seed, where)
 
 
-def resolve_request(request: GenerationRequest) -> GenerationRequest:
+def resolve_request(request: Request) -> Request:
     """One image's request with its templates resolved from its seed (used by the engine for every job)."""
     return _default.resolve_request(request)
 
 
-def check_request(request: GenerationRequest) -> None:
+def check_request(request: Any) -> None:
     """Raise InputError before any work if a template in ``request`` is malformed or names a missing wildcard."""
     for key in FIELDS:
         _default.check(getattr(request, key), key)

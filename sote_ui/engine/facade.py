@@ -29,18 +29,9 @@ import torch
 from PIL import Image
 
 from .. import __version__
+from ..core import memory
 from ..core.errors import Cancelled, GenerationError, InputError, ModelError
-from ..core.memory import (
-    GiB,
-    Mode,
-    Placement,
-    Plan,
-    choose_mode,
-    estimate,
-    parse_mode,
-    smaller_mode,
-    unsupported_reason,
-)
+from ..core.memory import Mode, Placement, Plan, choose_mode, parse_mode, smaller_mode, unsupported_reason
 from ..core.metadata import ModelInfo, format_parameters
 from ..core.request import GenerationRequest
 from . import devices
@@ -232,15 +223,8 @@ class Engine:
 
     def mode_table(self, width: int = 1024, height: int = 1536) -> list[tuple[str, str, str]]:
         """(mode, estimated need, note) for every mode on this device."""
-        device = self.device or devices.detect_device(self.requested_device)
-        rows = []
-        for mode in Mode:
-            if mode == Mode.AUTO:
-                continue
-            why = unsupported_reason(mode, device)
-            need = f"~{estimate(mode, self.sizes, width, height, device) / GiB:.1f} GiB" if self.sizes else "?"
-            rows.append((mode.value, need, why or ""))
-        return rows
+        return memory.mode_table(self.device or devices.detect_device(self.requested_device), self.sizes, width,
+                                 height)
 
     def _smaller_mode(self, plan: Plan) -> str:
         smaller = smaller_mode(plan.mode, self.device, self.sizes) if self.sizes else None
@@ -285,7 +269,8 @@ class Engine:
 
     # 2b. Reference images (image remix) ----------------------------------------------
 
-    def _encoder(self):
+    def load_image_encoder(self):
+        """The CLIP image encoder of image remix, loaded on first use (the prior folder's own, else the fallback)."""
         if self._image_encoder is None:
             from .references import load_image_encoder
 
@@ -460,7 +445,8 @@ class Engine:
             self.load()
             jobs = expand(requests)
             warnings = self._check_prompts(jobs)
-            self.counters.image_encodes += self._references.prepare(jobs, self._encoder, self.device.torch_device)
+            encoded = self._references.prepare(jobs, self.load_image_encoder, self.device.torch_device)
+            self.counters.image_encodes += encoded
             run = RunContext(len(jobs), planned_steps(jobs, self._prior_key, self._priors.__contains__, prior_only),
                              on_progress, should_stop, on_preview)
             images: list[GeneratedImage] = []

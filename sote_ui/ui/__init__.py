@@ -1,1 +1,4 @@
-"""The Gradio app. Importing this package does not import torch or diffusers."""
+"""The Gradio page: one module or folder per tab, composed in ``app.py``.
+
+It reaches the engine only through :mod:`sote_ui.service`; importing it loads no torch or diffusers.
+"""

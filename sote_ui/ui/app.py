@@ -19,12 +19,12 @@ import gradio as gr
 from ..core.outputs import MAX_UPLOAD_BYTES
 from ..core.presets import CURRENT
 from ..service.studio import DEMO_PREFIX, Studio
-from .common import queued_jobs
 from .compare_tab import build_compare_tab
-from .generate_tab import build_generate_tab
+from .generate import build_generate_tab
+from .generate.prompt_tools import script_head
 from .grid_tab import build_grid_tab
 from .pnginfo_tab import build_pnginfo_tab
-from .prompt_tools import script_head
+from .wiring import queued_jobs
 
 TITLE = "Sote Studio"
 INTRO = (
@@ -108,20 +108,20 @@ def build_demo(studio: Studio) -> gr.Blocks:
 
         def poll():
             settled = studio.settled()
-            return (studio.status(), generate["device_markdown"](), gr.Timer(active=not settled),
-                    gr.update(value=generate_label(studio)), generate["mode_choices"]())
+            return (studio.status(), generate.device_markdown(), gr.Timer(active=not settled),
+                    gr.update(value=generate_label(studio)), generate.mode_choices())
 
-        timer.tick(poll, None, [generate["status"], generate["device_info"], timer, generate["generate_button"],
-                                generate["mode"]], api_visibility="private", queue=False, show_progress="hidden")
+        timer.tick(poll, None, [generate.status, generate.memory.device_info, timer, generate.run.generate,
+                                generate.memory.mode], api_visibility="private", queue=False, show_progress="hidden")
 
         def status():
-            return studio.status(), generate["device_markdown"]()
+            return studio.status(), generate.device_markdown()
 
-        gr.Button(visible=False).click(status, None, [generate["status"], generate["device_info"]], api_name="status",
+        gr.Button(visible=False).click(status, None, [generate.status, generate.memory.device_info], api_name="status",
                                        queue=False)
-        demo.load(generate["compose"], generate["tag_inputs"], generate["composed"], api_visibility="private",
+        demo.load(generate.compose, generate.tag_inputs, generate.controls.composed, api_visibility="private",
                   queue=False)
-        demo.load(compare["describe"], compare["presets"], compare["descriptions"], api_visibility="private",
+        demo.load(compare.describe, compare.presets, compare.descriptions, api_visibility="private",
                   queue=False)
 
         # Presets saved after the page was built (by this or another visitor) show on every page load.
@@ -133,7 +133,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
             return (gr.update(choices=names), gr.update(choices=[CURRENT] + names),
                     gr.update(choices=[CURRENT] + names), f"**Preset files with problems:**{report}" if errors else "")
 
-        demo.load(preset_choices, None, [generate["preset"]] + compare["presets"] + [generate["preset_status"]],
+        demo.load(preset_choices, None, [generate.presets.preset] + compare.presets + [generate.presets.status],
                   api_visibility="private", queue=False)
 
         # A closed tab's session: the studio forgets it, and Gradio drops its stored state and page copy

@@ -9,7 +9,8 @@ time, and buttons that take A's or B's settings to the Generate tab.
 from __future__ import annotations
 
 import random
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import gradio as gr
 
@@ -18,7 +19,10 @@ from ..core.errors import Cancelled
 from ..core.presets import CURRENT
 from ..core.request import MAX_SEED
 from ..service.studio import Studio
-from .common import Eta, form_updates, named_api, seconds_text, seeds_text, session_id, user_error, wire, wire_stoppable
+from .form import form_updates
+from .generate import GenerateTab
+from .summaries import Eta, seconds_text, seeds_text
+from .wiring import named_api, session_id, user_error, wire, wire_stoppable
 
 FROM_PRESET = "(from each preset)"
 SENT = {"a": "(image sent as A)", "b": "(image sent as B)"}
@@ -26,6 +30,15 @@ SENT = {"a": "(image sent as A)", "b": "(image sent as B)"}
 
 def _tag_choices(values) -> list[tuple[str, str]]:
     return [(FROM_PRESET, FROM_PRESET), ("none", tags.NONE)] + [(v, v) for v in values]
+
+
+@dataclass
+class CompareTab:
+    """What the page needs of the Compare tab: its preset pickers and their descriptions."""
+
+    presets: list  # Preset A and Preset B
+    describe: Callable[[str, str], str]
+    descriptions: gr.Markdown
 
 
 def compare_summary(info: dict[str, Any], names: tuple[str, str]) -> str:
@@ -36,8 +49,8 @@ def compare_summary(info: dict[str, Any], names: tuple[str, str]) -> str:
             f" · {shared}")
 
 
-def build_compare_tab(studio: Studio, generate: dict[str, Any], tabs: gr.Tabs,
-                      generate_tab_id: str) -> dict[str, Any]:
+def build_compare_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs,
+                      generate_tab_id: str) -> CompareTab:
     """Lay out the tab; return its pieces (preset dropdowns, the receivers of sent images)."""
     names = [CURRENT] + studio.presets.names()
     with gr.Row(elem_id="compare_layout"):
@@ -175,10 +188,10 @@ def build_compare_tab(studio: Studio, generate: dict[str, Any], tabs: gr.Tabs,
                 [(x.request.to_dict(), y.request.to_dict(), x.path, y.path) for x, y in pairs])
 
     inputs = ([preset_a, preset_b, prompt, seed, seeds, aesthetic, quality, date, rating, width, height, prior_steps,
-               decoder_steps] + generate["inputs"] + [sent_state])
+               decoder_steps] + generate.inputs + [sent_state])
     outputs = [slider, thumbs, diff, summary, report, pairs_state]
     wire_stoppable(run, stop, run_compare, inputs, outputs, api_name="compare", note=3, status=status,
-                   stop_job=generate["stop_job"])
+                   stop_job=generate.stop_job)
 
     def pick_seed(pairs, evt: gr.SelectData):
         if not pairs or evt.index is None:
@@ -199,7 +212,7 @@ def build_compare_tab(studio: Studio, generate: dict[str, Any], tabs: gr.Tabs,
 
         return apply
 
-    use_outputs = generate["form"] + [generate["image_note"], tabs, summary]
+    use_outputs = generate.form + [generate.image_note, tabs, summary]
     for button, which in ((use_a, 0), (use_b, 1)):
         wire(button.click, use(which), pairs_state, use_outputs, note=len(use_outputs) - 1)
 
@@ -207,7 +220,7 @@ def build_compare_tab(studio: Studio, generate: dict[str, Any], tabs: gr.Tabs,
         """Put the gallery's selected image on side ``which``: its settings, prompt and seed."""
 
         def apply(session, sent):
-            _, shot = generate["selected_shot"](session)
+            _, shot = generate.selected_shot(session)
             sent = {**(sent or {}), which: shot.request.to_dict()}
             names = choices_with_sent(sent)
             dropdowns = [gr.update(choices=names, value=SENT[k]) if k == which else gr.update(choices=names)
@@ -218,9 +231,9 @@ def build_compare_tab(studio: Studio, generate: dict[str, Any], tabs: gr.Tabs,
 
         return apply
 
-    for button, which in ((generate["to_a"], "a"), (generate["to_b"], "b")):
-        wire(button.click, receive(which), [generate["state"], sent_state],
-             [sent_state, preset_a, preset_b, prompt, seed, generate["image_note"], tabs], note=5)
+    for button, which in ((generate.gallery.to_a, "a"), (generate.gallery.to_b, "b")):
+        wire(button.click, receive(which), [generate.state, sent_state],
+             [sent_state, preset_a, preset_b, prompt, seed, generate.image_note, tabs], note=5)
 
     refresh_outputs = [preset_a, preset_b]
 
@@ -228,10 +241,10 @@ def build_compare_tab(studio: Studio, generate: dict[str, Any], tabs: gr.Tabs,
         return refreshed(sent)
 
     # Presets saved or deleted in Generate show here at once.
-    for event in (generate["save_event"], generate["delete_event"]):
+    for event in (generate.preset_events.save, generate.preset_events.delete):
         event.then(refresh_from, sent_state, refresh_outputs, api_visibility="private", show_progress="hidden")
 
-    return {"presets": [preset_a, preset_b], "describe": describe, "descriptions": descriptions}
+    return CompareTab([preset_a, preset_b], describe, descriptions)
 
 
 def _clock() -> float:

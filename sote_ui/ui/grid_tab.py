@@ -15,7 +15,9 @@ from ..core.errors import Cancelled
 from ..core.request import FIELD_NAMES, GenerationRequest
 from ..service.compare import AXIS_LABELS
 from ..service.studio import Studio
-from .common import Eta, named_api, seconds_text, session_id, user_error, values_of, wire_stoppable
+from .generate import GenerateTab
+from .summaries import Eta, seconds_text
+from .wiring import named_api, session_id, user_error, values_of, wire_stoppable
 
 NO_AXIS = "(none)"
 # Grid base controls: the settings people grid around; the rest come from the Generate tab.
@@ -47,8 +49,8 @@ def grid_summary(info: dict[str, Any]) -> str:
             f"time{'s' if info['prior_runs'] != 1 else ''} · {info['size'][0]}x{info['size'][1]} px sheet")
 
 
-def build_grid_tab(studio: Studio, generate: dict[str, Any], tab: gr.Tab) -> None:
-    controls = generate["controls"]
+def build_grid_tab(studio: Studio, generate: GenerateTab, tab: gr.Tab) -> None:
+    controls = generate.controls
     limits = studio.config.limits
     d = GenerationRequest()
     with gr.Row(elem_id="grid_layout"):
@@ -97,7 +99,7 @@ def build_grid_tab(studio: Studio, generate: dict[str, Any], tab: gr.Tab) -> Non
         current = values_of(values)
         return [current[key] for key in BASE_KEYS]
 
-    tab.select(copy_base, generate["inputs"], base, api_visibility="private", queue=False, show_progress="hidden")
+    tab.select(copy_base, generate.inputs, base, api_visibility="private", queue=False, show_progress="hidden")
 
     def example(key: str):
         return gr.update(placeholder=EXAMPLES.get(key, ""), value=EXAMPLES.get(key, ""))
@@ -132,7 +134,7 @@ def build_grid_tab(studio: Studio, generate: dict[str, Any], tab: gr.Tab) -> Non
     inputs = [x_key, x_values, y_key, y_values] + [own.get(name, getattr(controls, name)) for name in FIELD_NAMES]
     outputs = [grid_image, summary, report]
     wire_stoppable(run, stop, run_grid, inputs, outputs, api_name="grid", note=1, status=status,
-                   stop_job=generate["stop_job"])
+                   stop_job=generate.stop_job)
 
 
 def _clock() -> float:

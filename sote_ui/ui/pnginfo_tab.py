@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import gradio as gr
 
 from ..core.request import FIELD_NAMES
 from ..service.studio import Studio
-from .common import form_updates, user_error, wire
+from .form import form_updates
+from .generate import GenerateTab
+from .wiring import user_error, wire
 
 
-def build_pnginfo_tab(studio: Studio, generate: dict[str, Any], tabs: gr.Tabs, generate_tab_id: str) -> dict:
+def build_pnginfo_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs, generate_tab_id: str) -> None:
     """Lay out the tab; "Send to Generate" fills the Generate tab's controls."""
     with gr.Row():
         with gr.Column():
@@ -52,13 +52,12 @@ def build_pnginfo_tab(studio: Studio, generate: dict[str, Any], tabs: gr.Tabs, g
         message = " · ".join(["applied the settings read from the image"] + notes)
         return (*updates, message, message, gr.Tabs(selected=generate_tab_id))
 
-    outputs = generate["form"] + [generate["image_note"], note, tabs]
-    wire(send.click, apply, parsed, outputs, note=len(generate["form"]) + 1)
+    outputs = generate.form + [generate.image_note, note, tabs]
+    wire(send.click, apply, parsed, outputs, note=len(generate.form) + 1)
 
     def receive(session):
-        _, shot = generate["selected_shot"](session)
+        _, shot = generate.selected_shot(session)
         return (*read_in_page(shot.path), gr.Tabs(selected="pnginfo"), "")
 
-    wire(generate["to_info"].click, receive, generate["state"], [preview, raw, parsed, note, tabs,
-                                                                 generate["image_note"]], note=5)
-    return {"upload": upload}
+    wire(generate.gallery.to_info.click, receive, generate.state, [preview, raw, parsed, note, tabs,
+                                                                 generate.image_note], note=5)

@@ -13,6 +13,7 @@ from support import pixels
 from sote_ui.core.errors import Cancelled, InputError, ModelError
 from sote_ui.core.memory import DeviceInfo, GiB, Mode, Placement, choose_mode
 from sote_ui.core.request import build_request
+from sote_ui.core.suggestions import tags_past_trained
 from sote_ui.engine import Engine
 from sote_ui.engine.encoding import CHUNK, _comma_id, _split, encode_pair, tokenize_weighted
 from sote_ui.engine.loading import component_sizes, fetch, load_components, weight_bytes
@@ -207,8 +208,6 @@ def test_short_prompts_encode_exactly_like_diffusers(engine, prompt, negative):
 
 
 def test_the_tags_past_the_third_chunk_by_the_encoders_split(engine):
-    from sote_ui.core.suggestions import tags_past_trained
-
     parts = [f"{word} {i}" for i, word in enumerate(["long hair", "blue eyes", "school uniform", "smile"] * 20)]
     text = ", ".join(parts)
     assert len(engine.chunk_counts(text)) > 3

@@ -14,7 +14,8 @@ from support import SMALL, pixels
 from sote_ui.cli import main
 from sote_ui.core.request import build_request
 from sote_ui.engine import Engine, weight_cache
-from sote_ui.engine.loading import Folders, load_components, quanto_exclude, weight_bytes
+from sote_ui.engine.loading import Folders, load_components, weight_bytes
+from sote_ui.engine.placement.fp8 import quanto_exclude
 
 
 @pytest.fixture

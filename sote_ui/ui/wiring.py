@@ -1,5 +1,5 @@
-"""Pieces every tab uses: the session id, user-facing errors, named API parameters,
-control updates that keep the form consistent, size snapping and one-line summaries.
+"""Wiring events: the session id, one-line errors on the page and to API clients, named API parameters,
+and the Stop-able GPU job.
 
 Errors on the page: a failed action shows its message as a toast and in the
 status line next to the control, and leaves the form as it was. Gradio shows
@@ -14,30 +14,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
-import re
 from typing import Any, Callable
 
 import gradio as gr
 
 from ..core.errors import describe_error
 from ..core.request import FIELD_NAMES
-
-SIDE_STEP = 128
-RESOLUTIONS = [
-    ("1024 x 1536  (2:3 portrait, card default)", "1024x1536"),
-    ("1536 x 1024  (3:2 landscape)", "1536x1024"),
-    ("1024 x 1024  (1:1 square)", "1024x1024"),
-    ("1152 x 2048  (9:16 phone)", "1152x2048"),
-    ("2048 x 1152  (16:9 wallpaper)", "2048x1152"),
-    ("896 x 1152  (7:9 portrait)", "896x1152"),
-    ("1152 x 896  (9:7 landscape)", "1152x896"),
-    ("1280 x 1280  (1:1 large)", "1280x1280"),
-    ("custom", "custom"),
-]
-RESOLUTION_VALUES = {value for _, value in RESOLUTIONS}
-# A1111 prompt syntax this model has no use for here: sent as plain text, so say so.
-_UNSUPPORTED = re.compile(r"<(lora|lyco|hypernet|embedding):[^>]*>", re.IGNORECASE)
 
 
 def session_id(request: gr.Request | None) -> str:
@@ -173,133 +155,3 @@ def queued_jobs(blocks: gr.Blocks, session: str, concurrency_id: str = "gpu") ->
         return sum(1 for event in list(queue.queue) if event.session_hash == session) if queue else 0
     except AttributeError:
         return 0
-
-
-def snap_side(value: float) -> int:
-    """The nearest multiple of 128 (halves round up), at least 128."""
-    return max(SIDE_STEP, int(math.floor(float(value) / SIDE_STEP + 0.5)) * SIDE_STEP)
-
-
-def size_to_resolution(width: float, height: float) -> str:
-    choice = f"{int(width)}x{int(height)}"
-    return choice if choice in RESOLUTION_VALUES else "custom"
-
-
-def settings_for_form(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Values ready for the controls (sizes snapped to multiples of 128) and notes on what was changed."""
-    values = {k: v for k, v in values.items() if k in FIELD_NAMES}
-    notes = []
-    sizes = {}
-    for key in ("width", "height"):
-        if values.get(key) is None:
-            continue
-        try:
-            sizes[key] = float(values[key])
-        except (TypeError, ValueError):
-            continue
-    snapped = {key: snap_side(value) for key, value in sizes.items()}
-    if any(snapped[key] != sizes[key] for key in snapped):
-        old = "x".join(f"{sizes[k]:g}" for k in ("width", "height") if k in sizes)
-        new = "x".join(str(snapped[k]) for k in ("width", "height") if k in snapped)
-        notes.append(f"size {old} snapped to {new} (sizes are multiples of 128)")
-    values.update(snapped)
-    flagged = unsupported_syntax(values.get("prompt") or "")
-    if flagged:
-        notes.append(flagged)
-    return values, notes
-
-
-def unsupported_syntax(prompt: str) -> str:
-    """A note naming A1111 syntax (``<lora:...>`` and kin) this app sends as plain text, or ''."""
-    found = sorted({m.group(0) for m in _UNSUPPORTED.finditer(prompt or "")})
-    if not found:
-        return ""
-    return (f"{', '.join(found[:3])}: LoRA and embedding tags are not supported here; "
-            "they are sent as plain text, so remove them")
-
-
-def form_updates(values: dict[str, Any], with_resolution: bool = True) -> tuple[list, list[str]]:
-    """gr.update per request control (keys absent stay untouched), then the Resolution picker.
-
-    The picker follows the size that is set, so it never shows a size other
-    than the sliders'. Returns the updates and the notes of
-    :func:`settings_for_form`.
-    """
-    values, notes = settings_for_form(values)
-    updates = [gr.update(value=values[name]) if name in values else gr.update() for name in FIELD_NAMES]
-    if with_resolution:
-        if "width" in values and "height" in values:
-            updates.append(gr.update(value=size_to_resolution(values["width"], values["height"])))
-        else:
-            updates.append(gr.update())
-    return updates, notes
-
-
-def seconds_text(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, rest = divmod(int(round(seconds)), 60)
-    return f"{minutes} min {rest:02d} s"
-
-
-def seeds_text(seeds: list[int]) -> str:
-    if not seeds:
-        return "none"
-    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
-        return f"{seeds[0]}-{seeds[-1]}"
-    return ", ".join(str(s) for s in seeds)
-
-
-def run_summary(report: dict[str, Any], device_word: str = "GPU") -> str:
-    """One line about a Generate run: images, time, seeds, mode, prior reuse (or how it stopped)."""
-    seeds = report.get("seeds", [])
-    images = len(seeds)
-    reused = sum(1 for r in report.get("prior_reused", []) if r)
-    parts = [f"{images} image{'s' if images != 1 else ''} in {seconds_text(report.get('seconds', 0.0))}",
-             f"seed{'s' if images != 1 else ''} {seeds_text(seeds)}"]
-    if report.get("mode"):
-        parts.append(report["mode"])
-    if reused:
-        parts.append(f"prior reused for {reused}")
-    line = " · ".join(parts)
-    if report.get("stopped"):
-        if report.get("cancelled_in_queue"):
-            return "stopped before it started: it was still waiting in the queue"
-        if not images:
-            return f"stopped before the first image was finished; the {device_word} is free"
-        return f"stopped after {images} finished image{'s' if images != 1 else ''}; the {device_word} is free · {line}"
-    return line
-
-
-class Eta:
-    """Elapsed and remaining time of a run, from the steps done so far."""
-
-    def __init__(self, clock: Callable[[], float]):
-        self._clock = clock
-        self._start = clock()
-
-    def text(self, done: int, total: int) -> str:
-        elapsed = self._clock() - self._start
-        if done <= 0 or total <= 0:
-            return f"{seconds_text(elapsed)} elapsed"
-        left = elapsed / done * max(total - done, 0)
-        return f"{seconds_text(elapsed)} elapsed, ~{seconds_text(left)} left"
-
-
-__all__ = [
-    "Eta",
-    "RESOLUTIONS",
-    "form_updates",
-    "named_api",
-    "page_action",
-    "queued_jobs",
-    "run_summary",
-    "session_id",
-    "settings_for_form",
-    "size_to_resolution",
-    "snap_side",
-    "unsupported_syntax",
-    "user_error",
-    "values_of",
-    "wire",
-]

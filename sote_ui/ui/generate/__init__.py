@@ -1,0 +1,126 @@
+"""The Generate tab: the request's controls, remix, drafts, presets and memory mode on the left; Generate,
+Stop, the live preview and the session's gallery on the right; the prompt history below.
+
+Each piece is built and wired in the module named after it; this module lays
+them out and hands the other tabs one typed :class:`GenerateTab`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import gradio as gr
+
+from ...core.request import MAX_REFERENCES, MAX_STRENGTH, GenerationRequest
+from ...service.studio import Studio
+from ..session import SessionState
+from .controls import Controls, build_controls
+from .drafts import build_drafts_box, wire_drafts
+from .gallery import SESSION_TTL, Gallery, build_gallery, drop_session, selected_shot, wire_gallery
+from .history_panel import HistoryPanel
+from .memory_box import MemoryBox, build_memory_box, device_markdown, mode_choices, wire_memory_box
+from .presets_box import PresetEvents, PresetsBox, build_presets_box, wire_presets_box
+from .prompt_box import tag_inputs, wire_prompt_box
+from .prompt_tools import attach_prompt_tools
+from .run import RunEvents, RunInputs, RunPanel, build_actions, wire_run
+
+
+@dataclass
+class GenerateTab:
+    """What the other tabs use of the Generate tab."""
+
+    studio: Studio
+    controls: Controls
+    state: gr.State  # the session's SessionState
+    run: RunPanel
+    gallery: Gallery
+    presets: PresetsBox
+    preset_events: PresetEvents
+    memory: MemoryBox
+    events: RunEvents
+    history: HistoryPanel
+    compose: Callable[..., str]  # the line under the prompt box, from the tag controls
+
+    @property
+    def inputs(self) -> list:
+        """The request controls, in the request's field order."""
+        return self.controls.as_list()
+
+    @property
+    def form(self) -> list:
+        """The request controls and then the Resolution picker (what ``form_updates`` writes)."""
+        return self.controls.form()
+
+    @property
+    def tag_inputs(self) -> list:
+        return tag_inputs(self.controls)
+
+    @property
+    def status(self) -> gr.Markdown:
+        return self.run.status
+
+    @property
+    def image_note(self) -> gr.Markdown:
+        return self.gallery.image_note
+
+    def device_markdown(self) -> str:
+        return device_markdown(self.studio)
+
+    def mode_choices(self):
+        return mode_choices(self.studio)
+
+    def stop_job(self, request: gr.Request) -> str:
+        return self.events.stop_job(request)
+
+    @staticmethod
+    def selected_shot(session: SessionState | None):
+        """``(index, shot)`` of the gallery's selected image (its first one when none is)."""
+        return selected_shot(session)
+
+
+def build_generate_tab(studio: Studio, waiting: Callable[[str], int] | None = None) -> GenerateTab:
+    """Lay out the Generate tab inside the current Blocks and wire it.
+
+    ``waiting(session)`` counts the session's jobs still waiting in the GPU
+    queue, which Stop cancels too.
+    """
+    defaults = GenerationRequest()
+    state = gr.State(SessionState(), time_to_live=SESSION_TTL, delete_callback=drop_session)
+    with gr.Row(elem_id="generate_layout"):
+        with gr.Column(scale=5, elem_id="settings_column"):
+            controls = build_controls(studio, defaults)
+            with gr.Accordion("Image remix: steer the composition with reference images", open=False):
+                remix_images = gr.File(label=f"Up to {MAX_REFERENCES} reference images", file_count="multiple",
+                                       file_types=["image"], type="filepath", elem_id="remix_images")
+                remix_strengths = gr.Textbox(label=f"Strengths, 0 to {MAX_STRENGTH:g}: one for all, or one per image",
+                                             placeholder="1.0  (or 1.0, 0.5)", elem_id="remix_strengths")
+            drafts = build_drafts_box()
+            presets = build_presets_box(studio)
+            memory = build_memory_box(studio)
+        with gr.Column(scale=6, elem_id="output_column"):
+            generate, stop = build_actions()
+            status = gr.Markdown(studio.status(), elem_id="status")
+            live_preview = gr.Image(label="Live preview", visible=False, interactive=False, format="png",
+                                    height=240, elem_id="live_preview")
+            gallery = build_gallery()
+            summary = gr.Markdown(elem_id="summary")
+            with gr.Accordion("Last run, in full", open=False, elem_id="report_box"):
+                report = gr.JSON(label="Last run", elem_id="report")
+            job_images = gr.Gallery(visible=False, format="png", label="This job's images")
+    panel = RunPanel(generate, stop, status, live_preview, summary, report, job_images)
+    inputs = RunInputs(state, remix_images, remix_strengths, drafts.preview_kind)
+
+    compose = wire_prompt_box(studio, controls)
+    events = wire_run(studio, controls, inputs, panel, gallery.gallery, waiting)
+    wire_drafts(studio, drafts, inputs.after(controls), state, gallery.gallery)
+    wire_gallery(gallery, controls, state, status)
+    preset_events = wire_presets_box(studio, presets, controls)
+    wire_memory_box(studio, memory, status)
+    # Tag suggestions, keyboard habits and the prompt history (below the tab's two columns).
+    history = attach_prompt_tools(studio, controls.as_list(), [events.button, events.submit, events.api])
+    return GenerateTab(studio, controls, state, panel, gallery, presets, preset_events, memory, events, history,
+                       compose)
+
+
+__all__ = ["GenerateTab", "build_generate_tab"]

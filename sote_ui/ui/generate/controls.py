@@ -1,0 +1,150 @@
+"""The request's controls: the prompt box, the trained-tag pickers, size, steps, CFG, seed and count.
+
+The controls come in the request's field order (:data:`~sote_ui.core.request.FIELD_NAMES`),
+so a list of values maps onto them one to one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from ...core import tags
+from ...core.request import FIELD_NAMES, GenerationRequest
+from ...service.studio import Studio
+from ..form import RESOLUTIONS, size_to_resolution, snap_side
+
+RANDOM_SEED_LABEL = "Seed (-1 = random)"
+
+
+def _choices(values) -> list[tuple[str, str]]:
+    return [("none", tags.NONE)] + [(v, v) for v in values]
+
+
+@dataclass
+class Controls:
+    """The request controls, in the request's field order."""
+
+    prompt: gr.Textbox
+    negative_prompt: gr.Textbox
+    aesthetic: gr.Dropdown
+    quality: gr.Dropdown
+    date: gr.Dropdown
+    custom: gr.Dropdown
+    rating: gr.Dropdown
+    artist: gr.Textbox
+    width: gr.Slider
+    height: gr.Slider
+    seed: gr.Number
+    prior_steps: gr.Slider
+    prior_cfg: gr.Slider
+    decoder_steps: gr.Slider
+    decoder_cfg: gr.Slider
+    count: gr.Slider
+    resolution_picker: gr.Dropdown  # not a request field: it sets width and height
+    composed: gr.Markdown  # the prompt as sent and its token count, under the prompt box
+    random_seed: gr.Button
+    reuse_seed: gr.Button
+    size_note: gr.Markdown
+
+    def as_list(self) -> list:
+        return [getattr(self, name) for name in FIELD_NAMES]
+
+    def form(self) -> list:
+        """Every request control, then the Resolution picker (kept in step with the sizes)."""
+        return self.as_list() + [self.resolution_picker]
+
+
+def updates_for(values: dict[str, Any]) -> list:
+    """gr.update per request control for the keys present in ``values`` (others untouched)."""
+    return [gr.update(value=values[name]) if name in values else gr.update() for name in FIELD_NAMES]
+
+
+def build_controls(studio: Studio, defaults: GenerationRequest) -> Controls:
+    limits = studio.config.limits
+    with gr.Group():
+        prompt = gr.Textbox(label="Your tags", placeholder="1girl, solo, cowboy shot, smile, hoodie, indoors",
+                            lines=3, value=defaults.prompt, elem_id="prompt")
+        composed = gr.Markdown(elem_id="composed", padding=True)
+        with gr.Row(equal_height=True):
+            aesthetic = gr.Dropdown(_choices(tags.AESTHETIC), value=defaults.aesthetic, label="Aesthetic",
+                                    elem_id="aesthetic", min_width=200)
+            quality = gr.Dropdown(_choices(tags.QUALITY), value=defaults.quality, label="Quality",
+                                  elem_id="quality", min_width=200)
+            date = gr.Dropdown([("none", tags.NONE)] + [(f"{k} ({v})", k) for k, v in tags.DATE.items()],
+                               value=defaults.date, label="Date", elem_id="date", min_width=200)
+        with gr.Row(equal_height=True):
+            rating = gr.Dropdown(_choices(tags.RATING), value=defaults.rating, label="Rating", elem_id="rating",
+                                 min_width=200)
+            custom = gr.Dropdown(_choices(tags.CUSTOM), value=defaults.custom, label="Source tag",
+                                 elem_id="custom", min_width=200)
+            artist = gr.Textbox(label="Pixiv artist ('art by NAME')", value=defaults.artist, elem_id="artist",
+                                min_width=200)
+        negative_prompt = gr.Textbox(label="Negative prompt", value=defaults.negative_prompt, lines=2,
+                                     elem_id="negative_prompt")
+    with gr.Accordion("Size, steps, CFG and seed", open=True, elem_id="size_steps"):
+        resolution = gr.Dropdown(RESOLUTIONS, value=size_to_resolution(defaults.width, defaults.height),
+                                 label="Resolution", elem_id="resolution")
+        with gr.Row():
+            width = gr.Slider(limits.min_side, min(limits.max_side, 2560), value=defaults.width, step=128,
+                              label="Width", elem_id="width")
+            height = gr.Slider(limits.min_side, min(limits.max_side, 2560), value=defaults.height, step=128,
+                               label="Height", elem_id="height")
+        size_note = gr.Markdown(elem_id="size_note")
+        with gr.Row():
+            prior_steps = gr.Slider(1, min(limits.max_prior_steps, 80), value=defaults.prior_steps, step=1,
+                                    label="Prior steps (stage C)")
+            prior_cfg = gr.Slider(0, min(limits.max_cfg, 20), value=defaults.prior_cfg, step=0.1,
+                                  label="Prior CFG")
+        with gr.Row():
+            decoder_steps = gr.Slider(1, min(limits.max_decoder_steps, 40), value=defaults.decoder_steps, step=1,
+                                      label="Decoder steps (stage B)")
+            decoder_cfg = gr.Slider(0, min(limits.max_cfg, 5), value=defaults.decoder_cfg, step=0.1,
+                                    label="Decoder ('secondary') CFG; applied above 1")
+        with gr.Row(equal_height=True, elem_id="seed_row"):
+            seed = gr.Number(value=defaults.seed, label=RANDOM_SEED_LABEL, minimum=-1, step=1, elem_id="seed",
+                             min_width=180, scale=4)
+            with gr.Column(scale=0, min_width=110, elem_classes=["seed-tools"]):
+                random_seed = gr.Button("⚄ random", elem_id="random_seed", size="sm", min_width=100)
+                reuse_seed = gr.Button("♻ last seed", elem_id="reuse_seed", size="sm", min_width=100)
+            count = gr.Slider(1, limits.max_count, value=defaults.count, step=1, label="Images", scale=4,
+                              min_width=180)
+    random_seed.click(lambda: -1, None, seed, api_visibility="private", queue=False, show_progress="hidden")
+    resolution.input(_resolution_to_size, resolution, [width, height, size_note], api_visibility="private",
+                     queue=False, show_progress="hidden")
+    # A typed size that is not a multiple of 128 snaps when the field is left; the picker follows.
+    # Each handler writes only its own slider, so a stale value of the other one is never written back.
+    width.release(_snap_width, [width, height], [width, resolution, size_note], api_visibility="private",
+                  queue=False, show_progress="hidden")
+    height.release(_snap_height, [width, height], [height, resolution, size_note], api_visibility="private",
+                   queue=False, show_progress="hidden")
+    return Controls(prompt, negative_prompt, aesthetic, quality, date, custom, rating, artist, width, height,
+                    seed, prior_steps, prior_cfg, decoder_steps, decoder_cfg, count, resolution, composed,
+                    random_seed, reuse_seed, size_note)
+
+
+def _snap(key: str, value: float, width: float, height: float):
+    snapped = snap_side(value or 128)
+    sizes = {"width": width, "height": height, key: snapped}
+    picker = size_to_resolution(sizes["width"], sizes["height"])
+    if snapped == value:
+        return gr.update(), picker, gr.update()
+    return snapped, picker, f"{key} {value:g} snapped to {snapped} (sizes are multiples of 128)"
+
+
+def _snap_width(width: float, height: float):
+    return _snap("width", width, width, height)
+
+
+def _snap_height(width: float, height: float):
+    return _snap("height", height, width, height)
+
+
+def _resolution_to_size(choice: str):
+    if not choice or choice == "custom" or "x" not in choice:
+        return gr.update(), gr.update(), ""
+    width, height = (int(v) for v in choice.split("x"))
+    return width, height, ""
+

@@ -1,0 +1,88 @@
+"""Live previews and drafts: prior-only compositions, one per seed; finishing the picked ones runs only their decoders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from ...service.studio import Studio
+from ..session import SessionState
+from ..wiring import named_api, session_id, user_error, wire
+from .gallery import gallery_items, keep_shots
+
+PREVIEW_CHOICES = [("auto (Stability's previewer if here, else fast)", "auto"),
+                   ("Stability's previewer (downloads it)", "previewer"), ("fast projection", "fast"),
+                   ("off", "off")]
+
+
+@dataclass
+class DraftsBox:
+    preview_kind: gr.Radio
+    draft: gr.Button
+    finish: gr.Button
+    gallery: gr.Gallery
+    picked: gr.CheckboxGroup
+    note: gr.Markdown
+
+
+def build_drafts_box() -> DraftsBox:
+    with gr.Accordion("Live previews and drafts", open=False, elem_id="drafts_box"):
+        preview_kind = gr.Radio(PREVIEW_CHOICES, value="auto", label="Live preview of stage C",
+                                elem_id="preview_kind")
+        with gr.Row():
+            draft = gr.Button("Draft compositions (prior only)", size="sm", elem_id="draft")
+            finish = gr.Button("Finish picked drafts", size="sm", variant="primary", elem_id="finish")
+        drafts_gallery = gr.Gallery(label="Drafts: one per seed (Images sets how many)", columns=4,
+                                    height=220, format="png", elem_id="drafts", preview=False)
+        picked = gr.CheckboxGroup([], label="Seeds to finish", elem_id="picked")
+        drafts_note = gr.Markdown(elem_id="drafts_note")
+    return DraftsBox(preview_kind, draft, finish, drafts_gallery, picked, drafts_note)
+
+
+def wire_drafts(studio: Studio, box: DraftsBox, run_inputs: list, state: gr.State, gallery: gr.Gallery) -> None:
+    """Draft (button and ``/draft``, same inputs as ``/generate``) and Finish picked drafts."""
+
+    @named_api(after=("session",), optional=("images", "image_strengths", "preview"))
+    def make_drafts(values, session, images, image_strengths, preview, request: gr.Request,
+                    progress=gr.Progress()):
+        values["images"] = list(images or [])
+        values["image_strengths"] = image_strengths if image_strengths not in (None, "") else None
+        session = session or SessionState()
+
+        def on_progress(p):
+            progress((p.done, p.total), desc=f"draft {p.image + 1}/{p.images} · prior step {p.step}/{p.steps}")
+
+        try:
+            drafts, info = studio.draft(values, session=session_id(request), on_progress=on_progress,
+                                        preview=preview or "auto")
+        except Exception as exc:
+            raise user_error(exc) from None
+        session.draft_values = {**values, "seed": drafts[0][1] if drafts else values.get("seed")}
+        seeds = [seed for _, seed in drafts]
+        note = (f"{len(drafts)} drafts in {info['seconds']:.1f} s, no decoder step run: tick the seeds to finish, "
+                "then Finish picked drafts")
+        return [(path, f"seed {seed}") for path, seed in drafts], gr.update(choices=seeds, value=[]), note, session
+
+    draft_outputs = [box.gallery, box.picked, box.note, state]
+    wire(box.draft.click, make_drafts, run_inputs, draft_outputs, api_name="draft", note=2, concurrency_id="gpu")
+
+    def finish_drafts(seeds, session: SessionState, request: gr.Request, progress=gr.Progress()):
+        if not session or not session.draft_values:
+            raise gr.Error("make drafts first", print_exception=False)
+        if not seeds:
+            raise gr.Error("tick the seeds of the drafts to finish first", print_exception=False)
+        try:
+            shots, info = studio.generate(session.draft_values, session=session_id(request), seeds=list(seeds),
+                                          on_progress=lambda p: progress((p.done, p.total),
+                                                                         desc=f"decoder step {p.step}/{p.steps}"))
+        except Exception as exc:
+            raise user_error(exc) from None
+        keep_shots(session, shots)
+        reused = sum(shot.prior_reused for shot in shots)
+        note = f"finished {len(shots)} drafts in {info['seconds']:.1f} s ({reused} reused their prior)"
+        return gallery_items(session), note, session
+
+    wire(box.finish.click, finish_drafts, [box.picked, state], [gallery, box.note, state],
+         note=1, concurrency_id="gpu")
+

@@ -1,0 +1,108 @@
+"""The prompt history panel: every prompt generated, searchable, starred ones never dropped.
+
+Kept in a file next to the presets folder, or in the browser's own storage
+where the server keeps no user folder (as on Spaces).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from ...core import history
+from ...core.request import FIELD_NAMES
+from ...service.studio import Studio
+
+HISTORY_KEY = "sote-studio-history"
+# BrowserState encrypts what it stores with this; fixed so a restarted Space still reads its visitors' history.
+HISTORY_SECRET = "sote-studio-prompt-history-v1"
+HISTORY_SHOWN = 30
+
+
+class HistoryStore:
+    """The history of one server (a file) or, without a user folder, of each browser (BrowserState)."""
+
+    def __init__(self, studio: Studio):
+        folder = studio.config.presets_dir
+        self.file = history.HistoryFile(Path(folder).expanduser().parent / "history.json") if folder else None
+        self._lock = threading.Lock()
+
+    def entries(self, stored: Any) -> list[dict]:
+        return self.file.load() if self.file else history.clean(stored)
+
+    def change(self, stored: Any, edit) -> list[dict]:
+        with self._lock:
+            entries = edit(self.entries(stored))
+            if self.file:
+                self.file.save(entries)
+        return entries
+
+
+@dataclass
+class HistoryPanel:
+    listing: gr.Radio  # the prompts shown
+    stored: gr.BrowserState  # the browser's own copy, where the server keeps no file
+
+
+def build_history(studio: Studio, inputs: list, generated: list) -> HistoryPanel:
+    store = HistoryStore(studio)
+    stored = gr.BrowserState([], storage_key=HISTORY_KEY, secret=HISTORY_SECRET)
+    where = f"kept in {store.file.path}" if store.file else "kept in this browser"
+    with gr.Accordion("Prompt history", open=False, elem_id="history") as panel:
+        gr.Markdown(f"Every prompt you generate, newest first ({where}). Starred prompts are never dropped.")
+        with gr.Row():
+            search = gr.Textbox(label="Search", placeholder="words from the prompt or negative prompt",
+                                elem_id="history_search", scale=4)
+            starred_only = gr.Checkbox(label="Starred only", value=False, elem_id="history_starred", scale=1)
+        listing = gr.Radio([], label="Prompts", elem_id="history_list")
+        with gr.Row():
+            use = gr.Button("Use this prompt", size="sm", elem_id="history_use")
+            star = gr.Button("Star / unstar", size="sm", elem_id="history_star")
+
+    def shown(entries, query, only_starred, selected=None):
+        found = history.search(entries, query or "", bool(only_starred))[:HISTORY_SHOWN]
+        choices = [(history.label(e), e["id"]) for e in found]
+        keep = selected if any(value == selected for _, value in choices) else None
+        return gr.update(choices=choices, value=keep)
+
+    def refresh(stored_value, query, only_starred, selected=None):
+        return shown(store.entries(stored_value), query, only_starred, selected)
+
+    def record(*args):
+        values, stored_value, query, only_starred = dict(zip(FIELD_NAMES, args[:-3])), *args[-3:]
+        entries = store.change(stored_value, lambda old: history.add(old, values))
+        return (entries if store.file is None else stored_value), shown(entries, query, only_starred)
+
+    def toggle(stored_value, selected, query, only_starred):
+        if not selected:
+            raise gr.Error("pick a prompt in the list first", print_exception=False)
+        entries = store.change(stored_value, lambda old: history.star(old, selected))
+        return (entries if store.file is None else stored_value), shown(entries, query, only_starred, selected)
+
+    def reuse(stored_value, selected):
+        entry = history.find(store.entries(stored_value), selected or "")
+        if entry is None:
+            raise gr.Error("pick a prompt in the list first", print_exception=False)
+        settings = entry["settings"]
+        return [gr.update(value=settings[name]) if name in settings else gr.update() for name in FIELD_NAMES]
+
+    filters = [search, starred_only]
+    for event in generated:
+        event.success(record, inputs + [stored] + filters, [stored, listing], api_name=False, queue=False,
+                      show_progress="hidden")
+    for trigger in (panel.expand, search.change, starred_only.change):
+        trigger(refresh, [stored] + filters, listing, api_name=False, queue=False, show_progress="hidden")
+    # Queued: their "pick a prompt first" message shows as a toast only from a queued handler.
+    star.click(toggle, [stored, listing] + filters, [stored, listing], api_name=False)
+    use.click(reuse, [stored, listing], inputs, api_name=False)
+
+    def prompt_history(query: str = "") -> list[dict]:
+        """The server's prompt history (newest first) matching ``query``; empty where it is kept per browser."""
+        return history.search(store.entries([]), query or "")
+
+    gr.api(prompt_history, api_name="prompt_history", queue=False)
+    return HistoryPanel(listing, stored)
