@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from support import ROOT
+
 from sote_ui.core import history
 from sote_ui.core.history import HistoryFile, add, clean, find, label, search, star
 
@@ -79,12 +81,11 @@ def test_clean_drops_malformed_items():
 def test_the_prompt_modules_import_neither_torch_nor_gradio():
     import subprocess
     import sys
-    from pathlib import Path
 
     code = ("import sys\nimport sote_ui.core.tagindex, sote_ui.core.wildcards, sote_ui.core.history\n"
             "sote_ui.core.tagindex.suggest('long h')\n"
             "print(sorted(m for m in ('torch', 'gradio', 'diffusers') if m in sys.modules))\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2],
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
