@@ -27,31 +27,31 @@ def _image(engine, **changes) -> np.ndarray:
 @pytest.fixture(scope="module")
 def reference(tiny_source):
     engine = Engine(tiny_source, mode="bf16")
-    pixels = _image(engine)
+    image = _image(engine)
     engine.unload()
-    return pixels
+    return image
 
 
 @pytest.mark.parametrize("mode", ["offload-bf16", "sequential-bf16"])
 def test_offload_modes_match_all_on_gpu(tiny_source, reference, mode):
     engine = Engine(tiny_source, mode=mode)
-    pixels = _image(engine)
+    image = _image(engine)
     assert engine.plan.mode.value == mode
     # Same weights, same seeds: only kernel-order noise may differ.
-    assert np.abs(pixels - reference).mean() < 2.0
+    assert np.abs(image - reference).mean() < 2.0
 
 
 @pytest.mark.parametrize("mode", ["fp8", "offload-fp8"])
 def test_fp8_modes_run_on_the_gpu_and_stay_close(tiny_source, reference, mode):
     engine = Engine(tiny_source, mode=mode)
-    pixels = _image(engine)
+    image = _image(engine)
     assert engine.plan.fp8_backend in ("quanto", "layerwise")
-    assert pixels.shape == reference.shape
-    assert pixels.std() > 0
+    assert image.shape == reference.shape
+    assert image.std() > 0
     # fp8 weights change the pixels a little, not the picture: far closer to the bf16 image of the
     # same seed than to another seed's image.
     other = _image(engine, seed=78)
-    assert np.abs(pixels - reference).mean() < 0.5 * np.abs(other - reference).mean()
+    assert np.abs(image - reference).mean() < 0.5 * np.abs(other - reference).mean()
 
 
 
