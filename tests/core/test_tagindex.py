@@ -108,3 +108,14 @@ def test_shipped_list_aliases_and_escapes():
     assert "kanzaki ranko \\(cosplay\\), " in texts(suggest("kanzaki ranko", limit=20))
     assert suggest("best")[0].text == "best quality, "
     assert all(s.category == "artist" for s in suggest("a", category=tagindex.ARTIST))
+
+
+def test_the_suggestions_the_page_gets_and_an_unknown_category_refused():
+    from sote_ui.core.errors import InputError
+    from sote_ui.core.suggestions import suggest_tags
+
+    first = suggest_tags("long h", "")[0]
+    assert (first["text"], first["tag"], first["category"]) == ("long hair, ", "long_hair", "general")
+    assert all(row["category"] == "artist" for row in suggest_tags("wlo", "artist"))
+    with pytest.raises(InputError, match="category must be"):
+        suggest_tags("a", "nope")
