@@ -73,7 +73,7 @@ def chunk_token_counts(tokenizer, text: str) -> list[int]:
     tokens: a prompt of 222 tokens can need 4 chunks. An empty prompt is one empty chunk.
     """
     ids, weights = tokenize_weighted(tokenizer, text)
-    return [len(chunk_ids) for chunk_ids, _ in _split(ids, weights, _comma_id(tokenizer))]
+    return [len(chunk_ids) for chunk_ids, _ in split_chunks(ids, weights, comma_id(tokenizer))]
 
 
 def check_chunks(tokenizer, text: str, what: str = "the prompt") -> list[int]:
@@ -87,21 +87,24 @@ def check_chunks(tokenizer, text: str, what: str = "the prompt") -> list[int]:
     return counts
 
 
-def _split(ids: list[int], weights: list[float], comma_id: int | None) -> list[tuple[list[int], list[float]]]:
+def split_chunks(ids: list[int], weights: list[float], comma: int | None) -> list[tuple[list[int], list[float]]]:
+    """Cut token ids (and their weights) into chunks of at most 75, after the last comma of each chunk's
+    final 20 tokens where there is one, so a tag is not split across two chunks."""
     chunks = []
     while len(ids) > CHUNK:
         cut = CHUNK
-        if comma_id is not None:
+        if comma is not None:
             window = ids[CHUNK - COMMA_LOOKBACK:CHUNK]
-            if comma_id in window:
-                cut = CHUNK - COMMA_LOOKBACK + len(window) - window[::-1].index(comma_id)
+            if comma in window:
+                cut = CHUNK - COMMA_LOOKBACK + len(window) - window[::-1].index(comma)
         chunks.append((ids[:cut], weights[:cut]))
         ids, weights = ids[cut:], weights[cut:]
     chunks.append((ids, weights))
     return chunks
 
 
-def _comma_id(tokenizer) -> int | None:
+def comma_id(tokenizer) -> int | None:
+    """The comma's token id (chunks are cut after a comma where one is near), or None."""
     ids = tokenizer(",", add_special_tokens=False).input_ids
     return ids[0] if len(ids) == 1 else None
 
@@ -139,11 +142,11 @@ def _encode_chunks(tokenizer, text_encoder, chunks, device) -> tuple[torch.Tenso
 
 def encode_pair(tokenizer, text_encoder, prompt: str, negative_prompt: str, device) -> PromptEmbeds:
     """Encode prompt and negative prompt to the same number of 77-token chunks."""
-    comma = _comma_id(tokenizer)
+    comma = comma_id(tokenizer)
     pos_ids, pos_weights = tokenize_weighted(tokenizer, prompt)
     neg_ids, neg_weights = tokenize_weighted(tokenizer, negative_prompt)
-    pos_chunks = _split(pos_ids, pos_weights, comma)
-    neg_chunks = _split(neg_ids, neg_weights, comma)
+    pos_chunks = split_chunks(pos_ids, pos_weights, comma)
+    neg_chunks = split_chunks(neg_ids, neg_weights, comma)
     count = max(len(pos_chunks), len(neg_chunks))
     pos_chunks += [([], [])] * (count - len(pos_chunks))
     neg_chunks += [([], [])] * (count - len(neg_chunks))

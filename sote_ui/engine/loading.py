@@ -48,7 +48,8 @@ class Folders:
     variant: str | None = None
 
 
-def _patterns(parts: tuple[str, ...], variant: str | None) -> list[str]:
+def download_patterns(parts: tuple[str, ...], variant: str | None) -> list[str]:
+    """The Hub file patterns of ``parts`` (configs, and weights of ``variant`` only where one is asked for)."""
     patterns = ["model_index.json", "README.md"]
     for part in parts:
         patterns += [f"{part}/*.json", f"{part}/*.txt"]
@@ -100,7 +101,7 @@ def check_folder(folder: Path, parts: tuple[str, ...], role: str, variant: str |
 
 
 def _download(repo_id: str, parts: tuple[str, ...], role: str, variant: str | None) -> Path:
-    return hub.snapshot(repo_id, _patterns(parts, variant), f"{role} {repo_id}",
+    return hub.snapshot(repo_id, download_patterns(parts, variant), f"{role} {repo_id}",
                         "connect once to download it, or pass --prior/--decoder folders")
 
 

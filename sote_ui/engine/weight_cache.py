@@ -50,7 +50,8 @@ def cache_root() -> Path:
     return Path(base).expanduser() / "sote-studio"
 
 
-def _versions() -> dict:
+def library_versions() -> dict:
+    """The versions of the libraries an entry depends on (part of its key)."""
     from importlib.metadata import PackageNotFoundError, version
 
     import torch
@@ -81,7 +82,7 @@ def entry_key(component: str, files: list[Path], exclude: list[str], extra: dict
         stat = path.stat()
         described.append([path.name, stat.st_size, stat.st_mtime_ns])
     payload = {"format": FORMAT, "component": component, "files": described, "exclude": sorted(exclude),
-               "versions": _versions(), **(extra or {})}
+               "versions": library_versions(), **(extra or {})}
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     source = str(Path(files[0]).resolve().parent) if files else ""
     flavour = ", ".join(str(value).removeprefix("torch.") for _, value in sorted((extra or {}).items()))
@@ -129,7 +130,7 @@ def load(key: EntryKey, root: Path | None = None):
         return None
     weights, _ = _paths(key, root)
     try:
-        state_dict = _map(weights)
+        state_dict = map_weights(weights)
     except Exception:  # a file that changed under us: treat as missing
         return None
     if len(state_dict) != meta.get("tensors"):
@@ -147,7 +148,7 @@ SAFETENSORS_DTYPES = {
 _CODES = {name: code for code, name in SAFETENSORS_DTYPES.items()}
 
 
-def _map(path: Path) -> dict:
+def map_weights(path: Path) -> dict:
     """The file's tensors, mapped privately (copy-on-write) from the file.
 
     Each tensor of a file written by :func:`_write` starts on a 64-byte

@@ -15,7 +15,7 @@ from sote_ui.core.memory import DeviceInfo, GiB, Mode, Placement, choose_mode
 from sote_ui.core.request import build_request
 from sote_ui.core.suggestions import tags_past_trained
 from sote_ui.engine import Engine
-from sote_ui.engine.encoding import CHUNK, _comma_id, _split, encode_pair, tokenize_weighted
+from sote_ui.engine.encoding import CHUNK, comma_id, encode_pair, split_chunks, tokenize_weighted
 from sote_ui.engine.loading import component_sizes, fetch, load_components, weight_bytes
 from sote_ui.engine.models import ModelSource
 from sote_ui.engine.placement.pipelines import apply_mode
@@ -179,8 +179,8 @@ def test_prompt_and_negative_get_the_same_number_of_chunks(engine, prompt_tokens
 def test_long_prompts_are_cut_at_commas(engine):
     tokenizer = engine.prior_pipe.tokenizer
     ids, weights = tokenize_weighted(tokenizer, _long_prompt(tokenizer, 200, prefix=""))
-    comma = _comma_id(tokenizer)
-    chunks = _split(ids, weights, comma)
+    comma = comma_id(tokenizer)
+    chunks = split_chunks(ids, weights, comma)
     assert len(ids) > 2 * CHUNK and len(chunks) >= math.ceil(len(ids) / CHUNK)
     assert [t for c, _ in chunks for t in c] == ids  # nothing lost, nothing added
     for chunk_ids, chunk_weights in chunks[:-1]:
@@ -188,7 +188,7 @@ def test_long_prompts_are_cut_at_commas(engine):
         assert len(chunk_weights) == len(chunk_ids)
     # without a comma in reach the cut is at 75 tokens
     plain = list(range(160))
-    assert [len(c) for c, _ in _split(plain, [1.0] * 160, comma)] == [75, 75, 10]
+    assert [len(c) for c, _ in split_chunks(plain, [1.0] * 160, comma)] == [75, 75, 10]
 
 
 @pytest.mark.parametrize("prompt,negative", [

@@ -226,9 +226,9 @@ def test_known_ids_given_as_prior_and_decoder_keep_their_variant():
 def test_download_patterns_take_single_and_sharded_variant_files_only():
     from fnmatch import fnmatch
 
-    from sote_ui.engine.loading import PRIOR_PARTS, _patterns
+    from sote_ui.engine.loading import PRIOR_PARTS, download_patterns
 
-    patterns = _patterns(PRIOR_PARTS, "bf16")
+    patterns = download_patterns(PRIOR_PARTS, "bf16")
 
     def taken(name):
         return any(fnmatch(name, p) for p in patterns)

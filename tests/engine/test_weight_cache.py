@@ -59,7 +59,7 @@ def test_key_includes_the_quanto_and_torch_versions(tmp_path, monkeypatch):
     weights = tmp_path / "model.safetensors"
     weights.write_bytes(b"x")
     key = weight_cache.entry_key("prior", [weights], [])
-    monkeypatch.setattr(weight_cache, "_versions", lambda: {"torch": "9.9", "optimum-quanto": "0.2.7"})
+    monkeypatch.setattr(weight_cache, "library_versions", lambda: {"torch": "9.9", "optimum-quanto": "0.2.7"})
     assert weight_cache.entry_key("prior", [weights], []).digest != key.digest
 
 
@@ -219,7 +219,7 @@ def test_cache_files_are_valid_safetensors_with_aligned_tensors(tiny_pair, cache
     load_components(Folders(*tiny_pair), torch.bfloat16, fp8="quanto")
     path = _entry_file("prior")
     plain = load_file(str(path))  # any safetensors reader can open it
-    mapped = weight_cache._map(path)
+    mapped = weight_cache.map_weights(path)
     assert set(mapped) == {name for name in plain if not name.startswith("__pad")}
     assert all(t.data_ptr() % weight_cache.ALIGN == 0 for t in mapped.values() if t.numel())
     assert all(torch.equal(mapped[name], plain[name]) for name in mapped)
