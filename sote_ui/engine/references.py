@@ -25,8 +25,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..core.errors import ModelError
+from ..core.errors import InputError, ModelError
+from ..core.outputs import open_image
 from . import hub
+from .caches import LruCache
 
 FALLBACK_ENCODER = "openai/clip-vit-large-patch14"
 _ENCODER_FILES = ["config.json", "preprocessor_config.json", "model.safetensors"]
@@ -123,15 +125,11 @@ class ReferenceEmbeddings:
     """
 
     def __init__(self, size: int):
-        from .caches import LruCache
-
         self._embeds = LruCache(size)  # content hash -> (1, 1, dim) fp32 embedding
         self._hashes: dict[str, tuple[int, int, str]] = {}  # path -> (mtime_ns, size, sha256)
 
     def digest(self, path: str) -> str:
         """The file's content hash (read again only when its mtime or size changed)."""
-        from ..core.errors import InputError
-
         try:
             stat = Path(path).expanduser().stat()
             known = self._hashes.get(path)
@@ -149,9 +147,6 @@ class ReferenceEmbeddings:
 
     def prepare(self, jobs, encoder, device) -> int:
         """Encode every reference image the jobs use (once per content), before any denoising; return how many."""
-        from ..core.errors import InputError
-        from ..core.outputs import open_image
-
         encoded = 0
         for job in jobs:
             for ref, digest in self.active(job):

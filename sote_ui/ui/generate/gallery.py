@@ -13,8 +13,6 @@ from ..wiring import wire
 from .controls import Controls
 
 SESSION_TTL = 24 * 3600  # a session's images list is dropped a day after its last change at the latest
-
-
 GALLERY_SIZE = 48  # the newest images shown
 
 
@@ -47,7 +45,6 @@ def selected_shot(session: SessionState | None):
     index = session.selected if session.selected is not None and session.selected < len(session.shots) \
         else session.order[0] if session.order else len(session.shots) - 1
     return index, session.shots[index]
-
 
 
 def keep_shots(session: SessionState, shots: list) -> None:

@@ -32,9 +32,9 @@ class RunPanel:
     stop: gr.Button
     status: gr.Markdown
     live_preview: gr.Image
-    summary: gr.Markdown | None = None
-    report: gr.JSON | None = None
-    job_images: gr.Gallery | None = None
+    summary: gr.Markdown
+    report: gr.JSON
+    job_images: gr.Gallery  # hidden: /generate's images of this job alone
 
 
 @dataclass
