@@ -104,15 +104,41 @@ def axis_field(key: str) -> str:
     return "prompt" if key == "prompt_sr" else key
 
 
-def axis_terms(key: str, text: str) -> list[str]:
-    """The values of an axis as typed (comma-separated, blanks dropped); what the grid's labels show."""
+def axis_terms(key: str, text: str, limits: Limits = DEFAULT_LIMITS) -> list[str]:
+    """The values of an axis as typed (comma-separated, blanks dropped); what the grid's labels show.
+
+    Refuses more values than a grid has cells, and text longer than that many
+    prompts, before anything else is done with them.
+    """
     if key not in GRID_KEYS:
         raise InputError(f"{key!r} can't be a grid axis; choose one of: {', '.join(GRID_KEYS)}")
-    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    text = str(text)
+    longest = (MAX_GRID_CELLS + 1) * (limits.max_prompt_chars + 1)
+    if len(text) > longest:
+        raise InputError(f"the {AXIS_LABELS[key]} values are {len(text)} characters long; the limit is {longest}")
+    parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts:
         example = "tag to find, replacement, another" if key == "prompt_sr" else "4, 6, 8"
         raise InputError(f"give values for {key}, e.g. {example}")
+    # Prompt S/R's first term is what to find; it is also the axis' first value.
+    if len(parts) > MAX_GRID_CELLS:
+        raise InputError(f"{AXIS_LABELS[key]} has {len(parts)} values; a grid has at most {MAX_GRID_CELLS} cells")
     return parts
+
+
+def check_grid_size(x_key: str, x_text: str, y_key: str | None, y_text: str,
+                    limits: Limits = DEFAULT_LIMITS) -> int:
+    """The number of cells the typed axes make; refused past :data:`MAX_GRID_CELLS` before any value is built."""
+    columns = len(axis_terms(x_key, x_text, limits))
+    rows = len(axis_terms(y_key, y_text, limits)) if y_key else 1
+    if columns * rows > MAX_GRID_CELLS:
+        raise InputError(f"{columns} x {rows} = {columns * rows} cells; the limit is {MAX_GRID_CELLS}")
+    return columns * rows
+
+
+def replaced_length(prompt: str, find: str, term: str) -> int:
+    """How long ``prompt.replace(find, term)`` would be, without building it."""
+    return len(prompt) + prompt.count(find) * (len(term) - len(find))
 
 
 def parse_values(key: str, text: str, limits: Limits = DEFAULT_LIMITS,
@@ -122,12 +148,18 @@ def parse_values(key: str, text: str, limits: Limits = DEFAULT_LIMITS,
     For ``prompt_sr`` the values are whole prompts: ``base.prompt`` with its
     first term replaced by each term in turn (the first term itself included).
     """
-    parts = axis_terms(key, text)
+    parts = axis_terms(key, text, limits)
     if key == "prompt_sr":
         prompt = (base or GenerationRequest()).prompt
-        if parts[0] not in prompt:
-            raise InputError(f"Prompt S/R: {parts[0]!r} is not in the prompt {prompt[:80]!r}")
-        parts = [prompt.replace(parts[0], term) for term in parts]
+        find = parts[0]
+        if find not in prompt:
+            raise InputError(f"Prompt S/R: {find[:80]!r} is not in the prompt {prompt[:80]!r}")
+        for term in parts:  # sizes first: a short prompt naming the term often can grow a thousandfold
+            length = replaced_length(prompt, find, term)
+            if length > limits.max_prompt_chars:
+                raise InputError(f"Prompt S/R: replacing {find[:40]!r} with {term[:40]!r} makes a prompt of {length} "
+                                 f"characters; the limit is {limits.max_prompt_chars}")
+        parts = [prompt.replace(find, term) for term in parts]
     values = []
     for part in parts:
         request = build_request({axis_field(key): part}, base=base, limits=limits)

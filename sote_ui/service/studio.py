@@ -343,16 +343,17 @@ class Studio:
     def grid(self, base: GenerationRequest, x_key: str, x_text: str, y_key: str | None, y_text: str,
              session: str = "", on_progress: Callable | None = None) -> tuple[str, dict[str, Any]]:
         """Run a parameter grid; return the saved grid PNG and a report with the step counts."""
-        from .compare import axis_terms, parse_values
+        from .compare import axis_terms, check_grid_size, parse_values
 
         limits = self.config.limits
+        check_grid_size(x_key, x_text, y_key, y_text, limits)  # counts first: nothing is built for a refused grid
         x_values = parse_values(x_key, x_text, limits, base)
         y_values = parse_values(y_key, y_text, limits, base) if y_key else []
         terms: dict[str, list[str]] = {}
         if x_key == "prompt_sr":  # labels show the terms typed, not whole prompts
-            terms["x_terms"] = axis_terms(x_key, x_text)
+            terms["x_terms"] = axis_terms(x_key, x_text, limits)
         if y_key == "prompt_sr":
-            terms["y_terms"] = axis_terms(y_key, y_text)
+            terms["y_terms"] = axis_terms(y_key, y_text, limits)
         cells = len(x_values) * max(1, len(y_values))
         grid = self._run("grid", (base, x_key, x_values, y_key, y_values), {"limits": limits, **terms},
                          gpu_seconds([base] * cells), session, on_progress)

@@ -126,3 +126,58 @@ def test_parse_values_rejects_keys_that_are_not_grid_axes(key):
 def test_parse_values_rejects_bad_values(key, text, message):
     with pytest.raises(InputError, match=message):
         parse_values(key, text)
+
+
+# 4. Bounds: a huge axis is refused before anything is built -----------------------------------
+
+
+def peak_bytes(call) -> tuple[int, Exception | None]:
+    """Peak memory Python allocated while ``call`` ran, and what it raised."""
+    import tracemalloc
+
+    tracemalloc.start()
+    raised = None
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - the caller checks what was raised
+        raised = exc
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak, raised
+
+
+def test_prompt_search_and_replace_refuses_a_prompt_past_the_limit_without_building_it(small):
+    # A prompt naming the searched term ~2,600 times, and twenty 1,000-character replacements:
+    # each replaced prompt would be ~2.6 MB (52 MB for the axis) before any length check.
+    base = request(small, prompt="x, " * 2600)
+    text = ", ".join(["x"] + [chr(ord("a") + i % 26) * 1000 for i in range(20)])
+    peak, raised = peak_bytes(lambda: parse_values("prompt_sr", text, base=base))
+    assert isinstance(raised, InputError)
+    assert "characters" in str(raised) and "8000" in str(raised)
+    assert peak < 2_000_000
+
+
+def test_an_axis_with_more_values_than_grid_cells_is_refused_before_any_is_checked(small, monkeypatch):
+    import sote_ui.service.compare as compare_module
+
+    checked = []
+    monkeypatch.setattr(compare_module, "build_request",
+                        lambda *a, **k: checked.append(1) or build_request(*a, **k))
+    with pytest.raises(InputError, match="Seed has 10000 values; a grid has at most 64 cells"):
+        parse_values("seed", ", ".join(str(n) for n in range(10_000)), base=request(small))
+    with pytest.raises(InputError, match="Seed values are 688888 characters long; the limit is 520065"):
+        parse_values("seed", ", ".join(str(n) for n in range(100_000)), base=request(small))
+    assert checked == []
+
+
+def test_two_axes_whose_product_passes_the_cell_limit_are_refused_before_any_value_is_checked(small, monkeypatch):
+    import sote_ui.service.compare as compare_module
+
+    checked = []
+    monkeypatch.setattr(compare_module, "build_request",
+                        lambda *a, **k: checked.append(1) or build_request(*a, **k))
+    with pytest.raises(InputError, match="10 x 10 = 100 cells.*limit is 64"):
+        compare_module.check_grid_size("seed", ", ".join(map(str, range(10))),
+                                       "prior_steps", ", ".join(map(str, range(1, 11))))
+    compare_module.check_grid_size("seed", "1, 2", "prior_steps", "1, 2, 3")  # 6 cells pass
+    assert checked == []
