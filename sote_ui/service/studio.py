@@ -27,7 +27,7 @@ from ..core.errors import Cancelled, InputError
 from ..core.metadata import parse_parameters, read_parameters
 from ..core.outputs import open_image, save_png
 from ..core.presets import SHIPPED_DIR, PresetStore, default_user_dir
-from ..core.request import DEFAULT_LIMITS, REQUEST_KEYS, GenerationRequest, Limits, build_request
+from ..core.request import DEFAULT_LIMITS, MAX_SEED, REQUEST_KEYS, GenerationRequest, Limits, build_request
 from .jobs import WAITING_CANCELLED, JobRunner, gpu_seconds
 
 DEMO_PREFIX = "DEMO MODE: tiny random-weight model, images are noise. "
@@ -218,7 +218,7 @@ class Studio:
         one-line message.
         """
         request = self.request_from(values).with_seed()
-        requests = [replace(request, seed=int(seed), count=1) for seed in seeds] if seeds else [request]
+        requests = [replace(request, seed=seed, count=1) for seed in self._finishing(seeds)] if seeds else [request]
         started = time.perf_counter()
         waited = False
         options = self._preview_options(on_preview, preview)
@@ -246,6 +246,20 @@ class Studio:
         if warnings:
             report["warnings"] = warnings
         return shots, report
+
+    def _finishing(self, seeds: list) -> list[int]:
+        """Seeds of picked drafts: each once, and no more than one run may make."""
+        try:
+            unique = list(dict.fromkeys(int(seed) for seed in seeds))
+        except (TypeError, ValueError):
+            raise InputError("the seeds to finish must be whole numbers") from None
+        limit = self.config.limits.max_count
+        if len(unique) > limit:
+            raise InputError(f"{len(unique)} seeds to finish; at most {limit} at once")
+        for seed in unique:
+            if not 0 <= seed <= MAX_SEED:
+                raise InputError(f"seed must be 0..{MAX_SEED}, got {seed}")
+        return unique
 
     def _preview_options(self, on_preview: Callable | None, preview: str) -> dict[str, Any]:
         """The engine's preview arguments: none inside a ZeroGPU worker (nothing streams out of it)."""

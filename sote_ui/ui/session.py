@@ -21,5 +21,6 @@ class SessionState:
     jobs: int = 0
     order: list[int] = field(default_factory=list)  # shots' indices as the gallery shows them
     draft_values: dict[str, Any] | None = None  # the settings the last drafts were made with
+    draft_seeds: list[int] = field(default_factory=list)  # the seeds those drafts show
 
 

@@ -62,3 +62,17 @@ def test_draft_then_finish_only_the_picked_seeds(app, client):
     finished = engine.counters.since(middle)
     assert (finished.prior_runs, finished.prior_cache_hits, finished.decoder_steps) == (0, 1, 2)
     assert report["prior_reused"] == [True]
+
+
+def test_finishing_drafts_runs_each_seed_once_and_no_more_than_a_run_may(app):
+    from sote_ui.core.errors import InputError
+
+    studio = app.studio
+    values = {**PREVIEWS, "prior_steps": 2, "seed": 610}
+    shots, report = studio.generate(values, seeds=[611, 611, 611, 612, 611])
+    assert report["seeds"] == [611, 612] and len(shots) == 2
+    limit = studio.config.limits.max_count
+    before = studio.engine.counters.snapshot()
+    with pytest.raises(InputError, match=f"{limit + 1} seeds to finish; at most {limit} at once"):
+        studio.generate(values, seeds=list(range(620, 620 + limit + 1)) * 2)
+    assert studio.engine.counters.since(before).prior_steps == 0

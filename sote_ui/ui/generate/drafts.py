@@ -60,6 +60,7 @@ def wire_drafts(studio: Studio, box: DraftsBox, run_inputs: list, state: gr.Stat
             raise user_error(exc) from None
         session.draft_values = {**values, "seed": drafts[0][1] if drafts else values.get("seed")}
         seeds = [seed for _, seed in drafts]
+        session.draft_seeds = seeds
         note = (f"{len(drafts)} drafts in {info['seconds']:.1f} s, no decoder step run: tick the seeds to finish, "
                 "then Finish picked drafts")
         return [(path, f"seed {seed}") for path, seed in drafts], gr.update(choices=seeds, value=[]), note, session
@@ -72,6 +73,8 @@ def wire_drafts(studio: Studio, box: DraftsBox, run_inputs: list, state: gr.Stat
             raise gr.Error("make drafts first", print_exception=False)
         if not seeds:
             raise gr.Error("tick the seeds of the drafts to finish first", print_exception=False)
+        if any(seed not in session.draft_seeds for seed in seeds):
+            raise gr.Error("only the seeds of this page's last drafts can be finished", print_exception=False)
         try:
             shots, info = studio.generate(session.draft_values, session=session_id(request), seeds=list(seeds),
                                           on_progress=lambda p: progress((p.done, p.total),
