@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from PIL import Image, ImageDraw, ImageFont
 
-from ..core.errors import InputError
+from ..core.errors import Cancelled, InputError
 from ..core.metadata import format_parameters
 from ..core.request import DECODER_KEYS, DEFAULT_LIMITS, PRIOR_KEYS, GenerationRequest, Limits, build_request
 
@@ -57,6 +57,7 @@ class CompareReport:
     decoder_steps: int
     seconds_a: float
     seconds_b: float
+    stopped: bool = False  # Stop came before every seed was done; ``pairs`` holds the finished ones
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +70,7 @@ class CompareReport:
             "decoder_steps_run": self.decoder_steps,
             "seconds_a": round(self.seconds_a, 3),
             "seconds_b": round(self.seconds_b, 3),
+            "stopped": self.stopped,
         }
 
 
@@ -80,22 +82,30 @@ def compare(engine, a: GenerationRequest, b: GenerationRequest, seeds: list[int]
     jobs = []
     for seed in seeds:
         jobs += [replace(a, seed=seed, count=1), replace(b, seed=seed, count=1)]
-    result = engine.generate_many(jobs, on_progress, should_stop)
-    images = result.images
-    pairs = [(images[i], images[i + 1]) for i in range(0, len(images), 2)]
+    before = engine.counters.snapshot()
+    stopped = False
+    try:
+        result = engine.generate_many(jobs, on_progress, should_stop)
+        images, counters = result.images, result.counters
+    except Cancelled as exc:  # Stop keeps the pairs finished so far
+        images = getattr(exc, "images", [])
+        if len(images) < 2:
+            raise
+        stopped, counters = True, engine.counters.since(before)
+    pairs = [(images[i], images[i + 1]) for i in range(0, len(images) - 1, 2)]
     diff = {k: v for k, v in replace(a, count=1).differences(replace(b, count=1)).items() if k != "seed"}
     prior_differs = any(k not in DECODER_KEYS for k in diff)
-    counters = result.counters
     return CompareReport(
         pairs=pairs,
         diff=diff,
-        prior_shared=not prior_differs and counters.prior_runs <= len(seeds),
+        prior_shared=not prior_differs and counters.prior_runs <= len(pairs) + stopped,
         text_shared=counters.text_encodes <= 1,
         prior_runs=counters.prior_runs,
         prior_steps=counters.prior_steps,
         decoder_steps=counters.decoder_steps,
         seconds_a=sum(p[0].seconds for p in pairs),
         seconds_b=sum(p[1].seconds for p in pairs),
+        stopped=stopped,
     )
 
 

@@ -44,7 +44,8 @@ class CompareTab:
 def compare_summary(info: dict[str, Any], names: tuple[str, str]) -> str:
     seeds = info.get("seeds", [])
     shared = "prior shared by A and B" if info.get("prior_shared") else "prior run for each side"
-    return (f"A ({names[0]}) {seconds_text(info.get('seconds_a', 0))} · B ({names[1]}) "
+    stopped = "stopped: the finished pairs · " if info.get("stopped") else ""
+    return (f"{stopped}A ({names[0]}) {seconds_text(info.get('seconds_a', 0))} · B ({names[1]}) "
             f"{seconds_text(info.get('seconds_b', 0))} · seed{'s' if len(seeds) != 1 else ''} {seeds_text(seeds)}"
             f" · {shared}")
 

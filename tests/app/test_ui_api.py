@@ -426,6 +426,23 @@ def test_compare_decoder_only_difference_shares_the_prior(app, client):
         assert image.width > 2 * 256 and image.height > 2 * 256
 
 
+def test_stopping_a_compare_keeps_the_pairs_it_finished(app, client):
+    studio = app.studio
+    decoded = studio.engine.counters.decoder_runs
+    job = client.submit(preset_a="cmp-dec-a", preset_b="cmp-dec-b", prompt="1girl, solo", seed=1251, seeds=6,
+                        prior_steps=40, decoder_steps=10, api_name="/compare")
+    deadline = time.monotonic() + 120
+    while studio.engine.counters.decoder_runs < decoded + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the first pair is finished
+    assert "stopping" in client.predict(api_name="/stop")
+    slider, strip, diff, summary, report = job.result(timeout=120)
+    assert report["stopped"] is True
+    assert 1 <= len(report["seeds"]) < 6 and report["seeds"][0] == 1251
+    assert len(strip) == 2 * len(report["seeds"])
+    assert summary.startswith("stopped: the finished pairs · ")
+    assert all(os.path.exists(path) for path in report["files"]["a"] + report["files"]["b"])
+
+
 def test_compare_prior_difference_runs_the_prior_for_each_side(app, client):
     studio = app.studio
     before = studio.engine.counters.snapshot()

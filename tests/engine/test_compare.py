@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 
-from sote_ui.core.errors import InputError
+from sote_ui.core.errors import Cancelled, InputError
 from sote_ui.core.metadata import split_parameters
 from sote_ui.core.request import build_request
 from sote_ui.service.compare import MAX_GRID_CELLS, compare, run_grid
@@ -128,6 +128,27 @@ def test_compare_ignores_count_and_the_seed_in_the_diff(engine, small):
     assert report.diff == {"decoder_cfg": (1.0, 1.5)}
     assert len(report.pairs) == 1  # one image per side per seed, whatever the count
     assert engine.counters.since(before).prior_runs == 1
+
+
+def test_a_stopped_compare_returns_the_pairs_it_finished(engine, small):
+    a = request(small, decoder_cfg=1.0)
+    b = request(small, decoder_cfg=2.0)
+    reached = {"image": 0}
+
+    def on_progress(p):
+        reached["image"] = p.image
+
+    # Stop once the third image (seed 7602's A) has started: the first pair is done, the second is not.
+    report = compare(engine, a, b, [7601, 7602, 7603], on_progress, lambda: reached["image"] >= 2)
+    assert report.stopped is True
+    assert [(x.request.seed, y.request.seed) for x, y in report.pairs] == [(7601, 7601)]
+    assert report.as_dict()["stopped"] is True and report.as_dict()["seeds"] == [7601]
+    assert report.pairs[0][0].image.tobytes() != report.pairs[0][1].image.tobytes()
+
+
+def test_a_compare_stopped_before_a_pair_is_finished_says_so(engine, small):
+    with pytest.raises(Cancelled):
+        compare(engine, request(small), request(small, decoder_cfg=2.0), [7611], None, lambda: True)
 
 
 def test_compare_needs_a_seed(engine, small):
