@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     from sote_ui.core.errors import InputError
     from sote_ui.core.memory import parse_mode
     from sote_ui.service import hosting
-    from sote_ui.service.studio import Studio, StudioConfig
+    from sote_ui.service.studio import Studio, StudioConfig, stop_on_sigterm
     from sote_ui.ui.app import build_demo, launch_options
 
     config = StudioConfig(model=args.model, prior=args.prior, decoder=args.decoder, mode=args.mode,
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         auth = (user, password)
     config = hosting.for_environment(config)
     studio = Studio(config)
+    stop_on_sigterm()  # Ctrl+C and SIGTERM both close the server and remove its temporary folder
     try:
         studio.source  # a bad --model, folder or mode is reported before serving
         parse_mode(config.mode)

@@ -404,6 +404,20 @@ class Studio:
 TEMP_PREFIX = "sote-studio-"
 
 
+def stop_on_sigterm() -> None:
+    """Treat SIGTERM (how services, containers and Spaces stop a server) like Ctrl+C.
+
+    Python's default SIGTERM ends the process without running ``atexit``, which
+    left the server's temporary folder behind. Call from the main thread.
+    """
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def remove_stale_temp_folders() -> list[str]:
     """Remove ``sote-studio-PID-*`` temporary folders whose server process is gone."""
     import psutil

@@ -20,7 +20,10 @@ from sote_ui.service.studio import DEMO_PREFIX
 def test_app_py_demo_serves_the_page_and_loads_the_tiny_model(tmp_path):
     home = tmp_path / "home"
     port = free_port()
-    env = {**os.environ, "SOTE_STUDIO_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "SOTE_STUDIO_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+           "TMPDIR": str(temp)}
     log_path = tmp_path / "app.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
@@ -45,6 +48,7 @@ def test_app_py_demo_serves_the_page_and_loads_the_tiny_model(tmp_path):
             time.sleep(0.5)
         page = httpx.get(url, timeout=10)
         config = httpx.get(url + "config", timeout=10)
+        served_temp = [path.name for path in temp.glob("sote-studio-*")]
     finally:
         proc.terminate()
         try:
@@ -56,3 +60,6 @@ def test_app_py_demo_serves_the_page_and_loads_the_tiny_model(tmp_path):
     assert status.startswith(DEMO_PREFIX) and "ready on CPU" in status
     assert config.status_code == 200 and "Demo mode" in json.dumps(config.json())
     assert (home / "tiny-model" / "decoder" / "model_index.json").is_file()  # built once, in the user folder
+    # SIGTERM (how services and containers stop a server) removes the server's temporary folder.
+    assert served_temp == [f"sote-studio-{proc.pid}-{served_temp[0].rsplit('-', 1)[-1]}"]
+    assert not list(temp.glob("sote-studio-*")), log_path.read_text()[-2000:]
