@@ -381,6 +381,19 @@ class Studio:
         }
         return str(path), report
 
+    def check_uploads(self, paths: list) -> None:
+        """Open each uploaded reference image now, before the job queues; a refused one is deleted.
+
+        Only for files the page uploaded (the server's copies): a script's own files are never touched.
+        """
+        for path in paths:
+            try:
+                open_image(path).close()
+            except InputError as exc:
+                if isinstance(path, (str, Path)):
+                    Path(path).unlink(missing_ok=True)
+                raise InputError(f"reference image {Path(str(path)).name[:80]!r}: {exc}") from None
+
     # 4. PNG info -------------------------------------------------------------------
 
     def read_png(self, source, remove_if_refused: bool = False) -> tuple[str, dict[str, Any]]:

@@ -212,3 +212,62 @@ def test_the_temporary_folder_goes_at_close_and_stale_ones_at_start(tiny_pair, t
     studio.close()
     other.close()
     assert not mine.exists() and not other.temp_folder.exists()
+
+
+def test_a_refused_remix_upload_is_removed_from_the_cache(app, tmp_path):
+    from gradio_client import handle_file
+
+    junk = tmp_path / "not-an-image-7732.png"
+    junk.write_bytes(b"this is not a PNG either")
+    client = app.connect()
+    for endpoint in ("/generate", "/draft"):
+        with pytest.raises(Exception, match="reference image 'not-an-image-7732.png': the file is not an image"):
+            client.predict(prompt="1girl", width=128, height=128, prior_steps=1, decoder_steps=1, seed=1,
+                           images=[handle_file(str(junk))], api_name=endpoint)
+        assert list(_gradio_cache().rglob(junk.name)) == []
+
+
+# --- server files stay out of reach ---------------------------------------------------------------
+
+# Every endpoint that takes files, with the parameter that carries them and how to send a file there.
+FILE_ENDPOINTS = {
+    "/png_info": ("path", lambda file: file),
+    "/generate": ("images", lambda file: [file]),
+    "/draft": ("images", lambda file: [file]),
+}
+
+
+@pytest.mark.parametrize("endpoint", sorted(FILE_ENDPOINTS))
+def test_raw_server_paths_are_refused_alike_whether_or_not_the_file_exists(app, tmp_path, endpoint):
+    secret = tmp_path / "server-secret.png"
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(secret)
+    missing = tmp_path / "no-such-file.png"
+    name, wrap = FILE_ENDPOINTS[endpoint]
+    replies = {}
+    for label, path in (("existing", secret), ("missing", missing)):
+        raw = {"path": str(path), "meta": {"_type": "gradio.FileData"}, "orig_name": path.name}
+        data = {"prompt": "1girl", "width": 128, "height": 128, "prior_steps": 1, "decoder_steps": 1, "seed": 1}
+        payload = {name: wrap(raw)} if endpoint == "/png_info" else {**data, name: wrap(raw)}
+        replies[label] = call_raw(app.url, endpoint, payload)
+    refused = {label: reply.replace(str(secret), "PATH").replace(str(missing), "PATH")
+               for label, reply in replies.items()}
+    assert "not uploaded by a user" in refused["existing"], refused
+    assert refused["existing"] == refused["missing"]
+    assert "200" not in refused["existing"] and "server-secret" not in refused["existing"]
+
+
+def call_raw(url: str, endpoint: str, values: dict) -> str:
+    """POST ``values`` (by parameter name) to ``endpoint`` as a raw HTTP client would; return the event stream's error text."""
+    import json as jsonlib
+
+    from gradio_client import Client
+
+    info = Client(url, verbose=False).view_api(return_format="dict", print_info=False)
+    params = info["named_endpoints"][endpoint]["parameters"]
+    data = [values.get(p["parameter_name"], p.get("parameter_default")) for p in params]
+    posted = httpx.post(f"{url}gradio_api/call{endpoint}", json={"data": data}, timeout=30)
+    event_id = posted.json()["event_id"]
+    with httpx.stream("GET", f"{url}gradio_api/call{endpoint}/{event_id}", timeout=60) as stream:
+        text = "".join(stream.iter_text())
+    lines = [line for line in text.splitlines() if line.startswith("data:")]
+    return jsonlib.dumps([line[5:].strip() for line in lines])

@@ -49,6 +49,10 @@ def wire_drafts(studio: Studio, box: DraftsBox, run_inputs: list, state: gr.Stat
         values["images"] = list(images or [])
         values["image_strengths"] = image_strengths if image_strengths not in (None, "") else None
         session = session or SessionState()
+        try:
+            studio.check_uploads(values["images"])  # a file that is no image goes from the upload cache at once
+        except Exception as exc:
+            raise user_error(exc) from None
 
         def on_progress(p):
             progress((p.done, p.total), desc=f"draft {p.image + 1}/{p.images} · prior step {p.step}/{p.steps}")

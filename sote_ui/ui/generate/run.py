@@ -111,6 +111,10 @@ def wire_run(studio: Studio, controls: Controls, inputs: RunInputs, panel: RunPa
         values["images"] = list(images or [])
         values["image_strengths"] = image_strengths if image_strengths not in (None, "") else None
         session = session or SessionState()
+        try:
+            studio.check_uploads(values["images"])  # a file that is no image goes from the upload cache at once
+        except Exception as exc:
+            raise user_error(exc) from None
         if not studio.settled():
             progress(0, desc=f"waiting for the model: {studio.status()}")
         eta = Eta(time.monotonic)
