@@ -222,11 +222,18 @@ def small_settings(page, prior_steps: int = 3, decoder_steps: int = 2) -> None:
 
 
 def generate_and_wait(page, images: int = 1) -> None:
-    before = page.locator("#gallery .thumbnail-item").count()
+    before = page.locator("#gallery .grid-container .thumbnail-item").count()
     page.locator("#generate").click()
-    page.wait_for_function(f"() => document.querySelectorAll('#gallery .thumbnail-item').length >= {before + images}",
+    page.wait_for_function(f"() => document.querySelectorAll('#gallery .grid-container .thumbnail-item').length >= {before + images}",
                            timeout=180_000)
     page.locator("#summary").filter(has_text="image").wait_for()
+
+
+def click_thumbnail(page, index: int) -> None:
+    """Click the gallery's ``index``-th image where a person sees it: in the strip under the large image
+    when one is shown (a run selects its first image), else in the grid."""
+    strip = page.locator("#gallery .preview .thumbnail-item")
+    (strip if strip.count() else page.locator("#gallery .grid-container .thumbnail-item")).nth(index).click()
 
 
 def no_error_badges(page) -> bool:

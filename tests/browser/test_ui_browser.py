@@ -22,6 +22,7 @@ from support import (
     DESKTOP,
     PHONE,
     ROOT,
+    click_thumbnail,
     dropdown_text,
     expect_dropdown,
     expect_number,
@@ -153,7 +154,7 @@ def test_reuse_settings_moves_the_resolution_picker_and_modes_offered_are_runnab
     generate_and_wait(page)
     pick(page, "resolution", "1024 x 1536  (2:3 portrait, card default)")
     expect_number(page, "Height", 1536)
-    page.locator("#gallery .thumbnail-item").first.click()
+    click_thumbnail(page, 0)
     page.locator("#reuse_settings").click()
     page.locator("#image_note").filter(has_text="applied the settings of seed").wait_for()
     expect_number(page, "Width", 256)
@@ -195,10 +196,10 @@ def test_gallery_actions_on_the_selected_image(page):
     set_number(page, "Images", 2)
     page.locator("#seed input").fill("500")
     generate_and_wait(page, images=2)
-    captions = page.locator("#gallery .caption-label").all_inner_texts()
+    captions = page.locator("#gallery .grid-container .caption-label").all_inner_texts()
     assert [c.split(" · ")[0] for c in captions[:2]] == ["seed 500", "seed 501"]  # a batch in seed order
 
-    page.locator("#gallery .thumbnail-item").nth(1).click()
+    click_thumbnail(page, 1)
     page.locator("#image_note").filter(has_text="selected: seed 501").wait_for()
     assert "1girl, solo, smile, hoodie" in page.locator("#selected_prompt textarea").input_value()
 
@@ -214,7 +215,7 @@ def test_gallery_actions_on_the_selected_image(page):
     page.get_by_role("tab", name="Generate").click()
     page.locator("#remove_image").click()
     page.locator("#image_note").filter(has_text="removed seed 501").wait_for()
-    assert [c.split(" · ")[0] for c in page.locator("#gallery .caption-label").all_inner_texts()] == ["seed 500"]
+    assert [c.split(" · ")[0] for c in page.locator("#gallery .grid-container .caption-label").all_inner_texts()] == ["seed 500"]
 
 
 # 9. Sizes snap to multiples of 128; A1111-only syntax is flagged ---------------------------------
@@ -399,7 +400,7 @@ def test_reuse_settings_gives_the_prompt_each_image_really_got(page):
     page.locator("#prompt textarea").fill(template)
     page.locator("#seed input").fill("710")
     generate_and_wait(page)
-    page.locator("#gallery .thumbnail-item").first.click()
+    click_thumbnail(page, 0)
     page.locator("#image_note").filter(has_text="selected: seed 710").wait_for()
     page.locator("#reuse_settings").click()
     page.locator("#image_note").filter(has_text="applied the settings of seed 710").wait_for()
@@ -413,7 +414,7 @@ def test_drafts_show_compositions_and_finish_only_the_picked_seeds(page):
     small_settings(page, prior_steps=2, decoder_steps=2)
     set_number(page, "Images", 3)
     page.locator("#seed input").fill("900")
-    before = page.locator("#gallery .thumbnail-item").count()
+    before = page.locator("#gallery .grid-container .thumbnail-item").count()
     page.locator("#drafts_box").get_by_text("Live previews and drafts").click()
     page.locator("#draft").click()
     page.locator("#drafts_note").filter(has_text="3 drafts").wait_for(timeout=180_000)
@@ -426,5 +427,5 @@ def test_drafts_show_compositions_and_finish_only_the_picked_seeds(page):
     page.locator("#finish").click()
     page.locator("#drafts_note").filter(has_text="finished 1 drafts").wait_for(timeout=180_000)
     assert "(1 reused their prior)" in page.locator("#drafts_note").inner_text()
-    page.wait_for_function(f"() => document.querySelectorAll('#gallery .thumbnail-item').length == {before + 1}")
-    assert page.locator("#gallery .caption-label").first.inner_text().startswith("seed 902")
+    page.wait_for_function(f"() => document.querySelectorAll('#gallery .grid-container .thumbnail-item').length == {before + 1}")
+    assert page.locator("#gallery .grid-container .caption-label").first.inner_text().startswith("seed 902")

@@ -112,8 +112,8 @@ def build_generate_tab(studio: Studio, waiting: Callable[[str], int] | None = No
     inputs = RunInputs(state, remix_images, remix_strengths, drafts.preview_kind)
 
     compose = wire_prompt_box(studio, controls)
-    events = wire_run(studio, controls, inputs, panel, gallery.gallery, waiting)
-    wire_drafts(studio, drafts, inputs.after(controls), state, gallery.gallery)
+    events = wire_run(studio, controls, inputs, panel, gallery, waiting)
+    wire_drafts(studio, drafts, inputs.after(controls), state, gallery)
     wire_gallery(gallery, controls, state, status)
     preset_events = wire_presets_box(studio, presets, controls)
     wire_memory_box(studio, memory, status)

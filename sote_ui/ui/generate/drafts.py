@@ -9,7 +9,7 @@ import gradio as gr
 from ...service.studio import Studio
 from ..session import SessionState
 from ..wiring import named_api, session_id, user_error, wire
-from .gallery import gallery_items, keep_shots
+from .gallery import Gallery, keep_shots, shown
 
 PREVIEW_CHOICES = [("auto (Stability's previewer if here, else fast)", "auto"),
                    ("Stability's previewer (downloads it)", "previewer"), ("fast projection", "fast"),
@@ -40,7 +40,7 @@ def build_drafts_box() -> DraftsBox:
     return DraftsBox(preview_kind, draft, finish, drafts_gallery, picked, drafts_note)
 
 
-def wire_drafts(studio: Studio, box: DraftsBox, run_inputs: list, state: gr.State, gallery: gr.Gallery) -> None:
+def wire_drafts(studio: Studio, box: DraftsBox, run_inputs: list, state: gr.State, gallery: Gallery) -> None:
     """Draft (button and ``/draft``, same inputs as ``/generate``) and Finish picked drafts."""
 
     @named_api(after=("session",), optional=("images", "image_strengths", "preview"))
@@ -88,8 +88,8 @@ def wire_drafts(studio: Studio, box: DraftsBox, run_inputs: list, state: gr.Stat
         keep_shots(session, shots)
         reused = sum(shot.prior_reused for shot in shots)
         note = f"finished {len(shots)} drafts in {info['seconds']:.1f} s ({reused} reused their prior)"
-        return gallery_items(session), note, session
+        return (*shown(session), note, session)
 
-    wire(box.finish.click, finish_drafts, [box.picked, state], [gallery, box.note, state],
-         note=1, concurrency_id="gpu")
+    wire(box.finish.click, finish_drafts, [box.picked, state],
+         [gallery.gallery, gallery.selected_prompt, gallery.image_note, box.note, state], note=3, concurrency_id="gpu")
 

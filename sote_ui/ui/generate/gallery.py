@@ -55,7 +55,19 @@ def keep_shots(session: SessionState, shots: list) -> None:
     session.shots.extend(shots)
     if shots:
         session.last_seed = shots[-1].request.seed if len(shots) == 1 else shots[0].request.seed
-        session.selected = None
+        # The run's first image (lowest seed) is selected, so every action acts on what the page shows.
+        new = range(len(session.shots) - len(shots), len(session.shots))
+        session.selected = min(new, key=lambda i: session.shots[i].request.seed)
+
+
+def shown(session: SessionState) -> tuple:
+    """The gallery with the session's selected image selected, that image's prompt, and the line about it."""
+    items = gallery_items(session)
+    if session.selected is None or session.selected not in session.order:
+        return gr.Gallery(value=items, selected_index=None), "", gr.update()
+    shot = session.shots[session.selected]
+    return (gr.Gallery(value=items, selected_index=session.order.index(session.selected)),
+            shot.request.composed_prompt(), f"selected: {describe_request(shot.request)}")
 
 
 def drop_session(session: SessionState | None) -> None:

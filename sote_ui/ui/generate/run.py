@@ -21,7 +21,7 @@ from ..session import SessionState
 from ..summaries import Eta, run_summary
 from ..wiring import named_api, page_action, session_id, user_error
 from .controls import RANDOM_SEED_LABEL, Controls
-from .gallery import caption, gallery_items, keep_shots
+from .gallery import Gallery, caption, keep_shots, shown
 
 
 @dataclass
@@ -98,7 +98,7 @@ def stream_job(work: Callable[[Callable, Callable], Any], on_progress: Callable)
     return outcome["result"]
 
 
-def wire_run(studio: Studio, controls: Controls, inputs: RunInputs, panel: RunPanel, gallery: gr.Gallery,
+def wire_run(studio: Studio, controls: Controls, inputs: RunInputs, panel: RunPanel, gallery: Gallery,
              waiting: Callable[[str], int] | None) -> RunEvents:
     """Generate (button, Enter in the prompt box, ``/generate``) and Stop (button, ``/stop``).
 
@@ -157,7 +157,7 @@ def wire_run(studio: Studio, controls: Controls, inputs: RunInputs, panel: RunPa
         seed_label = RANDOM_SEED_LABEL
         if session.last_seed is not None:
             seed_label += f" · last run: {session.last_seed}"
-        return (gallery_items(session), gr.update(value="Stop", interactive=False), gr.update(value="Generate"),
+        return (*shown(session), gr.update(value="Stop", interactive=False), gr.update(value="Generate"),
                 gr.update(label=seed_label))
 
     def chain(trigger):
@@ -165,7 +165,8 @@ def wire_run(studio: Studio, controls: Controls, inputs: RunInputs, panel: RunPa
                         queue=False, show_progress="hidden")
         job = start.then(page_action(run, len(run_outputs), 4), run_inputs, run_outputs, api_visibility="private",
                          concurrency_id="gpu", show_progress_on=[panel.status])
-        job.then(finished, inputs.state, [gallery, panel.stop, panel.generate, controls.seed],
+        job.then(finished, inputs.state, [gallery.gallery, gallery.selected_prompt, gallery.image_note, panel.stop,
+                                          panel.generate, controls.seed],
                  api_visibility="private", queue=False, show_progress="hidden")
         return job
 

@@ -1,0 +1,32 @@
+"""The gallery in Chromium: every action acts on the image a person sees selected, and a new run
+selects its first image."""
+
+from __future__ import annotations
+
+from support import click_thumbnail, expect_value, generate_and_wait, small_settings
+
+
+def shown_seeds(page) -> tuple[str, str]:
+    """The seed in the caption of the image the gallery shows large, and in its selected thumbnail."""
+    large = page.locator("#gallery caption.caption").inner_text()
+    thumb = page.locator("#gallery .grid-container .thumbnail-item.selected .caption-label").inner_text()
+    return large.split(" · ")[0], thumb.split(" · ")[0]
+
+
+def test_a_new_run_selects_its_first_image_and_the_actions_follow_it(page):
+    small_settings(page, prior_steps=2, decoder_steps=1)
+    page.locator("#seed input").fill("520")
+    generate_and_wait(page)
+    click_thumbnail(page, 0)
+    page.locator("#image_note").filter(has_text="selected: seed 520").wait_for()
+
+    page.locator("#prompt textarea").fill("1girl, solo, frown, school uniform")
+    page.locator("#seed input").fill("530")
+    generate_and_wait(page)
+    # The note, the prompt box of the selected image and the gallery's own selection all name seed 530.
+    page.locator("#image_note").filter(has_text="selected: seed 530").wait_for()
+    assert "frown, school uniform" in page.locator("#selected_prompt textarea").input_value()
+    assert shown_seeds(page) == ("seed 530", "seed 530")
+    page.locator("#reuse_settings").click()
+    page.locator("#image_note").filter(has_text="applied the settings of seed 530").wait_for()
+    expect_value(page.locator("#seed input"), "530")
