@@ -31,8 +31,7 @@ def suggest_tags(text: str, category: str | None = "") -> list[dict[str, Any]]:
     if category is None:  # JSON's null, as API clients send a parameter left out: every category
         category = ""
     if category not in ("", "artist"):
-        shown = repr(category[:20]) if isinstance(category, str) else f"a {type(category).__name__}"
-        raise InputError(f"category must be '' (all tags) or 'artist', got {shown}")
+        raise InputError(f"category must be '' (all tags) or 'artist', got {str(category)[:20]!r}")
     text = str(text or "")[-500:]
     typed = wildcards.typed_name(text) if category == "" else None
     if typed is not None:
