@@ -72,7 +72,7 @@ def build_history(studio: Studio, inputs: list, generated: list) -> HistoryPanel
             search = gr.Textbox(label="Search", placeholder="words from the prompt or negative prompt",
                                 elem_id="history_search", scale=4)
             starred_only = gr.Checkbox(label="Starred only", value=False, elem_id="history_starred", scale=1)
-        listing = gr.Radio([], label="Prompts", elem_id="history_list")
+        listing = gr.Radio([], label="Prompts", elem_id="history_list", interactive=True)  # picked, never an input
         with gr.Row():
             use = gr.Button("Use this prompt", size="sm", elem_id="history_use")
             star = gr.Button("Star / unstar", size="sm", elem_id="history_star")
