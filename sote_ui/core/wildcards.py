@@ -183,8 +183,8 @@ class WildcardStore:
 
     def __init__(self, folders: list[Path] | None = None):
         self._folders = folders
-        # path -> (mtime, size, its lines, each line parsed or the InputError parsing it raised)
-        self._cache: dict[Path, tuple[float, int, list[str], list[Template | InputError]]] = {}
+        # path -> (mtime in ns, size, its lines, each line parsed or the InputError parsing it raised)
+        self._cache: dict[Path, tuple[int, int, list[str], list[Template | InputError]]] = {}
 
     @property
     def folders(self) -> list[Path]:
@@ -213,7 +213,7 @@ class WildcardStore:
             raise InputError(f"wildcard __{name}__ not found: no {name}.txt in your wildcards folder or the shipped ones")
         stat = path.stat()
         cached = self._cache.get(path)
-        if cached and cached[:2] == (stat.st_mtime, stat.st_size):
+        if cached and cached[:2] == (stat.st_mtime_ns, stat.st_size):
             return cached[2], cached[3]
         if stat.st_size > MAX_FILE_BYTES:
             raise InputError(f"wildcard __{name}__: {name}.txt is larger than {MAX_FILE_BYTES // 1024} KB")
@@ -234,7 +234,7 @@ class WildcardStore:
                 templates.append(parse(line, f"wildcard __{name}__ line {number}"))
             except InputError as exc:  # reported when the file is used, not when it is listed
                 templates.append(exc)
-        self._cache[path] = (stat.st_mtime, stat.st_size, lines, templates)
+        self._cache[path] = (stat.st_mtime_ns, stat.st_size, lines, templates)
         return lines, templates
 
     def lines(self, name: str) -> list[str]:

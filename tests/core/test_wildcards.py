@@ -283,3 +283,18 @@ def test_typing_any_wildcard_name_suggests_it_and_the_suggestion_resolves(tmp_pa
     # double underscores earlier in a tag leave the tag suggestions
     assert suggest_tags("o__o, long h")[0]["tag"] == "long_hair"
     assert suggest_tags("o__o, __my")[0]["tag"] == "my colors"
+
+
+def test_a_file_changed_after_the_check_still_resolves_within_the_bounds(tmp_path):
+    (tmp_path / "a.txt").write_text("smile\n", encoding="utf-8")
+    store = WildcardStore([tmp_path])
+    request = GenerationRequest(prompt="__a__", seed=1, **NO_TAGS)
+    store.check_request(request)
+    (tmp_path / "a.txt").write_text("again __a__\n", encoding="utf-8")
+    with pytest.raises(InputError) as info:
+        store.resolve_request(request)
+    assert str(info.value) == "wildcard __a__ refers to itself (through __a__ -> __a__)"
+    (tmp_path / "a.txt").write_text("{|}, \n", encoding="utf-8")
+    with pytest.raises(InputError) as info:
+        store.resolve_request(request)
+    assert str(info.value) == "the prompt came out empty for seed 1: give every choice a tag"
