@@ -9,6 +9,13 @@ Wildcard files are looked up in the user folder (``~/.sote-studio/wildcards``,
 or ``$SOTE_STUDIO_HOME/wildcards``), then in the project's shipped
 ``wildcards/`` folder. One option a line; blank lines and lines starting with
 ``#`` are skipped. ``\\{``, ``\\}`` and ``\\|`` write the characters themselves.
+A name holds letters of any language, digits, spaces, ``.``, ``-``, ``/`` and
+single ``_`` (``__my colors__``, ``__v1.2__``).
+
+A request's templates are checked once, when it is validated: each file is
+read, parsed and measured once however many lines lead to it, and a template
+that nests too deep, loops, could grow past :data:`MAX_PIECES` or could leave
+the prompt empty is refused. Each image then walks only its own picks.
 
 Pure data and logic: no torch, no gradio.
 
@@ -287,7 +294,8 @@ class WildcardStore:
             raise InputError(f"wildcard __{name}__ refers to itself (through "
                              + " -> ".join(f"__{n}__" for n in chain[chain.index(name):] + [name]) + ")")
         known = measured.get(name)
-        if known is None and len(chain) >= MAX_DEPTH or known is not None and len(chain) + known.depth > MAX_DEPTH:
+        depth = len(chain) + (known.depth if known is not None else 1)  # files deep, this one's chain included
+        if depth > MAX_DEPTH:
             raise InputError(f"wildcard __{name}__: wildcards nest more than {MAX_DEPTH} deep")
         if known is not None:
             return known
@@ -317,16 +325,17 @@ class WildcardStore:
             return text
         rng = random.Random(f"{where}:{seed}")
         out: list[str] = []
-        self._resolve(parse(text, where), rng, [], out, [0])
+        self._resolve(parse(text, where), rng, [], out, [0, 0])
         return "".join(out)
 
     def _resolve(self, template: Template, rng: random.Random, chain: list[str], out: list[str],
-                 pieces: list[int]) -> None:
+                 pieces: list[int]) -> None:  # pieces: [parts walked, characters written] so far
         for part in template:
             pieces[0] += 1
-            if pieces[0] > MAX_PIECES:
-                raise InputError(f"the wildcards grew to more than {MAX_PIECES:,} pieces of text; "
-                                 "name fewer wildcards a line in their files")
+            pieces[1] += len(part) if isinstance(part, str) else 0
+            if pieces[0] > MAX_PIECES or pieces[1] > MAX_CHARS:
+                raise InputError(f"the wildcards grew past {MAX_PIECES:,} pieces or {MAX_CHARS:,} characters "
+                                 "of text; name fewer wildcards a line in their files")
             if isinstance(part, str):
                 out.append(part)
             elif isinstance(part, Choice):

@@ -298,3 +298,10 @@ def test_a_file_changed_after_the_check_still_resolves_within_the_bounds(tmp_pat
     with pytest.raises(InputError) as info:
         store.resolve_request(request)
     assert str(info.value) == "the prompt came out empty for seed 1: give every choice a tag"
+    (tmp_path / "b.txt").write_text("x" * 60_000 + "\n", encoding="utf-8")
+    (tmp_path / "a.txt").write_text("__b__ __b__\n", encoding="utf-8")
+    with pytest.raises(InputError) as info:
+        store.resolve_request(request)
+    assert str(info.value).startswith("the wildcards grew past 10,000 pieces or 100,000 characters of text")
+    with pytest.raises(InputError, match=r"^prompt: __a__ can grow to more than 100,000 characters of text"):
+        store.check_request(request)
