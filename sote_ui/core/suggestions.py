@@ -11,7 +11,6 @@ Example::
 
 from __future__ import annotations
 
-import re
 import threading
 from typing import Any, Callable
 
@@ -19,22 +18,26 @@ from . import tagindex, tags, wildcards
 from .errors import InputError
 
 
-def suggest_tags(text: str, category: str = "") -> list[dict[str, Any]]:
-    """Ranked Danbooru tags for what was typed of the current tag.
+def suggest_tags(text: str, category: str | None = "") -> list[dict[str, Any]]:
+    """Ranked Danbooru tags for what was typed of the current tag (wildcard names after ``__``).
 
     ``text`` may be the whole prompt up to the cursor: the tag after its last
     comma is what is looked up. Each suggestion has ``text`` (what to insert,
     spaces for underscores, literal brackets escaped, then ", "), ``tag``
     (Danbooru's spelling), ``category``, ``count`` (Danbooru posts) and
     ``alias`` (the alias that matched, if any). ``category="artist"`` looks up
-    artist names only, inserted bare (for the Pixiv artist field).
+    artist names only, inserted bare (for the Pixiv artist field); None is ``""``.
     """
+    if category is None:  # JSON's null, as API clients send a parameter left out: every category
+        category = ""
     if category not in ("", "artist"):
-        raise InputError(f"category must be '' or 'artist', got {str(category)[:20]!r}")
+        raise InputError(f"category must be '' (all tags) or 'artist', got {str(category)[:20]!r}")
     text = str(text or "")[-500:]
-    typed_wildcard = re.search(r"__([A-Za-z0-9_\-/]*)$", text)
-    if category == "" and typed_wildcard:
-        return wildcard_suggestions(typed_wildcard.group(1))
+    typed = wildcards.typed_name(text) if category == "" else None
+    if typed is not None:
+        found = wildcard_suggestions(typed)
+        if found or " " not in typed:  # "o__o long h": no name has a space there, so it is a tag being typed
+            return found
     query = tagindex.query_of(text) if category == "" else tagindex.normalize(text)
     group = tagindex.ARTIST if category == "artist" else None
     return [s.to_dict() for s in tagindex.suggest(query, category=group)]

@@ -32,3 +32,30 @@ def test_grid_cells_with_one_seed_get_the_same_picks(engine, small):
     grid = run_grid(engine, base, "decoder_steps", [1, 2], "seed", [920, 921])
     for row, seed in zip(grid.cells, (920, 921)):
         assert {cell.request.prompt for cell in row} == {wildcards.resolve(TEMPLATE, seed)}
+
+
+def test_inside_the_engine_each_image_walks_only_its_own_picks(engine, small, tmp_path, monkeypatch):
+    """A chain of four files of 30 lines, each line naming the next file: checked once when the request is
+    built (outside the engine), then each image parses its template alone, not the files' 30^4 paths."""
+    monkeypatch.setenv("SOTE_STUDIO_HOME", str(tmp_path))
+    folder = tmp_path / "wildcards"
+    folder.mkdir()
+    for level in range(4):
+        lines = [f"pick {level}-{i}" + (f" __deep{level + 1}__" if level < 3 else "") for i in range(30)]
+        (folder / f"deep{level}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    request = build_request({**small, "prompt": "1girl, __deep0__", "seed": 930, "count": 3})
+    parsed = []
+    real = wildcards.parse
+
+    def counted(text, where="prompt"):
+        parsed.append(text)
+        if len(parsed) > 1000:
+            raise RuntimeError("more than 1,000 templates parsed inside the engine")
+        return real(text, where)
+
+    monkeypatch.setattr(wildcards, "parse", counted)
+    result = engine.generate(request)
+    assert parsed == ["1girl, __deep0__"] * 3
+    prompts = [item.request.prompt for item in result.images]
+    assert prompts == [wildcards.resolve("1girl, __deep0__", seed) for seed in (930, 931, 932)]
+    assert all(p.count("pick ") == 4 and "__" not in p for p in prompts)

@@ -14,6 +14,7 @@ from typing import Any
 import gradio as gr
 
 from ...core import history
+from ...core.errors import InputError
 from ...core.request import FIELD_NAMES
 from ...service.studio import Studio
 
@@ -27,6 +28,7 @@ class HistoryStore:
     """The history of one server (a file) or, without a user folder, of each browser (BrowserState)."""
 
     def __init__(self, studio: Studio):
+        self.studio = studio
         folder = studio.config.presets_dir
         self.file = history.HistoryFile(Path(folder).expanduser().parent / "history.json") if folder else None
         self._lock = threading.Lock()
@@ -40,6 +42,18 @@ class HistoryStore:
             if self.file:
                 self.file.save(entries)
         return entries
+
+    def record(self, stored: Any, values: dict[str, Any]) -> list[dict] | None:
+        """Add a run's prompt and settings, or None (nothing recorded) if the studio refuses them.
+
+        The page's Generate reports a refused run in the page and still counts
+        as done, so the values are checked here again: only what would run is kept.
+        """
+        try:
+            self.studio.request_from(values)
+        except InputError:
+            return None
+        return self.change(stored, lambda old: history.add(old, values))
 
 
 @dataclass
@@ -58,47 +72,65 @@ def build_history(studio: Studio, inputs: list, generated: list) -> HistoryPanel
             search = gr.Textbox(label="Search", placeholder="words from the prompt or negative prompt",
                                 elem_id="history_search", scale=4)
             starred_only = gr.Checkbox(label="Starred only", value=False, elem_id="history_starred", scale=1)
-        listing = gr.Radio([], label="Prompts", elem_id="history_list")
+        listing = gr.Radio([], label="Prompts", elem_id="history_list", interactive=True)  # picked, never an input
         with gr.Row():
             use = gr.Button("Use this prompt", size="sm", elem_id="history_use")
             star = gr.Button("Star / unstar", size="sm", elem_id="history_star")
+    # The entry picked, as the page's click reported it. The list itself is never an input: Gradio would check
+    # the value against the choices it last sent, and its refusal lists every entry shown.
+    picked = gr.State(None)
 
     def shown(entries, query, only_starred, selected=None):
         found = history.search(entries, query or "", bool(only_starred))[:HISTORY_SHOWN]
         choices = [(history.label(e), e["id"]) for e in found]
         keep = selected if any(value == selected for _, value in choices) else None
-        return gr.update(choices=choices, value=keep)
+        return gr.update(choices=choices, value=keep), keep
 
-    def refresh(stored_value, query, only_starred, selected=None):
-        return shown(store.entries(stored_value), query, only_starred, selected)
+    def refresh(stored_value, query, only_starred):
+        return shown(store.entries(stored_value), query, only_starred)
+
+    def pick(event: gr.SelectData):
+        return event.value if isinstance(event.value, str) else None
 
     def record(*args):
         values, stored_value, query, only_starred = dict(zip(FIELD_NAMES, args[:-3])), *args[-3:]
-        entries = store.change(stored_value, lambda old: history.add(old, values))
-        return (entries if store.file is None else stored_value), shown(entries, query, only_starred)
+        try:
+            entries = store.record(stored_value, values)
+        except InputError as exc:  # the file can't be written: the run itself went well
+            gr.Warning(str(exc))
+            entries = None
+        if entries is None:
+            return gr.update(), gr.update(), gr.update()
+        return (entries if store.file is None else stored_value), *shown(entries, query, only_starred)
 
     def toggle(stored_value, selected, query, only_starred):
         if not selected:
             raise gr.Error("pick a prompt in the list first", print_exception=False)
-        entries = store.change(stored_value, lambda old: history.star(old, selected))
-        return (entries if store.file is None else stored_value), shown(entries, query, only_starred, selected)
+        try:
+            entries = store.change(stored_value, lambda old: history.star(old, selected))
+        except InputError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        return (entries if store.file is None else stored_value), *shown(entries, query, only_starred, selected)
 
     def reuse(stored_value, selected):
-        entry = history.find(store.entries(stored_value), selected or "")
-        if entry is None:
+        if not selected:
             raise gr.Error("pick a prompt in the list first", print_exception=False)
+        entry = history.find(store.entries(stored_value), selected)
+        if entry is None:
+            raise gr.Error("that prompt is no longer in the history: pick one in the list", print_exception=False)
         settings = entry["settings"]
         return [gr.update(value=settings[name]) if name in settings else gr.update() for name in FIELD_NAMES]
 
     filters = [search, starred_only]
     for event in generated:
-        event.success(record, inputs + [stored] + filters, [stored, listing], api_name=False, queue=False,
+        event.success(record, inputs + [stored] + filters, [stored, listing, picked], api_name=False, queue=False,
                       show_progress="hidden")
     for trigger in (panel.expand, search.change, starred_only.change):
-        trigger(refresh, [stored] + filters, listing, api_name=False, queue=False, show_progress="hidden")
+        trigger(refresh, [stored] + filters, [listing, picked], api_name=False, queue=False, show_progress="hidden")
+    listing.select(pick, None, picked, api_name=False, queue=False, show_progress="hidden")
     # Queued: their "pick a prompt first" message shows as a toast only from a queued handler.
-    star.click(toggle, [stored, listing] + filters, [stored, listing], api_name=False)
-    use.click(reuse, [stored, listing], inputs, api_name=False)
+    star.click(toggle, [stored, picked] + filters, [stored, listing, picked], api_name=False)
+    use.click(reuse, [stored, picked], inputs, api_name=False)
 
     def prompt_history(query: str = "") -> list[dict]:
         """The server's prompt history (newest first) matching ``query``; empty where it is kept per browser."""
