@@ -65,7 +65,7 @@ class HistoryPanel:
 def build_history(studio: Studio, inputs: list, generated: list) -> HistoryPanel:
     store = HistoryStore(studio)
     stored = gr.BrowserState([], storage_key=HISTORY_KEY, secret=HISTORY_SECRET)
-    where = f"kept in {store.file.path}" if store.file else "kept in this browser"
+    where = "kept on this server, beside the presets" if store.file else "kept in this browser"
     with gr.Accordion("Prompt history", open=False, elem_id="history") as panel:
         gr.Markdown(f"Every prompt you generate, newest first ({where}). Starred prompts are never dropped.")
         with gr.Row():
