@@ -1,11 +1,18 @@
 """Prompt encoding past CLIP's 77 tokens, with emphasis weights.
 
-The model was trained with ``max_token_length 225``: three 75-token chunks,
-each wrapped in start/end tokens and encoded on its own, the hidden states
-concatenated. Prompts are split into such chunks (at a comma near the end of
-a chunk where there is one, so tags stay whole); the negative prompt is
-padded to the same number of chunks. A prompt that fits one chunk is encoded
-exactly as diffusers' Stable Cascade pipeline encodes it.
+The model was trained with kohya's sd-scripts at ``max_token_length 225``:
+three 75-token chunks, each wrapped in start/end tokens, padded to 77 and
+encoded on its own, the hidden states concatenated. Prompts are split into
+such chunks (at a comma near the end of a chunk where there is one, so tags
+stay whole); the negative prompt is padded to the same number of chunks.
+
+Padding: sd-scripts calls the text encoder with no attention mask, so the
+hidden states at the padding positions are those of pad tokens that attend to
+the prompt; that is the default here. diffusers' pipelines (the model card's
+script) pass the tokenizer's attention mask instead: ``mask_padding=True``
+encodes a prompt that fits one chunk exactly as they do. CLIP's attention is
+causal, so the two differ only at the padding, never at the prompt's own
+tokens or the pooled embedding.
 
 Example::
 
@@ -110,7 +117,7 @@ def comma_id(tokenizer) -> int | None:
 
 
 @torch.no_grad()
-def _encode_chunks(tokenizer, text_encoder, chunks, device) -> tuple[torch.Tensor, torch.Tensor]:
+def _encode_chunks(tokenizer, text_encoder, chunks, device, mask_padding: bool) -> tuple[torch.Tensor, torch.Tensor]:
     length = tokenizer.model_max_length
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
@@ -122,7 +129,7 @@ def _encode_chunks(tokenizer, text_encoder, chunks, device) -> tuple[torch.Tenso
         row = row + [pad] * (length - len(row))
         output = text_encoder(
             torch.tensor([row], device=device),
-            attention_mask=torch.tensor([mask], device=device),
+            attention_mask=torch.tensor([mask], device=device) if mask_padding else None,
             output_hidden_states=True,
         )
         states = output.hidden_states[-1]
@@ -140,8 +147,13 @@ def _encode_chunks(tokenizer, text_encoder, chunks, device) -> tuple[torch.Tenso
     return torch.cat(hidden_states, dim=1), pooled
 
 
-def encode_pair(tokenizer, text_encoder, prompt: str, negative_prompt: str, device) -> PromptEmbeds:
-    """Encode prompt and negative prompt to the same number of 77-token chunks."""
+def encode_pair(tokenizer, text_encoder, prompt: str, negative_prompt: str, device, *,
+                mask_padding: bool = False) -> PromptEmbeds:
+    """Encode prompt and negative prompt to the same number of 77-token chunks.
+
+    ``mask_padding`` False (the request's ``prompt_padding`` "unmasked") encodes as the model was trained;
+    True masks the padding out of attention, as diffusers' pipelines do.
+    """
     comma = comma_id(tokenizer)
     pos_ids, pos_weights = tokenize_weighted(tokenizer, prompt)
     neg_ids, neg_weights = tokenize_weighted(tokenizer, negative_prompt)
@@ -150,6 +162,6 @@ def encode_pair(tokenizer, text_encoder, prompt: str, negative_prompt: str, devi
     count = max(len(pos_chunks), len(neg_chunks))
     pos_chunks += [([], [])] * (count - len(pos_chunks))
     neg_chunks += [([], [])] * (count - len(neg_chunks))
-    prompt_embeds, prompt_pooled = _encode_chunks(tokenizer, text_encoder, pos_chunks, device)
-    negative_embeds, negative_pooled = _encode_chunks(tokenizer, text_encoder, neg_chunks, device)
+    prompt_embeds, prompt_pooled = _encode_chunks(tokenizer, text_encoder, pos_chunks, device, mask_padding)
+    negative_embeds, negative_pooled = _encode_chunks(tokenizer, text_encoder, neg_chunks, device, mask_padding)
     return PromptEmbeds(prompt_embeds, prompt_pooled, negative_embeds, negative_pooled, count, len(pos_ids))

@@ -1,0 +1,89 @@
+"""Prompt encoding on the tiny pair: the padding as the model was trained (unmasked) or as diffusers
+masks it, and ``BREAK`` starting a new 75-token chunk.
+
+The model was trained with kohya's sd-scripts (``stable-cascade`` branch): captions are tokenized
+padded to full 77-token windows and the CLIP text encoder is called with no attention mask, so the
+hidden states at the padding are those of the end/pad tokens attending to everything before them.
+diffusers' pipelines (the model card's script) pass the tokenizer's attention mask instead
+(``test_engine.py`` and ``test_reference.py`` hold the masked encoding to diffusers' own).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from support import pixels
+
+from sote_ui.core.errors import InputError
+from sote_ui.core.request import build_request
+from sote_ui.core.tags import MAX_CHUNKS
+from sote_ui.engine.encoding import chunk_token_counts, count_tokens, encode_pair, tokenize_weighted
+
+
+@torch.no_grad()
+def _as_trained(tokenizer, text_encoder, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One caption encoded the way sd-scripts does: padded to 77 tokens, no attention mask, the last
+    layer's hidden states, and the pooled embedding projected from the first end token's final state."""
+    ids = tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids
+    output = text_encoder(ids, output_hidden_states=True, return_dict=True)
+    first_end = (ids == tokenizer.eos_token_id).int().argmax(dim=1)
+    pooled = text_encoder.text_projection(output.last_hidden_state[torch.arange(ids.shape[0]), first_end])
+    return output.hidden_states[-1], pooled.unsqueeze(1)
+
+
+# --- padding --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prompt,negative", [("very aesthetic, best quality, newest, 1girl, solo", "lowres, sketch"),
+                                             ("1girl", "")])
+def test_the_default_encoding_is_a_direct_transformers_call_built_as_training_did(engine, prompt, negative):
+    pipe = engine.prior_pipe
+    ours = encode_pair(pipe.tokenizer, pipe.text_encoder, prompt, negative, "cpu")
+    for (mine, mine_pooled), text in (((ours.prompt, ours.prompt_pooled), prompt),
+                                      ((ours.negative, ours.negative_pooled), negative)):
+        states, pooled = _as_trained(pipe.tokenizer, pipe.text_encoder, text)
+        assert mine.shape == states.shape == (1, 77, 32)
+        assert torch.allclose(mine, states, atol=1e-6, rtol=0)
+        assert torch.allclose(mine_pooled, pooled, atol=1e-6, rtol=0)
+
+
+def test_the_modes_differ_only_at_the_padding_of_a_short_prompt(engine):
+    pipe = engine.prior_pipe
+    prompt = "1girl, solo, smile"
+    unmasked = encode_pair(pipe.tokenizer, pipe.text_encoder, prompt, "", "cpu")
+    masked = encode_pair(pipe.tokenizer, pipe.text_encoder, prompt, "", "cpu", mask_padding=True)
+    real = 1 + count_tokens(pipe.tokenizer, prompt) + 1  # start, the prompt, end
+    assert real < 77
+    # CLIP's attention is causal: the prompt's own tokens never see the padding after them
+    assert torch.allclose(unmasked.prompt[:, :real], masked.prompt[:, :real], atol=1e-6, rtol=0)
+    assert torch.allclose(unmasked.prompt_pooled, masked.prompt_pooled, atol=1e-6, rtol=0)
+    # ...but every padding position does differ
+    gap = (unmasked.prompt[0, real:] - masked.prompt[0, real:]).abs().amax(dim=-1)
+    assert gap.shape == (77 - real,) and bool((gap > 1e-4).all())
+
+
+def test_a_full_chunk_has_no_padding_so_both_modes_agree(engine):
+    pipe = engine.prior_pipe
+    prompt = " ".join(["hat"] * 36 + ["solo"])  # 2 and 3 tokens in the tiny vocabulary
+    assert chunk_token_counts(pipe.tokenizer, prompt) == [75]
+    unmasked = encode_pair(pipe.tokenizer, pipe.text_encoder, prompt, "", "cpu")
+    masked = encode_pair(pipe.tokenizer, pipe.text_encoder, prompt, "", "cpu", mask_padding=True)
+    assert torch.allclose(unmasked.prompt, masked.prompt, atol=1e-6, rtol=0)
+
+
+def test_the_engine_encodes_each_padding_on_its_own_and_the_images_differ(engine, small):
+    unmasked = build_request({**small, "prompt": "1girl, smile", "prior_cfg": 4.0})
+    masked = build_request({**small, "prompt": "1girl, smile", "prior_cfg": 4.0, "prompt_padding": "masked"})
+    first = engine.generate(unmasked)
+    second = engine.generate(masked)
+    # neither the cached prompt encoding nor the cached prior of the other padding is reused
+    assert (second.counters.text_encodes, second.counters.text_cache_hits) == (1, 0)
+    assert (second.counters.prior_runs, second.counters.prior_cache_hits) == (1, 0)
+    assert not np.array_equal(pixels(first), pixels(second))
+    assert "Prompt padding: masked" in second.images[0].parameters
+    assert "Prompt padding: unmasked" in first.images[0].parameters
+    again = engine.generate(masked)
+    assert (again.counters.text_encodes, again.counters.prior_cache_hits) == (0, 1)
+    assert np.array_equal(pixels(again), pixels(second))
