@@ -2,9 +2,13 @@
 
 The model was trained with kohya's sd-scripts at ``max_token_length 225``:
 three 75-token chunks, each wrapped in start/end tokens, padded to 77 and
-encoded on its own, the hidden states concatenated. Prompts are split into
+encoded on its own. (sd-scripts then keeps the first start token, each
+chunk's 75 inner states and the last end token, 227 states; here each chunk
+keeps all 77, as A1111 and SD.Next concatenate them.) Prompts are split into
 such chunks (at a comma near the end of a chunk where there is one, so tags
-stay whole); the negative prompt is padded to the same number of chunks.
+stay whole); ``BREAK`` (in capitals, as a word of its own) starts a new chunk,
+as in A1111 and SD.Next; the negative prompt is padded to the same number of
+chunks.
 
 Padding: sd-scripts calls the text encoder with no attention mask, so the
 hidden states at the padding positions are those of pad tokens that attend to
@@ -22,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +37,10 @@ from ..core.tags import CHUNK_TOKENS, MAX_CHUNKS, TRAINED_CHUNKS
 
 CHUNK = CHUNK_TOKENS
 COMMA_LOOKBACK = 20
+# A1111's and SD.Next's BREAK: the word in capitals standing alone (between spaces, commas, line breaks or
+# the ends of a piece) ends the chunk. The separators around it go with it, so the next chunk starts with a
+# tag, not a comma; "jailBREAK", "BREAK_dance", "smile-BREAK" and "break" stay text.
+BREAK = re.compile(r"[\s,]*(?<![^\s,])BREAK(?![^\s,])[\s,]*")
 
 
 @dataclass
@@ -58,15 +67,39 @@ class PromptEmbeds:
         }
 
 
+def tokenize_sections(tokenizer, text: str) -> list[tuple[list[int], list[float]]]:
+    """Token ids (no start/end tokens) and emphasis weights of each ``BREAK``-separated section of ``text``.
+
+    Sections without tokens are left out, so ``BREAK`` at either end, alone or twice in a row adds nothing.
+    """
+    sections: list[tuple[list[int], list[float]]] = [([], [])]
+    for piece, weight in parse_emphasis(text):
+        # BREAK is found inside emphasised pieces too: "(a BREAK b:1.2)" weights both sides.
+        for index, part in enumerate(BREAK.split(piece)):
+            if index:
+                sections.append(([], []))
+            if part:
+                part_ids = tokenizer(part, add_special_tokens=False, truncation=False).input_ids
+                sections[-1][0].extend(part_ids)
+                sections[-1][1].extend([weight] * len(part_ids))
+    return [section for section in sections if section[0]]
+
+
 def tokenize_weighted(tokenizer, text: str) -> tuple[list[int], list[float]]:
-    """Token ids of ``text`` (no start/end tokens) and each token's emphasis weight."""
+    """Token ids of ``text`` (no start/end tokens, no ``BREAK``) and each token's emphasis weight."""
     ids: list[int] = []
     weights: list[float] = []
-    for piece, weight in parse_emphasis(text):
-        piece_ids = tokenizer(piece, add_special_tokens=False, truncation=False).input_ids
-        ids += piece_ids
-        weights += [weight] * len(piece_ids)
+    for section_ids, section_weights in tokenize_sections(tokenizer, text):
+        ids += section_ids
+        weights += section_weights
     return ids, weights
+
+
+def prompt_chunks(tokenizer, text: str, comma: int | None) -> list[tuple[list[int], list[float]]]:
+    """The chunks :func:`encode_pair` encodes for ``text``: each ``BREAK`` section cut by
+    :func:`split_chunks`. Text without tokens is one empty chunk."""
+    chunks = [chunk for ids, weights in tokenize_sections(tokenizer, text) for chunk in split_chunks(ids, weights, comma)]
+    return chunks or [([], [])]
 
 
 def count_tokens(tokenizer, text: str) -> int:
@@ -77,10 +110,10 @@ def chunk_token_counts(tokenizer, text: str) -> list[int]:
     """Tokens in each 75-token chunk of ``text``, split exactly as :func:`encode_pair` splits it.
 
     Chunks are cut at a comma near their end, so they often hold fewer than 75
-    tokens: a prompt of 222 tokens can need 4 chunks. An empty prompt is one empty chunk.
+    tokens: a prompt of 222 tokens can need 4 chunks. ``BREAK`` ends a chunk early.
+    An empty prompt is one empty chunk.
     """
-    ids, weights = tokenize_weighted(tokenizer, text)
-    return [len(chunk_ids) for chunk_ids, _ in split_chunks(ids, weights, comma_id(tokenizer))]
+    return [len(chunk_ids) for chunk_ids, _ in prompt_chunks(tokenizer, text, comma_id(tokenizer))]
 
 
 def check_chunks(tokenizer, text: str, what: str = "the prompt") -> list[int]:
@@ -155,13 +188,12 @@ def encode_pair(tokenizer, text_encoder, prompt: str, negative_prompt: str, devi
     True masks the padding out of attention, as diffusers' pipelines do.
     """
     comma = comma_id(tokenizer)
-    pos_ids, pos_weights = tokenize_weighted(tokenizer, prompt)
-    neg_ids, neg_weights = tokenize_weighted(tokenizer, negative_prompt)
-    pos_chunks = split_chunks(pos_ids, pos_weights, comma)
-    neg_chunks = split_chunks(neg_ids, neg_weights, comma)
+    pos_chunks = prompt_chunks(tokenizer, prompt, comma)
+    neg_chunks = prompt_chunks(tokenizer, negative_prompt, comma)
     count = max(len(pos_chunks), len(neg_chunks))
     pos_chunks += [([], [])] * (count - len(pos_chunks))
     neg_chunks += [([], [])] * (count - len(neg_chunks))
     prompt_embeds, prompt_pooled = _encode_chunks(tokenizer, text_encoder, pos_chunks, device, mask_padding)
     negative_embeds, negative_pooled = _encode_chunks(tokenizer, text_encoder, neg_chunks, device, mask_padding)
-    return PromptEmbeds(prompt_embeds, prompt_pooled, negative_embeds, negative_pooled, count, len(pos_ids))
+    tokens = sum(len(ids) for ids, _ in pos_chunks)
+    return PromptEmbeds(prompt_embeds, prompt_pooled, negative_embeds, negative_pooled, count, tokens)

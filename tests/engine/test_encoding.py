@@ -87,3 +87,94 @@ def test_the_engine_encodes_each_padding_on_its_own_and_the_images_differ(engine
     again = engine.generate(masked)
     assert (again.counters.text_encodes, again.counters.prior_cache_hits) == (0, 1)
     assert np.array_equal(pixels(again), pixels(second))
+
+
+# --- BREAK ----------------------------------------------------------------------------------------
+
+
+def _tokens(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False).input_ids)
+
+
+def test_the_tokens_after_break_start_a_new_chunk(engine):
+    pipe = engine.prior_pipe
+    tokenizer = pipe.tokenizer
+    prompt = "1girl, smile BREAK hat, sky"
+    assert chunk_token_counts(tokenizer, prompt) == [_tokens(tokenizer, "1girl, smile"), _tokens(tokenizer, "hat, sky")]
+    for mask_padding in (False, True):
+        split = encode_pair(tokenizer, pipe.text_encoder, prompt, "", "cpu", mask_padding=mask_padding)
+        first = encode_pair(tokenizer, pipe.text_encoder, "1girl, smile", "", "cpu", mask_padding=mask_padding)
+        second = encode_pair(tokenizer, pipe.text_encoder, "hat, sky", "", "cpu", mask_padding=mask_padding)
+        assert split.chunks == 2 and split.prompt.shape == (1, 2 * 77, 32)
+        # each chunk is its own 77-token window: the second starts with the start token, then "hat"
+        assert torch.allclose(split.prompt, torch.cat([first.prompt, second.prompt], dim=1), atol=1e-6, rtol=0)
+        assert torch.allclose(split.prompt_pooled, first.prompt_pooled, atol=1e-6, rtol=0)
+        assert split.negative.shape == split.prompt.shape  # the negative is padded to as many chunks
+
+
+@pytest.mark.parametrize("prompt,sections", [
+    ("1girl BREAK smile BREAK hat", ["1girl", "smile", "hat"]),
+    ("1girl, BREAK, smile", ["1girl", "smile"]),  # the commas beside it belong to the break
+    ("1girl\nBREAK\nsmile", ["1girl", "smile"]),
+    ("(1girl BREAK smile:1.2), hat", ["1girl", "smile, hat"]),  # inside emphasis too
+])
+def test_the_chunk_count_follows_the_breaks(engine, prompt, sections):
+    tokenizer = engine.prior_pipe.tokenizer
+    assert chunk_token_counts(tokenizer, prompt) == [_tokens(tokenizer, s) for s in sections]
+
+
+def test_a_long_section_still_takes_as_many_chunks_as_it_needs(engine):
+    tokenizer = engine.prior_pipe.tokenizer
+    long_tags = ", ".join(["hat, sky, solo"] * 12)
+    alone = chunk_token_counts(tokenizer, long_tags)
+    assert len(alone) == 2
+    assert chunk_token_counts(tokenizer, f"{long_tags} BREAK 1girl") == alone + [_tokens(tokenizer, "1girl")]
+    assert chunk_token_counts(tokenizer, f"1girl BREAK {long_tags}") == [_tokens(tokenizer, "1girl")] + alone
+
+
+@pytest.mark.parametrize("prompt", ["jailBREAK, smile", "BREAKdance, smile", "BREAK_dance, smile", "smile-BREAK",
+                                    "break, smile", "Break smile", "BREAKS smile"])
+def test_break_inside_a_tag_or_not_in_capitals_is_plain_text(engine, prompt):
+    tokenizer = engine.prior_pipe.tokenizer
+    assert chunk_token_counts(tokenizer, prompt) == [_tokens(tokenizer, prompt)]
+    assert tokenize_weighted(tokenizer, prompt)[0] == tokenizer(prompt, add_special_tokens=False).input_ids
+
+
+@pytest.mark.parametrize("prompt,sections", [
+    ("BREAK", []),
+    ("BREAK 1girl", ["1girl"]),
+    ("1girl, smile BREAK", ["1girl, smile"]),
+    ("BREAK 1girl BREAK BREAK smile BREAK", ["1girl", "smile"]),
+])
+def test_break_alone_or_at_the_ends_makes_no_empty_chunk(engine, prompt, sections):
+    tokenizer = engine.prior_pipe.tokenizer
+    counts = chunk_token_counts(tokenizer, prompt)
+    assert counts == ([_tokens(tokenizer, s) for s in sections] or [0])  # nothing at all is one empty chunk
+    assert count_tokens(tokenizer, prompt) == sum(counts)
+
+
+def test_break_weights_stay_with_their_tokens(engine):
+    tokenizer = engine.prior_pipe.tokenizer
+    ids, weights = tokenize_weighted(tokenizer, "(1girl BREAK smile:1.5), hat")
+    expected = [_tokens(tokenizer, "1girl"), _tokens(tokenizer, "smile"), _tokens(tokenizer, ", hat")]
+    assert len(ids) == sum(expected)
+    assert weights == [1.5] * (expected[0] + expected[1]) + [1.0] * expected[2]
+
+
+def test_break_in_the_negative_prompt_and_the_chunk_cap(engine, small):
+    pipe = engine.prior_pipe
+    embeds = encode_pair(pipe.tokenizer, pipe.text_encoder, "1girl", "lowres BREAK sketch BREAK monochrome", "cpu")
+    assert embeds.chunks == 3 and embeds.prompt.shape == embeds.negative.shape == (1, 3 * 77, 32)
+    too_many = " BREAK ".join(["1girl"] * (MAX_CHUNKS + 1))
+    with pytest.raises(InputError, match=f"the prompt needs {MAX_CHUNKS + 1} chunks"):
+        engine.generate(build_request({**small, "prompt": too_many}))
+
+
+def test_the_engine_sends_a_break_prompt_as_its_chunks(engine, small):
+    request = build_request({**small, "prompt": "1girl, smile BREAK hat", "aesthetic": "none", "quality": "none",
+                             "date": "none"})
+    embeds = engine.encode(request)
+    assert embeds.chunks == 2 and embeds.prompt.shape == (1, 2 * 77, 32)
+    assert engine.chunk_counts(request.composed_prompt()) == [_tokens(engine.prior_pipe.tokenizer, "1girl, smile"),
+                                                              _tokens(engine.prior_pipe.tokenizer, "hat")]
+    assert engine.generate(request).images[0].image.size == (256, 256)
