@@ -19,6 +19,7 @@ from sote_ui.core.errors import InputError
 from sote_ui.core.request import build_request
 from sote_ui.core.tags import MAX_CHUNKS
 from sote_ui.engine.encoding import chunk_token_counts, count_tokens, encode_pair, tokenize_weighted
+from sote_ui.service.compare import compare
 
 
 @torch.no_grad()
@@ -178,3 +179,13 @@ def test_the_engine_sends_a_break_prompt_as_its_chunks(engine, small):
     assert engine.chunk_counts(request.composed_prompt()) == [_tokens(engine.prior_pipe.tokenizer, "1girl, smile"),
                                                               _tokens(engine.prior_pipe.tokenizer, "hat")]
     assert engine.generate(request).images[0].image.size == (256, 256)
+
+
+def test_an_a_b_comparison_of_the_two_paddings_encodes_and_runs_the_prior_for_each(engine, small):
+    a = build_request({**small, "prompt": "1girl, smile", "prior_cfg": 4.0})
+    b = build_request({**small, "prompt": "1girl, smile", "prior_cfg": 4.0, "prompt_padding": "masked"})
+    report = compare(engine, a, b, [5])
+    assert report.diff == {"prompt_padding": ("unmasked", "masked")}
+    assert not report.prior_shared and not report.text_shared and report.prior_runs == 2
+    (left, right), = report.pairs
+    assert not np.array_equal(pixels(left.image), pixels(right.image))
