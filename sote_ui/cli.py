@@ -47,6 +47,7 @@ REQUEST_FLAGS = {
     "--decoder-steps": "decoder_steps",
     "--decoder-cfg": "decoder_cfg",
     "--count": "count",
+    "--prompt-padding": "prompt_padding",
 }
 
 _HELP = {
@@ -66,6 +67,8 @@ _HELP = {
     "decoder_steps": "decoder (stage B) steps (default 10)",
     "decoder_cfg": "decoder ('secondary') CFG (default 1.0; applied only above 1)",
     "count": "images in this run (default 1)",
+    "prompt_padding": "unmasked (default: the text encoder sees the padding, as in training) or masked (as "
+                      "diffusers and the model card's script encode)",
 }
 
 

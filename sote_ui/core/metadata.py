@@ -3,8 +3,9 @@
 The text is what image sites and readers parse: the prompt, a
 ``Negative prompt:`` line, then ``Key: value`` pairs (values holding commas are
 JSON-quoted). The prior's steps and CFG go in the standard ``Steps`` and
-``CFG scale`` keys; the decoder's settings, the memory mode and both model
-ids follow under their own keys.
+``CFG scale`` keys; the decoder's settings, the prompt padding, the memory
+mode and both model ids follow under their own keys. An image without a
+``Prompt padding`` key leaves that setting at its default.
 
 Pure data and logic (Pillow only): no torch, no gradio.
 
@@ -26,7 +27,7 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from .errors import InputError
-from .request import MAX_SEED, GenerationRequest
+from .request import MAX_SEED, PROMPT_PADDINGS, GenerationRequest
 from .tags import decompose_prompt
 
 SAMPLER = "DDPMWuerstchen"
@@ -69,6 +70,7 @@ def format_parameters(request: GenerationRequest, seed: int, model: ModelInfo, e
         "Decoder": model.decoder,
         "Decoder steps": request.decoder_steps,
         "Decoder CFG scale": _num(request.decoder_cfg),
+        "Prompt padding": request.prompt_padding,
     }
     if model.mode:
         pairs["Memory mode"] = model.mode
@@ -223,6 +225,12 @@ def parse_parameters(text: str) -> dict[str, Any]:
         values["width"], values["height"] = int(match.group(1)), int(match.group(2))
         if not all(1 <= side <= MAX_SIDE for side in (values["width"], values["height"])):
             raise InputError(f"the image's 'Size' value {size[:40]!r} is not a size (each side 1..{MAX_SIDE})")
+    if "Prompt padding" in pairs:
+        padding = pairs["Prompt padding"].strip().lower()
+        if padding not in PROMPT_PADDINGS:
+            raise InputError(f"the image's 'Prompt padding' value {pairs['Prompt padding'].strip()[:40]!r} is not "
+                             f"{' or '.join(PROMPT_PADDINGS)}")
+        values["prompt_padding"] = padding
     if "Model" in pairs:
         values["model"] = pairs["Model"]
     if "Decoder" in pairs:

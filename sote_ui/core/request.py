@@ -26,6 +26,10 @@ from .wildcards import check_request
 MAX_SEED = 2**32 - 1
 MAX_REFERENCES = 4  # reference images of one request (image remix)
 MAX_STRENGTH = 2.0
+# How the text encoder sees the padding after a prompt's end token: "unmasked" as the model was trained
+# (kohya's sd-scripts calls CLIP with no attention mask), "masked" as diffusers' pipelines (the model
+# card's script) encode it.
+PROMPT_PADDINGS = ("unmasked", "masked")
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class GenerationRequest:
     Defaults are the model card's: 1024x1536, prior 40 steps at CFG 8,
     decoder 10 steps at CFG 1.0, its quality tags and negative prompt.
     ``seed`` -1 means "pick one at random" (see :meth:`with_seed`).
+    ``prompt_padding`` is one of :data:`PROMPT_PADDINGS`.
     """
 
     prompt: str = ""
@@ -83,6 +88,7 @@ class GenerationRequest:
     decoder_cfg: float = 1.0
     count: int = 1
     references: tuple[Reference, ...] = ()
+    prompt_padding: str = PROMPT_PADDINGS[0]
 
     def composed_prompt(self) -> str:
         return tags.compose_prompt(
@@ -117,7 +123,7 @@ FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(GenerationRequest) i
 REFERENCE_KEYS = ("images", "image_strengths")
 REQUEST_KEYS: tuple[str, ...] = FIELD_NAMES + REFERENCE_KEYS
 PRIOR_KEYS = ("prompt", "negative_prompt", "aesthetic", "quality", "date", "custom", "rating", "artist",
-              "width", "height", "seed", "prior_steps", "prior_cfg")
+              "width", "height", "seed", "prior_steps", "prior_cfg", "prompt_padding")
 DECODER_KEYS = ("decoder_steps", "decoder_cfg")
 _INT_FIELDS = {"width", "height", "seed", "prior_steps", "decoder_steps", "count"}
 _FLOAT_FIELDS = {"prior_cfg", "decoder_cfg"}
@@ -211,6 +217,8 @@ def build_request(values: dict[str, Any] | None = None, *, base: GenerationReque
             merged[key] = _as_int(key, value)
         elif key in _FLOAT_FIELDS:
             merged[key] = _as_float(key, value)
+        elif key == "prompt_padding":
+            merged[key] = value.strip().lower() if isinstance(value, str) else value
         elif key in _CHOICE_FIELDS:
             try:
                 merged[key] = tags.check_choice(key, str(value))
@@ -250,6 +258,9 @@ def validate(request: GenerationRequest, limits: Limits = DEFAULT_LIMITS) -> Non
         cfg = getattr(request, key)
         if not math.isfinite(cfg) or not 0 <= cfg <= limits.max_cfg:
             raise InputError(f"{key} must be between 0 and {limits.max_cfg:g}, got {cfg}")
+    if request.prompt_padding not in PROMPT_PADDINGS:
+        raise InputError(f"prompt_padding must be {' or '.join(PROMPT_PADDINGS)}, got "
+                         f"{str(request.prompt_padding)[:40]!r}")
     if not 1 <= request.count <= limits.max_count:
         raise InputError(f"count must be between 1 and {limits.max_count}, got {request.count}")
     if request.seed + request.count - 1 > MAX_SEED:  # the images use seed, seed+1, ...
@@ -292,6 +303,7 @@ __all__ = [
     "GenerationRequest",
     "Limits",
     "PRIOR_KEYS",
+    "PROMPT_PADDINGS",
     "REFERENCE_KEYS",
     "REQUEST_KEYS",
     "Reference",

@@ -1,11 +1,22 @@
 """Prompt encoding past CLIP's 77 tokens, with emphasis weights.
 
-The model was trained with ``max_token_length 225``: three 75-token chunks,
-each wrapped in start/end tokens and encoded on its own, the hidden states
-concatenated. Prompts are split into such chunks (at a comma near the end of
-a chunk where there is one, so tags stay whole); the negative prompt is
-padded to the same number of chunks. A prompt that fits one chunk is encoded
-exactly as diffusers' Stable Cascade pipeline encodes it.
+The model was trained with kohya's sd-scripts at ``max_token_length 225``:
+three 75-token chunks, each wrapped in start/end tokens, padded to 77 and
+encoded on its own. (sd-scripts then keeps the first start token, each
+chunk's 75 inner states and the last end token, 227 states; here each chunk
+keeps all 77, as A1111 and SD.Next concatenate them.) Prompts are split into
+such chunks (at a comma near the end of a chunk where there is one, so tags
+stay whole); ``BREAK`` (in capitals, as a word of its own) starts a new chunk,
+as in A1111 and SD.Next; the negative prompt is padded to the same number of
+chunks.
+
+Padding: sd-scripts calls the text encoder with no attention mask, so the
+hidden states at the padding positions are those of pad tokens that attend to
+the prompt; that is the default here. diffusers' pipelines (the model card's
+script) pass the tokenizer's attention mask instead: ``mask_padding=True``
+encodes a prompt that fits one chunk exactly as they do. CLIP's attention is
+causal, so the two differ only at the padding, never at the prompt's own
+tokens or the pooled embedding.
 
 Example::
 
@@ -15,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +37,10 @@ from ..core.tags import CHUNK_TOKENS, MAX_CHUNKS, TRAINED_CHUNKS
 
 CHUNK = CHUNK_TOKENS
 COMMA_LOOKBACK = 20
+# A1111's and SD.Next's BREAK: the word in capitals standing alone (between spaces, commas, line breaks or
+# the ends of a piece) ends the chunk. The separators around it go with it, so the next chunk starts with a
+# tag, not a comma; "jailBREAK", "BREAK_dance", "smile-BREAK" and "break" stay text.
+BREAK = re.compile(r"[\s,]*(?<![^\s,])BREAK(?![^\s,])[\s,]*")
 
 
 @dataclass
@@ -51,15 +67,39 @@ class PromptEmbeds:
         }
 
 
+def tokenize_sections(tokenizer, text: str) -> list[tuple[list[int], list[float]]]:
+    """Token ids (no start/end tokens) and emphasis weights of each ``BREAK``-separated section of ``text``.
+
+    Sections without tokens are left out, so ``BREAK`` at either end, alone or twice in a row adds nothing.
+    """
+    sections: list[tuple[list[int], list[float]]] = [([], [])]
+    for piece, weight in parse_emphasis(text):
+        # BREAK is found inside emphasised pieces too: "(a BREAK b:1.2)" weights both sides.
+        for index, part in enumerate(BREAK.split(piece)):
+            if index:
+                sections.append(([], []))
+            if part:
+                part_ids = tokenizer(part, add_special_tokens=False, truncation=False).input_ids
+                sections[-1][0].extend(part_ids)
+                sections[-1][1].extend([weight] * len(part_ids))
+    return [section for section in sections if section[0]]
+
+
 def tokenize_weighted(tokenizer, text: str) -> tuple[list[int], list[float]]:
-    """Token ids of ``text`` (no start/end tokens) and each token's emphasis weight."""
+    """Token ids of ``text`` (no start/end tokens, no ``BREAK``) and each token's emphasis weight."""
     ids: list[int] = []
     weights: list[float] = []
-    for piece, weight in parse_emphasis(text):
-        piece_ids = tokenizer(piece, add_special_tokens=False, truncation=False).input_ids
-        ids += piece_ids
-        weights += [weight] * len(piece_ids)
+    for section_ids, section_weights in tokenize_sections(tokenizer, text):
+        ids += section_ids
+        weights += section_weights
     return ids, weights
+
+
+def prompt_chunks(tokenizer, text: str, comma: int | None) -> list[tuple[list[int], list[float]]]:
+    """The chunks :func:`encode_pair` encodes for ``text``: each ``BREAK`` section cut by
+    :func:`split_chunks`. Text without tokens is one empty chunk."""
+    chunks = [chunk for ids, weights in tokenize_sections(tokenizer, text) for chunk in split_chunks(ids, weights, comma)]
+    return chunks or [([], [])]
 
 
 def count_tokens(tokenizer, text: str) -> int:
@@ -70,10 +110,10 @@ def chunk_token_counts(tokenizer, text: str) -> list[int]:
     """Tokens in each 75-token chunk of ``text``, split exactly as :func:`encode_pair` splits it.
 
     Chunks are cut at a comma near their end, so they often hold fewer than 75
-    tokens: a prompt of 222 tokens can need 4 chunks. An empty prompt is one empty chunk.
+    tokens: a prompt of 222 tokens can need 4 chunks. ``BREAK`` ends a chunk early.
+    An empty prompt is one empty chunk.
     """
-    ids, weights = tokenize_weighted(tokenizer, text)
-    return [len(chunk_ids) for chunk_ids, _ in split_chunks(ids, weights, comma_id(tokenizer))]
+    return [len(chunk_ids) for chunk_ids, _ in prompt_chunks(tokenizer, text, comma_id(tokenizer))]
 
 
 def check_chunks(tokenizer, text: str, what: str = "the prompt") -> list[int]:
@@ -110,7 +150,7 @@ def comma_id(tokenizer) -> int | None:
 
 
 @torch.no_grad()
-def _encode_chunks(tokenizer, text_encoder, chunks, device) -> tuple[torch.Tensor, torch.Tensor]:
+def _encode_chunks(tokenizer, text_encoder, chunks, device, mask_padding: bool) -> tuple[torch.Tensor, torch.Tensor]:
     length = tokenizer.model_max_length
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
@@ -122,7 +162,7 @@ def _encode_chunks(tokenizer, text_encoder, chunks, device) -> tuple[torch.Tenso
         row = row + [pad] * (length - len(row))
         output = text_encoder(
             torch.tensor([row], device=device),
-            attention_mask=torch.tensor([mask], device=device),
+            attention_mask=torch.tensor([mask], device=device) if mask_padding else None,
             output_hidden_states=True,
         )
         states = output.hidden_states[-1]
@@ -140,16 +180,20 @@ def _encode_chunks(tokenizer, text_encoder, chunks, device) -> tuple[torch.Tenso
     return torch.cat(hidden_states, dim=1), pooled
 
 
-def encode_pair(tokenizer, text_encoder, prompt: str, negative_prompt: str, device) -> PromptEmbeds:
-    """Encode prompt and negative prompt to the same number of 77-token chunks."""
+def encode_pair(tokenizer, text_encoder, prompt: str, negative_prompt: str, device, *,
+                mask_padding: bool = False) -> PromptEmbeds:
+    """Encode prompt and negative prompt to the same number of 77-token chunks.
+
+    ``mask_padding`` False (the request's ``prompt_padding`` "unmasked") encodes as the model was trained;
+    True masks the padding out of attention, as diffusers' pipelines do.
+    """
     comma = comma_id(tokenizer)
-    pos_ids, pos_weights = tokenize_weighted(tokenizer, prompt)
-    neg_ids, neg_weights = tokenize_weighted(tokenizer, negative_prompt)
-    pos_chunks = split_chunks(pos_ids, pos_weights, comma)
-    neg_chunks = split_chunks(neg_ids, neg_weights, comma)
+    pos_chunks = prompt_chunks(tokenizer, prompt, comma)
+    neg_chunks = prompt_chunks(tokenizer, negative_prompt, comma)
     count = max(len(pos_chunks), len(neg_chunks))
     pos_chunks += [([], [])] * (count - len(pos_chunks))
     neg_chunks += [([], [])] * (count - len(neg_chunks))
-    prompt_embeds, prompt_pooled = _encode_chunks(tokenizer, text_encoder, pos_chunks, device)
-    negative_embeds, negative_pooled = _encode_chunks(tokenizer, text_encoder, neg_chunks, device)
-    return PromptEmbeds(prompt_embeds, prompt_pooled, negative_embeds, negative_pooled, count, len(pos_ids))
+    prompt_embeds, prompt_pooled = _encode_chunks(tokenizer, text_encoder, pos_chunks, device, mask_padding)
+    negative_embeds, negative_pooled = _encode_chunks(tokenizer, text_encoder, neg_chunks, device, mask_padding)
+    tokens = sum(len(ids) for ids, _ in pos_chunks)
+    return PromptEmbeds(prompt_embeds, prompt_pooled, negative_embeds, negative_pooled, count, tokens)

@@ -75,7 +75,7 @@ class Engine:
         self._prior_pipe = None
         self._decoder_pipe = None
         self._image_encoder = None
-        self._texts = LruCache(text_cache_size)  # (prompt, negative) -> PromptEmbeds
+        self._texts = LruCache(text_cache_size)  # (prompt, negative, prompt padding) -> PromptEmbeds
         self._priors = LruCache(prior_cache_size)  # prior key -> PriorOutput
         self._references = ReferenceEmbeddings(4 * prior_cache_size)
         self._stage = ""  # what runs now, for the out-of-memory message
@@ -253,14 +253,15 @@ class Engine:
 
     def encode(self, job: GenerationRequest) -> PromptEmbeds:
         """The job's prompt and negative prompt, encoded (or from the cache)."""
-        key = (job.composed_prompt(), job.negative_prompt)
+        key = (job.composed_prompt(), job.negative_prompt, job.prompt_padding)
         embeds = self._texts.get(key)
         if embeds is not None:
             self.counters.text_cache_hits += 1
             return embeds
         self._stage = "text encoder"
         pipe = self._prior_pipe
-        embeds = encode_pair(pipe.tokenizer, pipe.text_encoder, *key, pipe._execution_device)
+        embeds = encode_pair(pipe.tokenizer, pipe.text_encoder, job.composed_prompt(), job.negative_prompt,
+                             pipe._execution_device, mask_padding=job.prompt_padding == "masked")
         if self.plan.mode.placement == Placement.OFFLOAD:
             pipe.maybe_free_model_hooks()  # don't keep the text encoder on the GPU while the decoder runs
         self.counters.text_encodes += 1
@@ -410,9 +411,9 @@ class Engine:
         Reference images count by content and strength, not by file name."""
         guided = request.prior_cfg > 1
         references = tuple((digest, ref.strength) for ref, digest in self._references.active(request))
-        return (request.composed_prompt(), request.negative_prompt if guided else None, request.width,
-                request.height, request.seed, request.prior_steps, float(request.prior_cfg) if guided else None,
-                references)
+        return (request.composed_prompt(), request.negative_prompt if guided else None, request.prompt_padding,
+                request.width, request.height, request.seed, request.prior_steps,
+                float(request.prior_cfg) if guided else None, references)
 
     # 4. Generation ----------------------------------------------------------------
 

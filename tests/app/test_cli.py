@@ -72,6 +72,22 @@ def test_generate_writes_a_png_with_its_settings(cli, model_flags, tmp_path):
     assert np.array_equal(_settings(out / "sote-7-1.png")[1], pixels)
 
 
+def test_prompt_padding_flag_reaches_the_image_and_its_settings(cli, model_flags, tmp_path):
+    runs = {}
+    for padding in ("unmasked", "masked"):
+        out = tmp_path / f"{padding}.png"
+        code, stdout, err = cli("generate", "--prompt", "1girl, solo", "--seed", "7", "--prior-cfg", "4",
+                                "--prompt-padding", padding, "--out", str(out), *FAST, *model_flags)
+        assert code == 0, err
+        runs[padding] = _settings(Path(stdout.strip()))
+    assert runs["unmasked"][0]["prompt_padding"] == "unmasked" and runs["masked"][0]["prompt_padding"] == "masked"
+    assert not np.array_equal(runs["unmasked"][1], runs["masked"][1])
+    code, _, err = cli("generate", "--prompt", "1girl", "--prompt-padding", "sideways", "--out",
+                       str(tmp_path / "x.png"), *FAST, *model_flags)
+    assert code == 2
+    assert _only_error_line(err) == "error: prompt_padding must be unmasked or masked, got 'sideways'"
+
+
 def test_count_writes_consecutive_seeds(cli, model_flags, tmp_path):
     code, stdout, err = cli("generate", "--prompt", "1girl", "--seed", "100", "--count", "2", "--out",
                             str(tmp_path / "run.png"), *FAST, *model_flags)

@@ -86,6 +86,16 @@ def test_generate_returns_pngs_carrying_the_requested_settings(client):
     assert np.array_equal(pixels(report["files"][0]), pixels(newest["image"]))
 
 
+def test_prompt_padding_is_a_named_parameter_of_generate(client):
+    _, unmasked = generate(client, seed=109, prior_cfg=4.0)
+    _, masked = generate(client, seed=109, prior_cfg=4.0, prompt_padding="masked")
+    assert png_values(unmasked["files"][0])[1]["prompt_padding"] == "unmasked"  # the default
+    assert png_values(masked["files"][0])[1]["prompt_padding"] == "masked"
+    assert not np.array_equal(pixels(unmasked["files"][0]), pixels(masked["files"][0]))
+    with pytest.raises(Exception, match="'sideways'.*not in the list of choices"):  # the radio's own check
+        generate(client, seed=109, prompt_padding="sideways")
+
+
 def test_composed_prompt_puts_tags_in_dataset_order(client):
     _, report = generate(client, seed=102, prompt="1girl, smile", aesthetic="aesthetic", quality="high quality",
                          date="mid", custom="anime wallpaper", rating="general")

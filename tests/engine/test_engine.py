@@ -196,9 +196,9 @@ def test_long_prompts_are_cut_at_commas(engine):
     ("1girl", ""),
     ("smile, hat, sky", "lowres"),
 ])
-def test_short_prompts_encode_exactly_like_diffusers(engine, prompt, negative):
+def test_short_prompts_with_masked_padding_encode_exactly_like_diffusers(engine, prompt, negative):
     pipe = engine.prior_pipe
-    ours = encode_pair(pipe.tokenizer, pipe.text_encoder, prompt, negative, "cpu")
+    ours = encode_pair(pipe.tokenizer, pipe.text_encoder, prompt, negative, "cpu", mask_padding=True)
     theirs = pipe.encode_prompt(device="cpu", batch_size=1, num_images_per_prompt=1,
                                 do_classifier_free_guidance=True, prompt=prompt, negative_prompt=negative)
     assert ours.chunks == 1

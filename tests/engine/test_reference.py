@@ -1,7 +1,8 @@
 """The engine checked against independent references on the tiny pair.
 
-- pixels against diffusers' own ``StableCascadeCombinedPipeline`` (the model card's code path), same seed;
-- long-prompt embeddings against diffusers' ``encode_prompt`` run on each chunk's text by hand;
+- pixels against diffusers' own ``StableCascadeCombinedPipeline`` (the model card's code path), same seed,
+  with the padding masked as diffusers masks it;
+- long-prompt embeddings (padding masked) against diffusers' ``encode_prompt`` run on each chunk's text by hand;
 - emphasis against the weighting computed by hand from the unweighted hidden states;
 - the chunk budget and its cap, counted as the encoder splits.
 """
@@ -42,7 +43,7 @@ def test_engine_pixels_equal_the_model_cards_combined_pipeline(engine, prior_cfg
     prompt, negative = "1girl, solo, smile", "lowres, worst quality"
     request = build_request({**SMALL, "prompt": prompt, "negative_prompt": negative, "aesthetic": "none",
                              "quality": "none", "date": "none", "prior_cfg": prior_cfg, "decoder_cfg": decoder_cfg,
-                             "seed": seed})
+                             "seed": seed, "prompt_padding": "masked"})  # as diffusers encodes
     assert request.composed_prompt() == prompt
     engine.clear_caches()
     ours = pixels(engine.generate(request))
@@ -130,7 +131,7 @@ def test_long_prompt_embeddings_are_each_chunk_encoded_as_diffusers_does(engine)
     for count in counts:
         texts.append(tokenizer.decode(ids[start:start + count]))
         start += count
-    ours = encode_pair(tokenizer, pipe.text_encoder, prompt, "", "cpu")
+    ours = encode_pair(tokenizer, pipe.text_encoder, prompt, "", "cpu", mask_padding=True)
     reference = []
     for text in texts:
         embeds, pooled, _, _ = pipe.encode_prompt(device="cpu", batch_size=1, num_images_per_prompt=1,

@@ -1,4 +1,5 @@
-"""The request's controls: the prompt box, the trained-tag pickers, size, steps, CFG, seed and count.
+"""The request's controls: the prompt box, the trained-tag pickers, size, steps, CFG, seed and count, and
+the prompt padding under "Advanced".
 
 The controls come in the request's field order (:data:`~sote_ui.core.request.FIELD_NAMES`),
 so a list of values maps onto them one to one.
@@ -12,11 +13,13 @@ from typing import Any
 import gradio as gr
 
 from ...core import tags
-from ...core.request import FIELD_NAMES, GenerationRequest
+from ...core.request import FIELD_NAMES, PROMPT_PADDINGS, GenerationRequest
 from ...service.studio import Studio
 from ..form import RESOLUTIONS, size_to_resolution, snap_side
 
 RANDOM_SEED_LABEL = "Seed (-1 = random)"
+PADDING_CHOICES = [("unmasked: as the model was trained (default)", PROMPT_PADDINGS[0]),
+                   ("masked: as diffusers and the model card's script", PROMPT_PADDINGS[1])]
 
 
 def _choices(values) -> list[tuple[str, str]]:
@@ -43,6 +46,7 @@ class Controls:
     decoder_steps: gr.Slider
     decoder_cfg: gr.Slider
     count: gr.Slider
+    prompt_padding: gr.Radio
     resolution_picker: gr.Dropdown  # not a request field: it sets width and height
     composed: gr.Markdown  # the prompt as sent and its token count, under the prompt box
     random_seed: gr.Button
@@ -111,6 +115,10 @@ def build_controls(studio: Studio, defaults: GenerationRequest) -> Controls:
                 reuse_seed = gr.Button("♻ last seed", elem_id="reuse_seed", size="sm", min_width=100)
             count = gr.Slider(1, limits.max_count, value=defaults.count, step=1, label="Images", scale=4,
                               min_width=180)
+    with gr.Accordion("Advanced", open=False, elem_id="advanced"):
+        prompt_padding = gr.Radio(PADDING_CHOICES, value=defaults.prompt_padding, label="Prompt padding",
+                                  info="How the text encoder sees the padding after your prompt's end",
+                                  elem_id="prompt_padding")
     random_seed.click(lambda: -1, None, seed, api_visibility="private", queue=False, show_progress="hidden")
     resolution.input(_resolution_to_size, resolution, [width, height, size_note], api_visibility="private",
                      queue=False, show_progress="hidden")
@@ -121,8 +129,8 @@ def build_controls(studio: Studio, defaults: GenerationRequest) -> Controls:
     height.release(_snap_height, [width, height], [height, resolution, size_note], api_visibility="private",
                    queue=False, show_progress="hidden")
     return Controls(prompt, negative_prompt, aesthetic, quality, date, custom, rating, artist, width, height,
-                    seed, prior_steps, prior_cfg, decoder_steps, decoder_cfg, count, resolution, composed,
-                    random_seed, reuse_seed, size_note)
+                    seed, prior_steps, prior_cfg, decoder_steps, decoder_cfg, count, prompt_padding, resolution,
+                    composed, random_seed, reuse_seed, size_note)
 
 
 def _snap(key: str, value: float, width: float, height: float):
