@@ -91,6 +91,7 @@ def build_compare_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs,
             slider = gr.ImageSlider(label="A | B", type="filepath", format="png", elem_id="compare_slider",
                                     max_height=520)
             thumbs = gr.Gallery(label="Every seed: A, B", columns=8, height=130, format="png", allow_preview=False,
+                                object_fit="contain",
                                 elem_id="compare_thumbs", preview=False)
             with gr.Row(equal_height=True):
                 diff = gr.Dataframe(headers=["setting", "A", "B"], label="Settings that differ", interactive=False,

@@ -3,7 +3,7 @@ selects its first image."""
 
 from __future__ import annotations
 
-from support import click_thumbnail, expect_value, generate_and_wait, small_settings
+from support import click_thumbnail, expect_value, generate_and_wait, set_number, small_settings
 
 
 def shown_seeds(page) -> tuple[str, str]:
@@ -30,3 +30,14 @@ def test_a_new_run_selects_its_first_image_and_the_actions_follow_it(page):
     page.locator("#reuse_settings").click()
     page.locator("#image_note").filter(has_text="applied the settings of seed 530").wait_for()
     expect_value(page.locator("#seed input"), "530")
+
+
+def test_portrait_thumbnails_show_the_whole_image(page):
+    small_settings(page, prior_steps=2, decoder_steps=1)
+    set_number(page, "Width", 256)
+    set_number(page, "Height", 384)  # 2:3, the usual anime portrait
+    page.locator("#seed input").fill("540")
+    generate_and_wait(page)
+    thumb = page.locator("#gallery .grid-container .thumbnail-item img").first
+    assert thumb.evaluate("img => img.naturalHeight / img.naturalWidth") == 1.5  # a portrait...
+    assert thumb.evaluate("img => getComputedStyle(img).objectFit") == "contain"  # ...shown whole, not cropped

@@ -33,7 +33,7 @@ def build_drafts_box() -> DraftsBox:
         with gr.Row():
             draft = gr.Button("Draft compositions (prior only)", size="sm", elem_id="draft")
             finish = gr.Button("Finish picked drafts", size="sm", variant="primary", elem_id="finish")
-        drafts_gallery = gr.Gallery(label="Drafts: one per seed (Images sets how many)", columns=4,
+        drafts_gallery = gr.Gallery(label="Drafts: one per seed (Images sets how many)", columns=4, object_fit="contain",
                                     height=220, format="png", elem_id="drafts", preview=False)
         picked = gr.CheckboxGroup([], label="Seeds to finish", elem_id="picked")
         drafts_note = gr.Markdown(elem_id="drafts_note")

@@ -93,7 +93,7 @@ class Gallery:
 
 def build_gallery() -> Gallery:
     """The gallery and its actions, laid out where it is called."""
-    gallery = gr.Gallery(label="This session's images", columns=2, height=600, format="png",
+    gallery = gr.Gallery(label="This session's images", columns=2, height=600, format="png", object_fit="contain",
                          elem_id="gallery", buttons=["download", "fullscreen"], preview=False)
     with gr.Row(elem_id="gallery_actions"):
         reuse = gr.Button("Reuse settings", size="sm", elem_id="reuse_settings", min_width=100)
