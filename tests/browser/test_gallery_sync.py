@@ -41,3 +41,18 @@ def test_portrait_thumbnails_show_the_whole_image(page):
     thumb = page.locator("#gallery .grid-container .thumbnail-item img").first
     assert thumb.evaluate("img => img.naturalHeight / img.naturalWidth") == 1.5  # a portrait...
     assert thumb.evaluate("img => getComputedStyle(img).objectFit") == "contain"  # ...shown whole, not cropped
+
+
+def test_drafts_rewrite_the_status_line_and_summary_left_by_an_earlier_failure(page):
+    small_settings(page, prior_steps=2, decoder_steps=1)
+    page.get_by_text("Image remix: steer the composition").click()
+    page.locator("#remix_strengths textarea, #remix_strengths input").first.fill("lots")
+    page.locator("#generate").click()
+    page.locator("#status").filter(has_text="⚠️").wait_for(timeout=60_000)
+    page.locator("#remix_strengths textarea, #remix_strengths input").first.fill("")
+    page.locator("#drafts_box").get_by_text("Live previews and drafts").click()
+    page.locator("#draft").click()
+    page.locator("#drafts_note").filter(has_text="1 drafts").wait_for(timeout=180_000)
+    page.locator("#status").filter(has_text="1 drafts in").wait_for(timeout=10_000)
+    assert "⚠️" not in page.locator("#status").inner_text()
+    assert "1 drafts in" in page.locator("#summary").inner_text()

@@ -113,7 +113,7 @@ def build_generate_tab(studio: Studio, waiting: Callable[[str], int] | None = No
 
     compose = wire_prompt_box(studio, controls)
     events = wire_run(studio, controls, inputs, panel, gallery, waiting)
-    wire_drafts(studio, drafts, inputs.after(controls), state, gallery)
+    wire_drafts(studio, drafts, inputs.after(controls), state, gallery, [panel.status, panel.summary])
     wire_gallery(gallery, controls, state, status)
     preset_events = wire_presets_box(studio, presets, controls)
     wire_memory_box(studio, memory, status)

@@ -40,8 +40,16 @@ def build_drafts_box() -> DraftsBox:
     return DraftsBox(preview_kind, draft, finish, drafts_gallery, picked, drafts_note)
 
 
-def wire_drafts(studio: Studio, box: DraftsBox, run_inputs: list, state: gr.State, gallery: Gallery) -> None:
-    """Draft (button and ``/draft``, same inputs as ``/generate``) and Finish picked drafts."""
+def wire_drafts(studio: Studio, box: DraftsBox, run_inputs: list, state: gr.State, gallery: Gallery,
+                lines: list) -> None:
+    """Draft (button and ``/draft``, same inputs as ``/generate``) and Finish picked drafts.
+
+    ``lines`` (the status line and the run summary) are rewritten with each outcome, so neither
+    keeps telling of an earlier run.
+    """
+
+    def rewrite(note: str):
+        return (note,) * len(lines)
 
     @named_api(after=("session",), optional=("images", "image_strengths", "preview"))
     def make_drafts(values, session, images, image_strengths, preview, request: gr.Request,
@@ -70,7 +78,9 @@ def wire_drafts(studio: Studio, box: DraftsBox, run_inputs: list, state: gr.Stat
         return [(path, f"seed {seed}") for path, seed in drafts], gr.update(choices=seeds, value=[]), note, session
 
     draft_outputs = [box.gallery, box.picked, box.note, state]
-    wire(box.draft.click, make_drafts, run_inputs, draft_outputs, api_name="draft", note=2, concurrency_id="gpu")
+    drafted = wire(box.draft.click, make_drafts, run_inputs, draft_outputs, api_name="draft", note=2,
+                   concurrency_id="gpu")
+    drafted.then(rewrite, box.note, lines, api_visibility="private", queue=False, show_progress="hidden")
 
     def finish_drafts(seeds, session: SessionState, request: gr.Request, progress=gr.Progress()):
         if not session or not session.draft_values:
@@ -90,6 +100,8 @@ def wire_drafts(studio: Studio, box: DraftsBox, run_inputs: list, state: gr.Stat
         note = f"finished {len(shots)} drafts in {info['seconds']:.1f} s ({reused} reused their prior)"
         return (*shown(session), note, session)
 
-    wire(box.finish.click, finish_drafts, [box.picked, state],
-         [gallery.gallery, gallery.selected_prompt, gallery.image_note, box.note, state], note=3, concurrency_id="gpu")
+    finished = wire(box.finish.click, finish_drafts, [box.picked, state],
+                    [gallery.gallery, gallery.selected_prompt, gallery.image_note, box.note, state], note=3,
+                    concurrency_id="gpu")
+    finished.then(rewrite, box.note, lines, api_visibility="private", queue=False, show_progress="hidden")
 
