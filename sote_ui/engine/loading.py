@@ -279,16 +279,15 @@ def _quanto_component(kind: str, folder: Path, files: list[Path], dtype, exclude
     key = weight_cache.entry_key(kind, files, exclude, {"weights": qtype, "dtype": str(dtype)})
     problem = ""
     try:
-        cached = weight_cache.load(key)
-        if cached is not None:
-            state_dict, qmap, size = cached
-            model = _restore(_empty_model(kind, folder, dtype), state_dict, qmap, qtypes[qtype], exclude)
-            return model, f"fp8 cache used for the {kind} ({weight_cache.human(size)})"
+        restored = _from_cache(key, kind, folder, dtype, qtypes[qtype], exclude)
+        if restored is not None:
+            return restored
     except Exception as exc:  # whatever is wrong with the entry, the model files rebuild it
         problem = _reason(exc)
         with contextlib.suppress(OSError):
             weight_cache.remove(key.stem)
-        free_memory()
+    if problem:
+        free_memory()  # what the failed restore read went with its traceback: give it back first
 
     model = _empty_model(kind, folder, dtype)
     quantize(model, weights=qtypes[qtype], exclude=exclude or None)
@@ -312,6 +311,16 @@ def _quanto_component(kind: str, folder: Path, files: list[Path], dtype, exclude
     if problem:
         note += f"; the old entry was unusable ({problem})"
     return model, note
+
+
+def _from_cache(key, kind: str, folder: Path, dtype, qtype, exclude: list[str]):
+    """``(module, note)`` from ``key``'s entry, None if there is none; raises if it is unusable."""
+    cached = weight_cache.load(key)
+    if cached is None:
+        return None
+    state_dict, qmap, size = cached
+    model = _restore(_empty_model(kind, folder, dtype), state_dict, qmap, qtype, exclude)
+    return model, f"fp8 cache used for the {kind} ({weight_cache.human(size)})"
 
 
 def _restore(model, state_dict: dict, qmap: dict, qtype, exclude: list[str]):
