@@ -228,11 +228,21 @@ def cmd_cache(args: argparse.Namespace) -> int:
         return 0
     found = weight_cache.entries()
     print(f"fp8 weight cache: {root / weight_cache.SUBDIR} (set SOTE_CACHE to move it)")
+    usable = [entry for entry in found if entry.complete]
     for entry in found:
-        state = "" if entry.complete else "  (incomplete: rebuilt at next use)"
-        print(f"  {entry.stem:36} {weight_cache.human(entry.bytes):>10}  {entry.flavour:20} {entry.source}{state}")
-    print(f"{len(found)} entr{'y' if len(found) == 1 else 'ies'}, {weight_cache.human(sum(e.bytes for e in found))}")
+        state = "ok" if entry.complete else _CACHE_STATES.get(entry.state, entry.state)
+        where = f"  {entry.source}" if entry.source else ""
+        print(f"  {entry.stem:36} {weight_cache.human(entry.bytes):>10}  {entry.flavour:20} {state}{where}")
+    print(f"{len(usable)} entr{'y' if len(usable) == 1 else 'ies'}, {weight_cache.human(sum(e.bytes for e in usable))}")
+    leftovers = [entry for entry in found if entry.state not in ("ok", "temporary")]
+    if leftovers:
+        print(f"{len(leftovers)} unusable: removed at the next fp8 start, or by `cache clear`")
     return 0
+
+
+_CACHE_STATES = {"junk": "junk (not a cache entry, or damaged)", "incomplete": "incomplete (a size mismatch)",
+                 "old version": "written by another version", "no description": "junk: no description",
+                 "no weights": "junk: no weights", "temporary": "being written, or a write that died"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,11 +17,13 @@ Example::
 fp8 weights never need more host memory than bf16: each component is read
 tensor by tensor from its files and each layer is quantized as it arrives (the
 bf16 original is dropped at once), and the result is cached on disk
-(:mod:`sote_ui.engine.weight_cache`) so later starts map the fp8 weights directly.
+(:mod:`sote_ui.engine.weight_cache`) so later starts read the fp8 weights back, checked against the
+entry's content hash and the model's own keys, instead of quantizing again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 from dataclasses import dataclass
@@ -265,19 +267,29 @@ def _fill(model, files: list[Path], dtype, on_weight=None) -> None:
 
 def _quanto_component(kind: str, folder: Path, files: list[Path], dtype, exclude: list[str],
                       backend: str = "quanto"):
-    """``(module, note)``: the component with 8-bit quanto weights, from the cache or quantized now."""
+    """``(module, note)``: the component with 8-bit quanto weights, from the cache or quantized now.
+
+    An entry that can't be restored for any reason is rebuilt from the model
+    files, and the note says why in one line.
+    """
     import torch
-    from optimum.quanto import QModuleMixin, qtypes, quantize, requantize
+    from optimum.quanto import QModuleMixin, qtypes, quantize
 
     qtype = QUANTO_QTYPES[backend]
     key = weight_cache.entry_key(kind, files, exclude, {"weights": qtype, "dtype": str(dtype)})
-    model = _empty_model(kind, folder, dtype)
-    cached = weight_cache.load(key)
-    if cached is not None:
-        state_dict, qmap, size = cached
-        requantize(model, state_dict, qmap, device=torch.device("cpu"))
-        return model.eval().requires_grad_(False), f"fp8 cache used for the {kind} ({weight_cache.human(size)})"
+    problem = ""
+    try:
+        restored = _from_cache(key, kind, folder, dtype, qtypes[qtype], exclude)
+        if restored is not None:
+            return restored
+    except Exception as exc:  # whatever is wrong with the entry, the model files rebuild it
+        problem = _reason(exc)
+        with contextlib.suppress(OSError):
+            weight_cache.remove(key.stem)
+    if problem:
+        free_memory()  # what the failed restore read went with its traceback: give it back first
 
+    model = _empty_model(kind, folder, dtype)
     quantize(model, weights=qtypes[qtype], exclude=exclude or None)
 
     def freeze_layer(module, attr):
@@ -296,7 +308,63 @@ def _quanto_component(kind: str, folder: Path, files: list[Path], dtype, exclude
         note = f"fp8 cache built for the {kind} ({weight_cache.human(size)} in {weight_cache.cache_root()})"
     except OSError as exc:
         note = f"fp8 cache not written for the {kind} ({exc.strerror or exc}); the next start quantizes again"
+    if problem:
+        note += f"; the old entry was unusable ({problem})"
     return model, note
+
+
+def _from_cache(key, kind: str, folder: Path, dtype, qtype, exclude: list[str]):
+    """``(module, note)`` from ``key``'s entry, None if there is none; raises if it is unusable."""
+    cached = weight_cache.load(key)
+    if cached is None:
+        return None
+    state_dict, qmap, size = cached
+    model = _restore(_empty_model(kind, folder, dtype), state_dict, qmap, qtype, exclude)
+    return model, f"fp8 cache used for the {kind} ({weight_cache.human(size)})"
+
+
+def _restore(model, state_dict: dict, qmap: dict, qtype, exclude: list[str]):
+    """``model`` (from :func:`_empty_model`) with the cached weights: quantized the way a fresh build is,
+    then every tensor taken from ``state_dict``. Raises CacheError unless the entry fits exactly.
+
+    optimum-quanto's own ``requantize`` loads with ``strict=False`` after
+    filling what is missing with ``torch.empty_like``: a key the entry lacks
+    (a layer renamed by an upgrade) would run on uninitialised memory.
+    """
+    from optimum.quanto import quantization_map, quantize
+
+    quantize(model, weights=qtype, exclude=exclude or None)
+    if quantization_map(model) != qmap:
+        raise weight_cache.CacheError("its quantization map doesn't match the model's")
+    try:
+        model.load_state_dict(state_dict, strict=False, assign=True)  # assigned: the read tensors are not copied
+    except RuntimeError as exc:
+        if "size mismatch" in str(exc):
+            raise weight_cache.CacheError("a tensor's shape doesn't match the model's") from None
+        raise
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
+    if missing or unexpected:
+        first = f"lacks {missing[0]}" if missing else f"has an unknown {unexpected[0]}"
+        raise weight_cache.CacheError(f"its keys don't match the model's: {len(missing)} missing, "
+                                      f"{len(unexpected)} unknown; it {first}")
+    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+        data = getattr(tensor, "_data", tensor)
+        if tensor.is_meta or data.is_meta:
+            raise weight_cache.CacheError(f"it leaves {name} empty")
+        if data is not tensor and data.shape != tensor.shape:
+            raise weight_cache.CacheError(f"its {name} has the shape {list(data.shape)}, not {list(tensor.shape)}")
+    return model.eval().requires_grad_(False)
+
+
+def _reason(exc: Exception) -> str:
+    """One short line for an entry that failed to restore, naming no path."""
+    if isinstance(exc, weight_cache.CacheError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}: {exc.strerror or 'not readable'}"
+    first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _layerwise_component(kind: str, folder: Path, files: list[Path], dtype, skip: tuple[str, ...]):
@@ -367,6 +435,13 @@ def _load_fp8(folders: Folders, dtype, backend: str, say: Callable[[str], None])
     prior_dir, decoder_dir = folders.prior, folders.decoder
     built: dict = {}
     notes: list[str] = []
+    if backend in QUANTO_QTYPES:
+        try:
+            count, size = weight_cache.prune()
+            if count:
+                say(f"fp8 cache: removed {count} unusable or leftover file(s), {weight_cache.human(size)}")
+        except OSError:  # an unwritable cache is reported when an entry is written
+            pass
     try:
         for kind, folder in (("prior", prior_dir / "prior"), ("decoder", decoder_dir / "decoder"),
                              ("text_encoder", prior_dir / "text_encoder")):

@@ -219,10 +219,12 @@ def test_cache_files_are_valid_safetensors_with_aligned_tensors(tiny_pair, cache
     load_components(Folders(*tiny_pair), torch.bfloat16, fp8="quanto")
     path = _entry_file("prior")
     plain = load_file(str(path))  # any safetensors reader can open it
-    mapped = weight_cache.map_weights(path)
-    assert set(mapped) == {name for name in plain if not name.startswith("__pad")}
-    assert all(t.data_ptr() % weight_cache.ALIGN == 0 for t in mapped.values() if t.numel())
-    assert all(torch.equal(mapped[name], plain[name]) for name in mapped)
+    read = weight_cache.read_weights(path)
+    assert set(read) == {name for name in plain if not name.startswith("__pad")}
+    assert all(t.data_ptr() % weight_cache.ALIGN == 0 for t in read.values() if t.numel())
+    assert all(torch.equal(read[name], plain[name]) for name in read)
+    filled = [t for t in read.values() if t.numel()]
+    assert len({t.untyped_storage().data_ptr() for t in filled}) == len(filled)  # each in its own memory
 
 
 def test_each_weight_type_keeps_its_own_entry(tiny_pair, cache):
