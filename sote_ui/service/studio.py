@@ -201,10 +201,10 @@ class Studio:
         device = engine.device if engine is not None else None
         return "CPU" if device is None or device.kind == "cpu" else "GPU"
 
-    def _output_path(self, seed: int) -> Path:
+    def _output_path(self, seed: int, side: str = "") -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         folder = Path(self.config.outputs).expanduser() if self.config.outputs else self._tmp
-        return folder / f"sote-{stamp}-{seed}.png"
+        return folder / f"sote-{stamp}-{seed}{'-' + side if side else ''}.png"
 
     def generate(self, values: dict[str, Any], session: str = "", on_progress: Callable | None = None,
                  on_preview: Callable | None = None, preview: str = "auto",
@@ -299,9 +299,12 @@ class Studio:
                   "prior_steps_run": result.counters.prior_steps, "decoder_steps_run": result.counters.decoder_steps}
         return drafts, report
 
-    def _keep(self, item) -> Shot:
-        """Save a generated image (never over another file) and describe it for the session."""
-        path = save_png(item.image, item.parameters, self._output_path(item.request.seed))
+    def _keep(self, item, side: str = "") -> Shot:
+        """Save a generated image (never over another file) and describe it for the session.
+
+        ``side`` ("A" or "B") ends a comparison's file names, so the two sides are told apart.
+        """
+        path = save_png(item.image, item.parameters, self._output_path(item.request.seed, side))
         return Shot(str(path), item.parameters, item.request, item.seconds, item.prior_reused)
 
     def _run(self, task: str, args: tuple, kwargs: dict, seconds: int, session: str,
@@ -348,7 +351,7 @@ class Studio:
 
         report = self._run("compare", (a, b, seeds), {}, gpu_seconds([a, b] * len(seeds)), session,
                            on_progress)
-        pairs = [(self._keep(item_a), self._keep(item_b)) for item_a, item_b in report.pairs]
+        pairs = [(self._keep(item_a, "A"), self._keep(item_b, "B")) for item_a, item_b in report.pairs]
         sheet = compose_grid([[x.image, y.image] for x, y in report.pairs], ["A", "B"],
                              [f"seed {x.request.seed}" for x, _ in report.pairs])
         sheet_path = save_png(sheet, pairs[0][0].parameters, self._output_path(seeds[0]).with_suffix(".ab.png"))

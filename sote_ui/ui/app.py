@@ -96,8 +96,8 @@ def build_demo(studio: Studio) -> gr.Blocks:
         with gr.Tabs() as tabs:
             with gr.Tab("Generate", id="generate"):
                 generate = build_generate_tab(studio, waiting=lambda session: queued_jobs(demo, session))
-            with gr.Tab("Compare", id="compare"):
-                compare = build_compare_tab(studio, generate, tabs, "generate")
+            with gr.Tab("Compare", id="compare") as compare_tab:
+                compare = build_compare_tab(studio, generate, tabs, "generate", compare_tab)
             with gr.Tab("X/Y grid", id="grid") as grid_tab:
                 build_grid_tab(studio, generate, grid_tab)
             with gr.Tab("PNG info", id="pnginfo"):

@@ -50,8 +50,13 @@ def compare_summary(info: dict[str, Any], names: tuple[str, str]) -> str:
             f" · {shared}")
 
 
-def build_compare_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs,
-                      generate_tab_id: str) -> CompareTab:
+def shown_pair(path_a: str, path_b: str, seed: int):
+    """The slider's value and a label that says which seed it shows."""
+    return gr.ImageSlider(value=(path_a, path_b), label=f"A | B · seed {seed}")
+
+
+def build_compare_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs, generate_tab_id: str,
+                      tab: gr.Tab | None = None) -> CompareTab:
     """Lay out the tab; return its pieces (preset dropdowns, the receivers of sent images)."""
     names = [CURRENT] + studio.presets.names()
     with gr.Row(elem_id="compare_layout"):
@@ -100,9 +105,13 @@ def build_compare_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs,
                     use_a = gr.Button("Use A's settings", size="sm", elem_id="use_a")
                     use_b = gr.Button("Use B's settings", size="sm", elem_id="use_b")
             summary = gr.Markdown(elem_id="compare_summary")
+            with gr.Accordion("Sheet: every seed's A and B in one PNG", open=False):
+                sheet = gr.Image(label="A/B sheet", type="filepath", format="png", interactive=False,
+                                 buttons=["download", "fullscreen"], elem_id="compare_sheet")
             with gr.Accordion("Report, in full", open=False):
                 report = gr.JSON(label="Report", elem_id="compare_report")
-    pairs_state = gr.State([])
+    pairs_state = gr.State([])  # one (A's settings, B's settings, A's file, B's file) per seed
+    picked_state = gr.State(0)  # the pair the slider shows: what "Use A's/B's settings" takes
     sent_state = gr.State({})
 
     def choices_with_sent(sent: dict | None):
@@ -186,37 +195,46 @@ def build_compare_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs,
         rows.append(["seconds", f"{info['seconds_a']:.1f}", f"{info['seconds_b']:.1f}"])
         strip = [(path, f"seed {x.request.seed} · {label}") for x, y in pairs
                  for path, label in ((x.path, "A"), (y.path, "B"))]
-        return ((first_a.path, first_b.path), strip, rows, compare_summary(info, (preset_a, preset_b)), info,
+        return (shown_pair(first_a.path, first_b.path, first_a.request.seed), strip, rows,
+                compare_summary(info, (preset_a, preset_b)), info,
                 [(x.request.to_dict(), y.request.to_dict(), x.path, y.path) for x, y in pairs])
 
     inputs = ([preset_a, preset_b, prompt, seed, seeds, aesthetic, quality, date, rating, width, height, prior_steps,
                decoder_steps] + generate.inputs + [sent_state])
     outputs = [slider, thumbs, diff, summary, report, pairs_state]
-    wire_stoppable(run, stop, run_compare, inputs, outputs, api_name="compare", note=3, status=status,
-                   stop_job=generate.stop_job)
+    compared = wire_stoppable(run, stop, run_compare, inputs, outputs, api_name="compare", note=3, status=status,
+                              stop_job=generate.stop_job)
+
+    def show_sheet(info):
+        files = (info or {}).get("files") or {}
+        return 0, files.get("sheet")
+
+    compared.then(show_sheet, report, [picked_state, sheet], api_visibility="private", queue=False,
+                  show_progress="hidden")
 
     def pick_seed(pairs, evt: gr.SelectData):
         if not pairs or evt.index is None:
-            return gr.update()
-        _, _, path_a, path_b = pairs[evt.index // 2]
-        return (path_a, path_b)
+            return gr.update(), gr.update()
+        index = evt.index // 2
+        values_a, _, path_a, path_b = pairs[index]
+        return shown_pair(path_a, path_b, values_a["seed"]), index
 
-    thumbs.select(pick_seed, pairs_state, slider, api_visibility="private", show_progress="hidden")
+    thumbs.select(pick_seed, pairs_state, [slider, picked_state], api_visibility="private", show_progress="hidden")
 
     def use(which: int):
-        def apply(pairs):
+        def apply(pairs, picked):
             if not pairs:
                 raise gr.Error("run a comparison first", print_exception=False)
-            values = pairs[0][which]
+            values = pairs[picked if picked is not None and picked < len(pairs) else 0][which]
             updates, notes = form_updates(values)
-            note = " · ".join([f"applied {'AB'[which]}'s settings from Compare"] + notes)
+            note = " · ".join([f"applied {'AB'[which]}'s settings of seed {values['seed']} from Compare"] + notes)
             return (*updates, note, gr.Tabs(selected=generate_tab_id), gr.update())
 
         return apply
 
     use_outputs = generate.form + [generate.image_note, tabs, summary]
     for button, which in ((use_a, 0), (use_b, 1)):
-        wire(button.click, use(which), pairs_state, use_outputs, note=len(use_outputs) - 1)
+        wire(button.click, use(which), [pairs_state, picked_state], use_outputs, note=len(use_outputs) - 1)
 
     def receive(which: str):
         """Put the gallery's selected image on side ``which``: its settings, prompt and seed."""
@@ -236,6 +254,14 @@ def build_compare_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs,
     for button, which in ((generate.gallery.to_a, "a"), (generate.gallery.to_b, "b")):
         wire(button.click, receive(which), [generate.state, sent_state],
              [sent_state, preset_a, preset_b, prompt, seed, generate.image_note, tabs], note=5)
+
+    if tab is not None:
+        def start_from_generate(own: str, generate_prompt: str):
+            # Opened from its tab with no tags yet: start from the Generate tab's (sent images bring their own).
+            return gr.update() if (own or "").strip() else generate_prompt
+
+        tab.select(start_from_generate, [prompt, generate.controls.prompt], prompt, api_visibility="private",
+                   queue=False, show_progress="hidden")
 
     refresh_outputs = [preset_a, preset_b]
 
