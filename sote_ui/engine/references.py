@@ -13,7 +13,7 @@ Cascade was built with), downloaded from the Hub on the first remix only.
 Example::
 
     encoder = load_image_encoder(folders.prior, torch.float32)   # on first use
-    embeds = encoder.embed(open_image("ref.png"))                 # (1, 1, 768)
+    embeds = encoder.embed(load_reference("ref.png"))             # (1, 1, 768)
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..core.errors import InputError, ModelError
 from ..core.outputs import open_image
@@ -33,6 +33,26 @@ from .caches import LruCache
 FALLBACK_ENCODER = "openai/clip-vit-large-patch14"
 _ENCODER_FILES = ["config.json", "preprocessor_config.json", "model.safetensors"]
 ENCODER_MAX_SIDE = 1024  # the encoder sees 224x224; a larger picture is shrunk first to save memory
+
+
+def load_reference(path: str | Path) -> Image.Image:
+    """A reference image as the encoder should see it: upright, RGB, transparency on white.
+
+    Phones store a portrait photo sideways with an EXIF orientation tag;
+    diffusers' ``load_image`` turns it upright, and so do we. Transparent
+    areas become white, not black: anime art with a transparent background
+    is drawn for a light page, and CLIP saw such images flattened on white.
+    """
+    try:
+        image = open_image(path)
+    except InputError as exc:
+        raise InputError(f"reference image {Path(path).name[:80]!r}: {exc}") from None
+    image = ImageOps.exif_transpose(image)
+    if image.has_transparency_data:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
 
 
 def content_hash(path: str | Path) -> str:
@@ -152,11 +172,7 @@ class ReferenceEmbeddings:
             for ref, digest in self.active(job):
                 if self._embeds.get(digest) is not None:
                     continue
-                try:
-                    image = open_image(ref.path)
-                except InputError as exc:
-                    raise InputError(f"reference image {Path(ref.path).name[:80]!r}: {exc}") from None
-                self._embeds.put(digest, encoder().embed(image, device))
+                self._embeds.put(digest, encoder().embed(load_reference(ref.path), device))
                 encoded += 1
         return encoded
 

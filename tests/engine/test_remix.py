@@ -167,3 +167,65 @@ def test_the_cli_takes_reference_images(remix_pair, refs, tmp_path):
     )
     assert bad.returncode == 2
     assert bad.stderr.strip() == "error: image strength must be between 0 and 2, got 3"
+
+
+def _sideways_photo(folder):
+    """A JPEG stored sideways (64x32: red left, blue right) whose EXIF tag says to turn it 90 degrees clockwise."""
+    image = Image.new("RGB", (64, 32), (220, 30, 30))
+    image.paste((30, 30, 220), (32, 0, 64, 32))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 CW to display
+    path = folder / "phone.jpg"
+    image.save(path, quality=95, exif=exif)
+    return path
+
+
+def _cutout(folder):
+    """An RGBA PNG: a transparent left half (its hidden colour black) and an opaque blue right half."""
+    image = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    image.paste((30, 30, 220, 255), (32, 0, 64, 64))
+    path = folder / "cutout.png"
+    image.save(path)
+    return path
+
+
+def test_references_are_turned_upright_by_their_exif_tag(tmp_path):
+    from sote_ui.engine.references import load_reference
+
+    upright = load_reference(_sideways_photo(tmp_path))
+    assert upright.size == (32, 64) and upright.mode == "RGB"
+    top, bottom = upright.getpixel((16, 8)), upright.getpixel((16, 56))
+    assert top[0] > 180 and top[2] < 80  # the red half is on top once turned
+    assert bottom[2] > 180 and bottom[0] < 80
+
+
+def test_transparent_references_are_flattened_on_white(tmp_path):
+    from sote_ui.engine.references import load_reference
+
+    flat = load_reference(_cutout(tmp_path))
+    assert flat.mode == "RGB"
+    assert flat.getpixel((8, 32)) == (255, 255, 255)
+    assert flat.getpixel((56, 32)) == (30, 30, 220)
+
+
+def test_the_encoder_sees_the_upright_flattened_picture(remix_engine, tmp_path):
+    photo, cutout = _sideways_photo(tmp_path), _cutout(tmp_path)
+    # The pictures as the encoder should see them, made by hand: turned clockwise, and on white.
+    upright = tmp_path / "upright.png"
+    Image.open(photo).convert("RGB").transpose(Image.Transpose.ROTATE_270).save(upright)
+    on_white = tmp_path / "on-white.png"
+    Image.alpha_composite(Image.new("RGBA", (64, 64), "white"), Image.open(cutout)).convert("RGB").save(on_white)
+    # What a reader that ignores both gives: the stored pixels, transparency on black.
+    sideways = tmp_path / "sideways.png"
+    Image.open(photo).convert("RGB").save(sideways)
+    on_black = tmp_path / "on-black.png"
+    Image.open(cutout).convert("RGB").save(on_black)
+
+    def image(path):
+        remix_engine.clear_caches()
+        return pixels(_run(remix_engine, images=[str(path)], seed=90))
+
+    assert np.array_equal(image(photo), image(upright))
+    assert not np.array_equal(image(upright), image(sideways))
+    assert np.array_equal(image(cutout), image(on_white))
+    assert not np.array_equal(image(on_white), image(on_black))
