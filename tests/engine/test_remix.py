@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from support import ROOT, SMALL, pixels
 
@@ -229,3 +230,14 @@ def test_the_encoder_sees_the_upright_flattened_picture(remix_engine, tmp_path):
     assert not np.array_equal(image(upright), image(sideways))
     assert np.array_equal(image(cutout), image(on_white))
     assert not np.array_equal(image(on_white), image(on_black))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_encoder_leaves_the_gpu_after_encoding(remix_pair, refs):
+    prior, decoder = remix_pair
+    engine = Engine(ModelSource(str(prior), str(decoder)), mode="bf16")
+    result = _run(engine, images=[str(refs["red"])])
+    assert result.counters.image_encodes == 1
+    assert {p.device.type for p in engine.image_encoder.model.parameters()} == {"cpu"}
+    assert engine.prior_pipe.prior.device.type == "cuda"  # the pipelines stay where bf16 puts them
