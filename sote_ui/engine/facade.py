@@ -42,7 +42,7 @@ from .models import ModelSource, default_source
 from .placement.offload import held_on_device, send_back
 from .placement.oom import forget_frames, is_oom
 from .placement.pipelines import apply_mode, torch_dtype
-from .previews import PREVIEW_EVERY
+from .previews import PREVIEW_EVERY, clean_latents, watch_clean_latents
 from .references import ReferenceEmbeddings
 from .results import Draft, GeneratedImage, GenerationResult, Preview, PriorOutput, Progress, StepCounters
 from .runner import PriorRun, RunContext, expand, planned_steps, run_in_turn, run_priors_first
@@ -319,6 +319,7 @@ class Engine:
         self._stage = "prior"
         self._switch_to("prior")
         generator = torch.Generator("cpu").manual_seed(job.seed)
+        watch_clean_latents(self._prior_pipe)  # previews draw the predicted clean latent
         output = self._prior_pipe(
             **embeds.conditioning(guided=job.prior_cfg > 1),
             image_embeds=self._references.conditioning(job, self._prior_pipe._execution_device,
@@ -392,7 +393,7 @@ class Engine:
             if stage == "prior":
                 self.counters.prior_steps += 1
                 if run.on_preview and ((i + 1) % self.preview_every == 0 or i + 1 == steps):
-                    preview = self._preview(kwargs["latents"], i + 1, steps, index)
+                    preview = self._preview(clean_latents(pipe, kwargs["latents"]), i + 1, steps, index)
                     if preview is not None:
                         run.on_preview(preview)
             else:
