@@ -43,7 +43,7 @@ from .placement.offload import held_on_device, send_back
 from .placement.oom import forget_frames, is_oom
 from .placement.pipelines import apply_mode, torch_dtype
 from .previews import PREVIEW_EVERY, clean_latents, watch_clean_latents
-from .references import ReferenceEmbeddings
+from .references import ReferenceEmbeddings, reference_strengths
 from .results import Draft, GeneratedImage, GenerationResult, Preview, PriorOutput, Progress, StepCounters
 from .runner import PriorRun, RunContext, expand, planned_steps, run_in_turn, run_priors_first
 
@@ -320,18 +320,20 @@ class Engine:
         self._switch_to("prior")
         generator = torch.Generator("cpu").manual_seed(job.seed)
         watch_clean_latents(self._prior_pipe)  # previews draw the predicted clean latent
-        output = self._prior_pipe(
-            **embeds.conditioning(guided=job.prior_cfg > 1),
-            image_embeds=self._references.conditioning(job, self._prior_pipe._execution_device,
-                                                       self._prior_pipe.prior.dtype),
-            width=job.width,
-            height=job.height,
-            num_inference_steps=job.prior_steps,
-            guidance_scale=job.prior_cfg,
-            generator=generator,
-            output_type="pt",
-            callback_on_step_end=self._stepper("prior", job.prior_steps, index, run),
-        )
+        guided = job.prior_cfg > 1
+        with reference_strengths(self._prior_pipe.prior, self._references.strengths(job), guided):
+            output = self._prior_pipe(
+                **embeds.conditioning(guided=guided),
+                image_embeds=self._references.conditioning(job, self._prior_pipe._execution_device,
+                                                           self._prior_pipe.prior.dtype),
+                width=job.width,
+                height=job.height,
+                num_inference_steps=job.prior_steps,
+                guidance_scale=job.prior_cfg,
+                generator=generator,
+                output_type="pt",
+                callback_on_step_end=self._stepper("prior", job.prior_steps, index, run),
+            )
         latents = output.image_embeddings
         if not torch.isfinite(latents).all():
             raise GenerationError(

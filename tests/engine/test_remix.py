@@ -241,3 +241,74 @@ def test_the_encoder_leaves_the_gpu_after_encoding(remix_pair, refs):
     assert result.counters.image_encodes == 1
     assert {p.device.type for p in engine.image_encoder.model.parameters()} == {"cpu"}
     assert engine.prior_pipe.prior.device.type == "cuda"  # the pipelines stay where bf16 puts them
+
+
+def _conditioning_seen(engine, **values):
+    """The conditioning tokens (text, pooled text, image) the prior's first attention block reads at the
+    first step, for the conditional half of the batch."""
+    from diffusers.models.unets.unet_stable_cascade import SDCascadeAttnBlock
+
+    block = next(m for m in engine.prior_pipe.prior.modules() if isinstance(m, SDCascadeAttnBlock))
+    seen = []
+    handle = block.register_forward_pre_hook(lambda module, args: seen.append(args[1][0].detach().clone()))
+    try:
+        engine.clear_caches()
+        _run(engine, **values)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def test_strength_moves_the_image_tokens_in_proportion(remix_engine, refs):
+    seq = remix_engine.prior_pipe.prior.config.clip_seq
+    tokens = {s: _conditioning_seen(remix_engine, images=[str(refs["red"])], image_strengths=s, seed=91)
+              for s in (0.0, 0.5, 1.0, 2.0)}
+    # Strength 0 is the image left out: the prior then reads one zero embedding's tokens.
+    assert all(t.shape == tokens[0.0].shape for t in tokens.values())
+    assert all(torch.equal(t[:-seq], tokens[0.0][:-seq]) for t in tokens.values())  # the text is untouched
+    moved = {s: (t - tokens[0.0]).norm().item() for s, t in tokens.items()}
+    assert moved[1.0] > 0.5
+    assert moved[0.5] / moved[1.0] == pytest.approx(0.5, abs=0.02)
+    assert moved[2.0] / moved[1.0] == pytest.approx(2.0, abs=0.04)
+
+
+def test_strength_one_is_the_priors_own_input(remix_engine, refs):
+    """At strength 1 the prior runs exactly as diffusers' pipeline runs it with the image's embedding."""
+    request = build_request({**REMIX, "images": [str(refs["red"])], "seed": 92, "prior_cfg": 4.0})
+    remix_engine.generate(request)
+    ours = remix_engine.cached_priors()[-1].latents
+    pipe = remix_engine.prior_pipe
+    embeds = remix_engine.encode(request).conditioning(guided=True)
+    image = remix_engine.load_image_encoder().embed(Image.open(refs["red"]))
+    theirs = pipe(**embeds, image_embeds=image, width=256, height=256, num_inference_steps=request.prior_steps,
+                  guidance_scale=4.0, generator=torch.Generator("cpu").manual_seed(92),
+                  output_type="pt").image_embeddings
+    assert torch.equal(ours, theirs)
+
+
+def test_the_unguided_half_sees_one_zero_image_embedding(remix_engine):
+    """Two references under guidance: the unconditional half attends as if given one zero embedding (as
+    Stable Cascade was trained), not diffusers' two."""
+    from sote_ui.engine.references import reference_strengths
+
+    prior = remix_engine.prior_pipe.prior
+    width = prior.config.clip_image_in_channels
+    torch.manual_seed(3)
+    sample = torch.randn(1, 16, 6, 6).repeat(2, 1, 1, 1)
+    text, pooled = torch.randn(1, 77, prior.config.clip_text_in_channels), torch.randn(1, 1, width)
+    images = torch.cat([torch.randn(1, 2, width), torch.zeros(1, 2, width)])  # conditional, unconditional
+    inputs = dict(sample=sample, timestep_ratio=torch.full((2,), 0.7), clip_text_pooled=pooled.repeat(2, 1, 1),
+                  clip_text=text.repeat(2, 1, 1), clip_img=images)
+    with torch.no_grad():
+        with reference_strengths(prior, [1.0, 1.0], guided=True):
+            ours = prior(**inputs).sample
+        diffusers_own = prior(**inputs).sample
+        one_zero = prior(sample=sample[1:], timestep_ratio=torch.full((1,), 0.7), clip_text_pooled=pooled,
+                         clip_text=text, clip_img=torch.zeros(1, 1, width)).sample
+        both_images = prior(**{**inputs, "sample": sample[:1], "timestep_ratio": torch.full((1,), 0.7),
+                               "clip_text_pooled": pooled, "clip_text": text, "clip_img": images[:1]}).sample
+    assert torch.allclose(ours[1:], one_zero, atol=1e-5, rtol=0)
+    assert not torch.allclose(diffusers_own[1:], one_zero, atol=1e-3, rtol=0)
+    assert torch.allclose(ours[:1], both_images, atol=1e-5, rtol=0)  # the conditional half is untouched
+    with torch.no_grad():
+        assert torch.equal(prior(**inputs).sample, diffusers_own)  # and put back after the block
