@@ -312,3 +312,27 @@ def test_the_unguided_half_sees_one_zero_image_embedding(remix_engine):
     assert torch.allclose(ours[:1], both_images, atol=1e-5, rtol=0)  # the conditional half is untouched
     with torch.no_grad():
         assert torch.equal(prior(**inputs).sample, diffusers_own)  # and put back after the block
+
+
+def test_strengths_and_the_unguided_side_act_alike_under_model_offload(remix_pair, refs, loaded_remix_engine):
+    """Model CPU offload wraps the prior in accelerate's hooks; the strength and the attention mask work
+    through them: the same prior latent as with everything in place."""
+    import dataclasses
+
+    from sote_ui.core.memory import Mode
+    from sote_ui.engine.loading import load_components
+
+    values = dict(images=[str(refs["red"]), str(refs["blue"])], image_strengths=[1.5, 0.5], seed=93, prior_cfg=4.0)
+    loaded_remix_engine.clear_caches()
+    _run(loaded_remix_engine, **values)
+    in_place = loaded_remix_engine.cached_priors()[-1].latents
+    prior, decoder = remix_pair
+    engine = Engine(ModelSource(str(prior), str(decoder)), mode="fp32", device="cpu")
+    engine.load()
+    plan = dataclasses.replace(engine.plan, mode=Mode.OFFLOAD_FP32)
+    engine.install(load_components(engine.folders, torch.float32), plan)
+    _run(engine, **values)
+    assert torch.equal(engine.cached_priors()[-1].latents, in_place)
+    plain = loaded_remix_engine.generate(build_request({**REMIX, "seed": 93, "prior_cfg": 4.0}))
+    assert plain.counters.prior_runs == 1
+    assert not torch.equal(loaded_remix_engine.cached_priors()[-1].latents, in_place)  # the references acted
