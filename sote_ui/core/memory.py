@@ -152,6 +152,13 @@ MEASURED_WEIGHT_BYTES = {
 }
 _COMPONENTS = ("text_encoder", "prior", "decoder", "vqgan")
 
+# Image remix's encoder, CLIP ViT-L/14 vision with projection (openai/clip-vit-large-patch14, the one
+# Stable Cascade was built with): its parameters counted from that config on the meta device, 0.61 GB
+# in bf16. It is loaded in the compute dtype and is on the device only while it encodes a new reference
+# (embeddings are cached), so it counts as a stage of its own, beside whatever stays on the device.
+IMAGE_ENCODER_PARAMS = 303_966_208
+_IMAGE_ENCODER_ACTIVATIONS = int(0.1 * GiB)  # one 224x224 image through ViT-L
+
 
 def bytes_per_param(weights: Weights, component: str, backend: str | None = None) -> float:
     """Measured bytes per parameter of ``component`` stored as ``weights`` (fp8: with ``backend``)."""
@@ -209,20 +216,23 @@ def estimate(mode: Mode, sizes: ComponentSizes, width: int, height: int, device:
     Model offload: the largest of (one model's weights + its own stage's
     activations), since only the running model is on the device (the VQGAN's
     stage counts the decoder too: several images keep it there). Sequential
-    offload: one layer at a time plus activations.
+    offload: one layer at a time plus activations. Image remix's encoder
+    (``IMAGE_ENCODER_PARAMS``) visits the device to encode new references:
+    beside every weight when all are there, alone in the offload modes.
     """
     fp32 = computes_in_fp32(mode, device)
     backend = fp8_backend(device) if device is not None and mode.weights == Weights.FP8 else None
     weights = component_weight_bytes(mode.weights, sizes, backend, fp32)
     acts = stage_activations(width, height, fp32)
+    encoder = IMAGE_ENCODER_PARAMS * (4 if fp32 else 2) * _SLACK + _IMAGE_ENCODER_ACTIVATIONS
     if mode.placement == Placement.DEVICE:
-        peak = sum(weights.values()) * _SLACK + max(acts.values())
+        peak = sum(weights.values()) * _SLACK + max(max(acts.values()), encoder)
     elif mode.placement == Placement.OFFLOAD:
         # Several images keep the decoder on the device through their VQGAN decodes.
         weights["vqgan"] += weights["decoder"]
-        peak = max(weights[stage] * _SLACK + act for stage, act in acts.items())
+        peak = max(max(weights[stage] * _SLACK + act for stage, act in acts.items()), encoder)
     else:
-        peak = 0.25 * GiB * bytes_per_param(mode.weights, "prior", backend) / 2 + max(acts.values())
+        peak = max(0.25 * GiB * bytes_per_param(mode.weights, "prior", backend) / 2 + max(acts.values()), encoder)
     return int(peak + _OVERHEAD)
 
 

@@ -42,8 +42,8 @@ from .models import ModelSource, default_source
 from .placement.offload import held_on_device, send_back
 from .placement.oom import forget_frames, is_oom
 from .placement.pipelines import apply_mode, torch_dtype
-from .previews import PREVIEW_EVERY
-from .references import ReferenceEmbeddings
+from .previews import PREVIEW_EVERY, clean_latents, watch_clean_latents
+from .references import ReferenceEmbeddings, reference_strengths
 from .results import Draft, GeneratedImage, GenerationResult, Preview, PriorOutput, Progress, StepCounters
 from .runner import PriorRun, RunContext, expand, planned_steps, run_in_turn, run_priors_first
 
@@ -281,8 +281,8 @@ class Engine:
             if encoder.dim != wanted:
                 raise ModelError(f"the image encoder {encoder.source} gives {encoder.dim}-wide embeddings; this prior "
                                  f"takes {wanted}")
-            if self.plan.mode.placement == Placement.DEVICE:
-                encoder.model.to(self.device.torch_device)  # offload modes move it only while it encodes
+            # It stays in CPU memory in every mode and visits the device only to encode a new reference
+            # (embeddings are cached): kept there it would hold 0.6 GB (bf16) that the denoising needs.
             self._image_encoder = encoder
         return self._image_encoder
 
@@ -320,18 +320,21 @@ class Engine:
         self._stage = "prior"
         self._switch_to("prior")
         generator = torch.Generator("cpu").manual_seed(job.seed)
-        output = self._prior_pipe(
-            **embeds.conditioning(guided=job.prior_cfg > 1),
-            image_embeds=self._references.conditioning(job, self._prior_pipe._execution_device,
-                                                       self._prior_pipe.prior.dtype),
-            width=job.width,
-            height=job.height,
-            num_inference_steps=job.prior_steps,
-            guidance_scale=job.prior_cfg,
-            generator=generator,
-            output_type="pt",
-            callback_on_step_end=self._stepper("prior", job.prior_steps, index, run),
-        )
+        watch_clean_latents(self._prior_pipe)  # previews draw the predicted clean latent
+        guided = job.prior_cfg > 1
+        with reference_strengths(self._prior_pipe.prior, self._references.strengths(job), guided):
+            output = self._prior_pipe(
+                **embeds.conditioning(guided=guided),
+                image_embeds=self._references.conditioning(job, self._prior_pipe._execution_device,
+                                                           self._prior_pipe.prior.dtype),
+                width=job.width,
+                height=job.height,
+                num_inference_steps=job.prior_steps,
+                guidance_scale=job.prior_cfg,
+                generator=generator,
+                output_type="pt",
+                callback_on_step_end=self._stepper("prior", job.prior_steps, index, run),
+            )
         latents = output.image_embeddings
         if not torch.isfinite(latents).all():
             raise GenerationError(
@@ -393,7 +396,7 @@ class Engine:
             if stage == "prior":
                 self.counters.prior_steps += 1
                 if run.on_preview and ((i + 1) % self.preview_every == 0 or i + 1 == steps):
-                    preview = self._preview(kwargs["latents"], i + 1, steps, index)
+                    preview = self._preview(clean_latents(pipe, kwargs["latents"]), i + 1, steps, index)
                     if preview is not None:
                         run.on_preview(preview)
             else:

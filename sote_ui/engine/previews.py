@@ -1,4 +1,10 @@
-"""Live previews of stage C: what the prior's latent looks like while it denoises.
+"""Live previews of stage C: what the prior's image will be, seen while it denoises.
+
+A preview draws the prior's prediction of the clean latent (x0), not the
+noisy latent of the step: four steps into forty that latent is still almost
+all noise, while x0 already shows the composition and its colours (ComfyUI
+previews x0 too). ``clean_latent_scheduler()`` is diffusers' Wuerstchen
+scheduler that also keeps each step's x0; the engine installs it on the prior.
 
 Two ways to draw a 16-channel stage-C latent as a small RGB picture:
 
@@ -6,9 +12,10 @@ Two ways to draw a 16-channel stage-C latent as a small RGB picture:
   upsampling), when its weights are on this machine (``SOTE_PREVIEWER``, a
   ``previewer.safetensors`` in or beside the prior folder, or the Hugging Face
   cache of ``stabilityai/stable-cascade``) or downloaded on request.
-- ``fast``: no download. The latent's three principal components (over its
-  16 channels) become red, green and blue. The colours are arbitrary, but
-  the shapes are the composition; it costs well under a millisecond.
+- ``fast``: no download. A fixed linear map from the 16 channels to red,
+  green and blue (factors fitted to Stable Cascade's stage C), so a latent
+  pixel has the same colour whatever the rest of the picture holds; it costs
+  well under a millisecond.
 
 Example::
 
@@ -18,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -96,30 +104,66 @@ def load_previewer(path: Path) -> Previewer:
     return model.eval().requires_grad_(False)
 
 
-@torch.no_grad()
-def project_latents(latents: torch.Tensor, previous: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(16, h, w)`` latent to ``(3, h, w)`` in 0..1 through its three principal components.
+# Stage C latent to RGB: 16 rows (channels) of (R, G, B) factors. Data published by ComfyUI
+# (comfy/latent_formats.py, class SC_Prior, its "latent2rgb" previews of Stable Cascade's stage C),
+# fitted there on real latents; the product lands in -1..1.
+STAGE_C_RGB = (
+    (-0.0326, -0.0204, -0.0127), (-0.1592, -0.0427, 0.0216), (0.0873, 0.0638, -0.0020),
+    (-0.0602, 0.0442, 0.1304), (0.0800, -0.0313, -0.1796), (-0.0810, -0.0638, -0.1581),
+    (0.1791, 0.1180, 0.0967), (0.0740, 0.1416, 0.0432), (-0.1745, -0.1888, -0.1373),
+    (0.2412, 0.1577, 0.0928), (0.1908, 0.0998, 0.0682), (0.0209, 0.0365, -0.0092),
+    (0.0448, -0.0650, -0.1728), (-0.1658, -0.1045, -0.1308), (0.0542, 0.1545, 0.1325),
+    (-0.0352, -0.1672, -0.2541),
+)
 
-    Returns the picture and the components used. An eigenvector's sign is
-    arbitrary, so each is turned to agree with ``previous`` (the last preview's
-    components), or without one to have its largest loading positive: the
-    colours do not flip from one step to the next.
+
+@torch.no_grad()
+def latent_to_rgb(latent: torch.Tensor) -> torch.Tensor:
+    """``(16, h, w)`` stage-C latent to ``(3, h, w)`` in 0..1 through the fixed linear map.
+
+    Each latent pixel's colour depends on that pixel alone, so colours mean
+    the same from one step, one image and one batch to the next.
     """
-    channels = latents.shape[0]
-    flat = latents.reshape(channels, -1).float()
-    centered = flat - flat.mean(dim=1, keepdim=True)
-    covariance = centered @ centered.T / max(1, centered.shape[1] - 1)
-    _, vectors = torch.linalg.eigh(covariance)  # ascending eigenvalues
-    top = vectors[:, -3:].flip(1)  # (channels, 3), strongest first
-    if previous is not None and previous.shape == top.shape:
-        signs = torch.sign((top * previous).sum(dim=0, keepdim=True))
-    else:
-        signs = torch.sign(top.gather(0, top.abs().argmax(dim=0, keepdim=True)))
-    top = top * torch.where(signs == 0, torch.ones_like(signs), signs)
-    rgb = top.T @ centered  # (3, h*w), each row centred on 0
-    spread = 2.5 * rgb.std(dim=1, keepdim=True).clamp_min(1e-6)  # +-2.5 sigma fills the 0..1 range
-    rgb = (rgb / (2 * spread) + 0.5).clamp(0, 1)
-    return rgb.reshape(3, *latents.shape[1:]), top
+    factors = torch.tensor(STAGE_C_RGB, dtype=torch.float32, device=latent.device)  # (16, 3)
+    rgb = torch.einsum("chw,cr->rhw", latent.float(), factors)
+    return ((rgb + 1) / 2).clamp(0, 1)
+
+
+@functools.cache
+def clean_latent_scheduler():
+    """``CleanLatentScheduler``: diffusers' ``DDPMWuerstchenScheduler`` that also keeps each step's
+    predicted clean latent (made on first use, so importing this module does not load diffusers).
+
+    The prior predicts the noise (epsilon) in ``x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps``, ``a_t`` the
+    scheduler's cumulative alpha at ``t``, so ``x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t)``, from the
+    guided prediction the pipeline hands to ``step``. The steps themselves are the parent's, unchanged:
+    an image is the same with or without previews.
+    """
+    from diffusers import DDPMWuerstchenScheduler
+
+    class CleanLatentScheduler(DDPMWuerstchenScheduler):
+        predicted_x0: torch.Tensor | None = None
+
+        def step(self, model_output, timestep, sample, generator=None, return_dict=True):
+            alpha = self._alpha_cumprod(timestep, model_output.device).float().view(-1, 1, 1, 1)
+            self.predicted_x0 = (sample.float() - (1 - alpha).sqrt() * model_output.float()) / alpha.sqrt()
+            return super().step(model_output, timestep, sample, generator=generator, return_dict=return_dict)
+
+    return CleanLatentScheduler
+
+
+def watch_clean_latents(pipe) -> None:
+    """Give the prior pipeline a ``CleanLatentScheduler`` with its scheduler's config (once)."""
+    from diffusers import DDPMWuerstchenScheduler
+
+    if type(pipe.scheduler) is DDPMWuerstchenScheduler:
+        pipe.scheduler = clean_latent_scheduler().from_config(pipe.scheduler.config)
+
+
+def clean_latents(pipe, latents: torch.Tensor) -> torch.Tensor:
+    """The last step's predicted clean latent, or ``latents`` where the scheduler keeps none."""
+    predicted = getattr(pipe.scheduler, "predicted_x0", None)
+    return predicted if predicted is not None and predicted.shape == latents.shape else latents
 
 
 def _to_image(rgb: torch.Tensor, scale: int) -> Image.Image:
@@ -137,7 +181,6 @@ class PreviewDecoder:
         self.kind = kind
         self.previewer = previewer
         self.note = note
-        self._components: torch.Tensor | None = None  # the fast projection's last components
 
     @classmethod
     def create(cls, kind: str, prior_folder: Path | None) -> "PreviewDecoder | None":
@@ -171,5 +214,4 @@ class PreviewDecoder:
             self.previewer.to(latent.device)
             rgb = self.previewer(latent[None].float())[0]
             return _to_image(rgb, 1)
-        rgb, self._components = project_latents(latent.cpu(), self._components)
-        return _to_image(rgb, SCALE)
+        return _to_image(latent_to_rgb(latent), SCALE)

@@ -223,3 +223,20 @@ def test_auto_on_common_cards_picks_by_the_measured_sizes():
     assert choose_mode("auto", card(24), FULL_SIZE).mode is Mode.BF16
     small = choose_mode("auto", card(8), FULL_SIZE)
     assert small.mode.placement.value != "device" and small.estimate_bytes <= card(8).free_bytes
+
+
+def test_image_remixs_encoder_is_counted_while_it_visits_the_device():
+    """The encoder (CLIP ViT-L/14 vision, 303,966,208 parameters counted from its config) goes to the
+    device only to encode a new reference. At a small size its visit is the peak: all weights with the
+    allocator's 15% slack, plus the encoder's 0.61 GB in bf16 (1.22 GB in fp32) with the same slack,
+    plus the 0.6 GiB CUDA context."""
+    card = nvidia(24)
+    context = 0.6 * GiB
+    encoder_bf16 = 303_966_208 * 2 * 1.15
+    weights = weight_bytes_estimate(Weights.BF16, SOTE) * 1.15
+    assert estimate(Mode.BF16, SOTE, 128, 128, card) >= weights + encoder_bf16 + context
+    fp32 = weight_bytes_estimate(Weights.FP32, SOTE) * 1.15
+    assert estimate(Mode.FP32, SOTE, 128, 128, card) >= fp32 + 2 * encoder_bf16 + context
+    assert estimate(Mode.SEQUENTIAL_BF16, SOTE, 128, 128, card) >= encoder_bf16 + context
+    # At the usual sizes the VQGAN's decode stays the peak: the encoder's visit adds nothing there.
+    assert estimate(Mode.BF16, SOTE, 1024, 1536, card) < weights + 3.2 * GiB

@@ -12,7 +12,7 @@ from support import SMALL, pixels
 
 from sote_ui.core.request import build_request
 from sote_ui.engine import Engine
-from sote_ui.engine.previews import PreviewDecoder, Previewer, project_latents
+from sote_ui.engine.previews import STAGE_C_RGB, PreviewDecoder, Previewer
 
 PREVIEWS = {**SMALL, "prior_steps": 8, "seed": 60}  # 8 prior steps: previews at steps 4 and 8
 LATENT_SIDE = math.ceil(256 / 42.67)  # the prior's latent for 256 px
@@ -87,20 +87,77 @@ def test_asking_for_the_previewer_offline_falls_back_with_a_note(empty_hub_cache
         PreviewDecoder.create("sharp", tiny_pair[0])
 
 
-def test_the_fast_projection_shows_the_latents_layout():
+def test_the_fast_map_gives_a_latent_pixel_one_colour_whatever_surrounds_it():
     torch.manual_seed(1)
-    latent = torch.randn(16, 12, 12) * 0.05
-    latent[:, :, :6] += torch.linspace(-2, 2, 16)[:, None, None]  # the left half differs from the right
-    latent[:, :6, :] += torch.linspace(1, -1, 16).roll(5)[:, None, None]  # and the top from the bottom
-    rgb, components = project_latents(latent)
-    assert rgb.shape == (3, 12, 12) and rgb.min() >= 0 and rgb.max() <= 1
-    assert abs(rgb[:, :, :6].mean() - rgb[:, :, 6:].mean()) > 0.1
-    assert abs(rgb[:, :6, :].mean() - rgb[:, 6:, :].mean()) > 0.1
-    assert torch.equal(rgb, project_latents(latent)[0])  # the same latent, the same colours
-    # The next steps' latents barely differ: their colours must not flip (eigenvector signs follow the last).
-    for _ in range(5):
-        nudged, components = project_latents(latent + 1e-3 * torch.randn(latent.shape), components)
-        assert (nudged - rgb).abs().mean() < 0.05
+    latent = torch.randn(1, 16, 6, 6)
+    other = latent.clone()
+    other[:, :, :, 3:] = 3 * torch.randn(1, 16, 6, 3)  # the right half of the frame changes
+    batch = torch.cat([latent, torch.randn(3, 16, 6, 6)])  # and other images join the batch
+    fast = PreviewDecoder("fast")
+    left = pixels(fast.decode(latent))[:, : 3 * 8]
+    assert np.array_equal(left, pixels(fast.decode(other))[:, : 3 * 8])
+    assert np.array_equal(pixels(fast.decode(latent)), pixels(fast.decode(batch)))
+    assert left.std() > 5  # the left half is not one flat colour
+    # The colours are the published stage-C factors: one channel at +1 draws (1 + its row) / 2.
+    for channel in (6, 9, 15):
+        one_hot = torch.zeros(1, 16, 1, 1)
+        one_hot[0, channel] = 1.0
+        expected = np.round((1 + np.array(STAGE_C_RGB[channel])) / 2 * 255)
+        assert np.array_equal(pixels(fast.decode(one_hot))[0, 0], expected.astype(np.uint8))
+
+
+def test_previews_draw_the_predicted_clean_latent(fresh):
+    """Two steps into eight, the noisy latent is far from where the prior ends; the clean latent the
+    prior predicts from it is near. Previews must draw the latter."""
+    drawn, noisy = [], []
+    decoder = PreviewDecoder("fast")
+    original = decoder.decode
+
+    def record(latents):
+        drawn.append(latents.detach().clone())
+        return original(latents)
+
+    decoder.decode = record
+    fresh.previews = lambda: decoder
+    fresh.preview_every = 1
+
+    def step_end(pipe, i, t, kwargs):
+        noisy.append(kwargs["latents"].detach().clone())
+        return {}
+
+    request = build_request({**PREVIEWS, "seed": 66, "prior_cfg": 4.0})
+    fresh.generate_many([request], on_preview=lambda p: None)
+    final = fresh.cached_priors()[-1].latents
+
+    def distance(latent):
+        return ((latent - final).norm() / final.norm()).item()
+
+    fresh.clear_caches()
+    pipe = fresh.prior_pipe
+    pipe(**fresh.encode(request).conditioning(guided=True), width=256, height=256, num_inference_steps=8,
+         guidance_scale=4.0, generator=torch.Generator("cpu").manual_seed(66), output_type="pt",
+         callback_on_step_end=step_end)
+    assert len(drawn) == len(noisy) == 8
+    assert distance(noisy[1]) > 0.2  # the step's own latent: still far off
+    assert distance(drawn[1]) < 0.25 * distance(noisy[1])  # what the preview draws: near
+    assert distance(drawn[-1]) < 1e-3  # the last prediction is the result
+
+
+def test_the_clean_latent_scheduler_steps_as_diffusers_does(fresh):
+    from diffusers import DDPMWuerstchenScheduler
+
+    request = build_request({**PREVIEWS, "seed": 67})
+    watched = fresh.generate_many([request], on_preview=lambda p: None)
+    assert type(fresh.prior_pipe.scheduler) is not DDPMWuerstchenScheduler
+    ours = fresh.cached_priors()[-1].latents
+    fresh.prior_pipe.scheduler = DDPMWuerstchenScheduler.from_config(fresh.prior_pipe.scheduler.config)
+    fresh.clear_caches()
+    embeds = fresh.encode(request)
+    theirs = fresh.prior_pipe(**embeds.conditioning(guided=True), width=256, height=256, num_inference_steps=8,
+                              guidance_scale=request.prior_cfg, generator=torch.Generator("cpu").manual_seed(67),
+                              output_type="pt").image_embeddings
+    assert torch.equal(ours, theirs)
+    assert watched.counters.previews == 2
 
 
 def test_prior_only_drafts_then_finish_only_the_picked_ones(fresh):
