@@ -44,6 +44,7 @@ AXIS_LABELS = {
 }
 GRID_KEYS = tuple(AXIS_LABELS)
 MAX_GRID_CELLS = 64
+MAX_SHEET_PIXELS = 48_000_000  # a grid sheet past this is shrunk (a full-size 8x8 grid would be 100 MP)
 
 
 @dataclass
@@ -259,10 +260,17 @@ def _font(size: int):
 
 
 def compose_grid(images: list[list[Image.Image]], x_labels: list[str], y_labels: list[str],
-                 max_cell: int = 512) -> Image.Image:
-    """Lay images out in rows with column labels on top and row labels on the left."""
+                 max_cell: int | None = None) -> Image.Image:
+    """Lay images out in rows with column labels on top and row labels on the left.
+
+    Cells keep their full size unless the sheet would pass :data:`MAX_SHEET_PIXELS`
+    (or a cell ``max_cell`` pixels on its longer side); images are never scaled up.
+    """
     first = images[0][0]
-    scale = min(1.0, max_cell / max(first.width, first.height))
+    columns, rows = max(len(row) for row in images), len(images)
+    scale = min(1.0, (MAX_SHEET_PIXELS / (columns * rows * first.width * first.height)) ** 0.5)
+    if max_cell:
+        scale = min(scale, max_cell / max(first.width, first.height))
     cell_w, cell_h = int(first.width * scale), int(first.height * scale)
     font_size = max(14, cell_w // 18)
     font = _font(font_size)

@@ -360,7 +360,7 @@ class Studio:
     def grid(self, base: GenerationRequest, x_key: str, x_text: str, y_key: str | None, y_text: str,
              session: str = "", on_progress: Callable | None = None) -> tuple[str, dict[str, Any]]:
         """Run a parameter grid; return the saved grid PNG and a report with the step counts."""
-        from .compare import axis_terms, check_grid_size, parse_values
+        from .compare import AXIS_LABELS, axis_terms, check_grid_size, parse_values
 
         limits = self.config.limits
         check_grid_size(x_key, x_text, y_key, y_text, limits)  # counts first: nothing is built for a refused grid
@@ -377,6 +377,10 @@ class Studio:
         path = save_png(grid.image, grid.parameters, self._output_path(base.seed).with_suffix(".grid.png"))
         report = {
             "cells": cells,
+            # Each cell is saved on its own too, with its settings, row by row as the sheet shows them.
+            "cell_files": [[self._keep(cell).path for cell in row] for row in grid.cells],
+            "axes": {"x": [AXIS_LABELS[x_key], axis_terms(x_key, x_text, limits)],
+                     **({"y": [AXIS_LABELS[y_key], axis_terms(y_key, y_text, limits)]} if y_key else {})},
             "prior_runs": grid.counters.prior_runs,
             "prior_steps_run": grid.counters.prior_steps,
             "decoder_steps_run": grid.counters.decoder_steps,

@@ -99,7 +99,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
             with gr.Tab("Compare", id="compare") as compare_tab:
                 compare = build_compare_tab(studio, generate, tabs, "generate", compare_tab)
             with gr.Tab("X/Y grid", id="grid") as grid_tab:
-                build_grid_tab(studio, generate, grid_tab)
+                build_grid_tab(studio, generate, grid_tab, tabs, "generate")
             with gr.Tab("PNG info", id="pnginfo"):
                 build_pnginfo_tab(studio, generate, tabs, "generate")
 

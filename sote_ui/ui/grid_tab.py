@@ -15,9 +15,10 @@ from ..core.errors import Cancelled
 from ..core.request import FIELD_NAMES, GenerationRequest
 from ..service.compare import AXIS_LABELS
 from ..service.studio import Studio
+from .form import form_updates
 from .generate import GenerateTab
 from .summaries import Eta, seconds_text
-from .wiring import named_api, session_id, user_error, values_of, wire_stoppable
+from .wiring import named_api, page_action, session_id, user_error, values_of, wire_stoppable
 
 NO_AXIS = "(none)"
 # Grid base controls: the settings people grid around; the rest come from the Generate tab.
@@ -49,7 +50,16 @@ def grid_summary(info: dict[str, Any]) -> str:
             f"time{'s' if info['prior_runs'] != 1 else ''} · {info['size'][0]}x{info['size'][1]} px sheet")
 
 
-def build_grid_tab(studio: Studio, generate: GenerateTab, tab: gr.Tab) -> None:
+def cell_labels(info: dict[str, Any]) -> list[str]:
+    """Each cell's caption, row by row: its X value, and its Y value where there is a Y axis."""
+    axes = info.get("axes") or {}
+    x_label, x_terms = axes.get("x", ["", []])
+    y_label, y_terms = axes.get("y", ["", [""]])
+    return [f"{x_label} {x}" + (f" · {y_label} {y}" if y_label else "") for y in y_terms for x in x_terms]
+
+
+def build_grid_tab(studio: Studio, generate: GenerateTab, tab: gr.Tab, tabs: gr.Tabs | None = None,
+                   generate_tab_id: str = "generate") -> None:
     controls = generate.controls
     limits = studio.config.limits
     d = GenerationRequest()
@@ -88,8 +98,17 @@ def build_grid_tab(studio: Studio, generate: GenerateTab, tab: gr.Tab) -> None:
                 stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="grid_stop", scale=1)
             status = gr.Markdown(elem_id="grid_status")
         with gr.Column(scale=6, min_width=320):
-            grid_image = gr.Image(label="Grid", type="filepath", format="png", interactive=False, elem_id="grid")
+            # No toolbar over the sheet (it covered an axis label): downloading has its own button.
+            grid_image = gr.Image(label="Grid", type="filepath", format="png", interactive=False, elem_id="grid",
+                                  buttons=[])
+            with gr.Row():
+                download = gr.DownloadButton("Download the full-size sheet", size="sm", visible=False,
+                                             elem_id="grid_download")
             summary = gr.Markdown(elem_id="grid_summary")
+            cells_gallery = gr.Gallery(label="Cells: click one to take its settings to Generate", columns=4,
+                                       height=260, format="png", allow_preview=False, object_fit="contain",
+                                       elem_id="grid_cells")
+            cell_note = gr.Markdown(elem_id="grid_cell_note")
             with gr.Accordion("Report, in full", open=False):
                 report = gr.JSON(label="Grid report", elem_id="grid_report")
 
@@ -133,8 +152,34 @@ def build_grid_tab(studio: Studio, generate: GenerateTab, tab: gr.Tab) -> None:
     own = dict(zip(BASE_KEYS, base))
     inputs = [x_key, x_values, y_key, y_values] + [own.get(name, getattr(controls, name)) for name in FIELD_NAMES]
     outputs = [grid_image, summary, report]
-    wire_stoppable(run, stop, run_grid, inputs, outputs, api_name="grid", note=1, status=status,
-                   stop_job=generate.stop_job)
+    ran = wire_stoppable(run, stop, run_grid, inputs, outputs, api_name="grid", note=1, status=status,
+                         stop_job=generate.stop_job)
+    cell_files = gr.State([])  # the cells' files, row by row, as the cells gallery shows them
+
+    def show_cells(info):
+        rows = (info or {}).get("cell_files") or []
+        files = [path for row in rows for path in row]
+        if not files:
+            return gr.update(), gr.update(), gr.update()
+        labels = cell_labels(info)
+        items = [(path, label) for path, label in zip(files, labels)]
+        return (gr.Gallery(value=items, columns=len(rows[0])), files,
+                gr.DownloadButton(value=info.get("file"), visible=True))
+
+    ran.then(show_cells, report, [cells_gallery, cell_files, download], api_visibility="private", queue=False,
+             show_progress="hidden")
+
+    def take_cell(files, evt: gr.SelectData):
+        if not files or evt.index is None or evt.index >= len(files):
+            raise gr.Error("run a grid first", print_exception=False)
+        _, values = studio.read_png(files[evt.index])
+        updates, notes = form_updates({k: v for k, v in values.items() if k in FIELD_NAMES})
+        message = " · ".join([f"applied the settings of grid cell {evt.index + 1}"] + notes)
+        return (*updates, message, message, gr.Tabs(selected=generate_tab_id))
+
+    take_outputs = generate.form + [generate.image_note, cell_note, tabs]
+    cells_gallery.select(page_action(take_cell, len(take_outputs), len(generate.form) + 1), cell_files,
+                         take_outputs, api_visibility="private", show_progress="hidden")
 
 
 def _clock() -> float:

@@ -489,6 +489,15 @@ def test_grid_runs_each_prior_once_and_labels_the_png(app, client):
     assert pairs["Grid X"] == "prior_cfg: 2.0, 4.0"
     assert pairs["Grid Y"] == "decoder_steps: 1, 2"
     assert pairs["Seed"] == "1401"
+    # Each cell is saved full size with its own settings, row by row.
+    cells = report["cell_files"]
+    assert [len(row) for row in cells] == [2, 2]
+    for yi, steps in enumerate((1, 2)):
+        for xi, cfg in enumerate((2.0, 4.0)):
+            with Image.open(cells[yi][xi]) as cell:
+                assert cell.size == (128, 128)
+                values = parse_parameters(read_parameters(cell))
+            assert (values["prior_cfg"], values["decoder_steps"]) == (cfg, steps)
 
 
 def test_grid_prompt_search_and_replace_labels_the_terms(app, client):

@@ -390,6 +390,21 @@ def test_grid_tab_starts_from_generate_and_labels_axes_for_people(page):
     summary = page.locator("#grid_summary").inner_text()
     assert summary.startswith("4 cells in ") and "prior run 4 times" in summary
     assert page.locator("#grid img").count() == 1
+    assert page.locator("#grid button[aria-label]").count() == 0  # no toolbar (Download, Fullscreen) over the labels
+    assert page.locator("#grid_download").inner_text().startswith("Download the full-size sheet")
+    # Each cell is on the page, captioned; clicking one takes its settings to Generate.
+    cells = page.locator("#grid_cells .thumbnail-item")
+    cells.first.wait_for()
+    assert cells.count() == 4
+    captions = page.locator("#grid_cells .caption-label").all_inner_texts()
+    assert captions == ["Prompt S/R smile · Prior CFG 4", "Prompt S/R frown · Prior CFG 4",
+                        "Prompt S/R smile · Prior CFG 6", "Prompt S/R frown · Prior CFG 6"]
+    cells.nth(3).click()
+    page.locator("#image_note").filter(has_text="applied the settings of grid cell 4").wait_for()
+    expect_value(page.locator("#prompt textarea"), "frown")
+    from playwright.sync_api import expect
+
+    expect(page.locator("#generate_layout").get_by_label("number input for Prior CFG", exact=True)).to_have_value("6")
 
 
 def test_reuse_settings_gives_the_prompt_each_image_really_got(page):

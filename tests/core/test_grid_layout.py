@@ -91,6 +91,18 @@ def test_compose_grid_scales_large_images_down_to_max_cell():
     assert small_sheet.width == 128  # never scaled up
 
 
+def test_compose_grid_keeps_full_size_cells_and_shrinks_only_past_the_sheet_limit():
+    from sote_ui.service.compare import MAX_SHEET_PIXELS
+
+    cells = [[solid("red", (1024, 1536)), solid("blue", (1024, 1536))]]
+    sheet = compose_grid(cells, ["a", "b"], [""])
+    assert sheet.width == 2 * 1024 and sheet.height > 1536  # full size, with room for the labels
+    huge = [[solid("red", (1024, 1536))] * 8 for _ in range(8)]  # 100 MP of cells
+    big = compose_grid(huge, [str(i) for i in range(8)], [str(i) for i in range(8)])
+    assert big.width * big.height <= MAX_SHEET_PIXELS * 1.1
+    assert big.width < 8 * 1024
+
+
 # 3. Axis values -------------------------------------------------------------------------------
 
 
