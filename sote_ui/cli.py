@@ -141,7 +141,7 @@ def _output_paths(out: str, seeds: list[int]) -> list[Path]:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .core.metadata import parse_parameters, read_parameters
+    from .core.metadata import not_applied_note, parse_parameters, read_parameters
     from .core.request import FIELD_NAMES, build_request
 
     values: dict = {}
@@ -154,7 +154,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         text = read_parameters(open_image(args.from_image))
         if not text:
             raise InputError(f"{args.from_image} carries no generation settings")
-        values.update({k: v for k, v in parse_parameters(text).items() if k in FIELD_NAMES})
+        found = parse_parameters(text)
+        values.update({k: v for k, v in found.items() if k in FIELD_NAMES})
+        if note := not_applied_note(found):
+            print(f"note: {note}", file=sys.stderr)
     values.update(_request_values(args))
     request = build_request(values, base=base).with_seed()
 

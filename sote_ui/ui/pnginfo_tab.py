@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ..core.metadata import not_applied_note
 from ..core.request import FIELD_NAMES
 from ..service.studio import Studio
 from .form import form_updates
@@ -49,7 +50,8 @@ def build_pnginfo_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs, gene
             raise gr.Error("drop an image with stored settings first", print_exception=False)
         settings = {k: v for k, v in values.items() if k in FIELD_NAMES}
         updates, notes = form_updates(settings)
-        message = " · ".join(["applied the settings read from the image"] + notes)
+        unused = not_applied_note(values)
+        message = " · ".join(["applied the settings read from the image"] + notes + ([unused] if unused else []))
         return (*updates, message, message, gr.Tabs(selected=generate_tab_id))
 
     outputs = generate.form + [generate.image_note, note, tabs]
