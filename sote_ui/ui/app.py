@@ -48,11 +48,16 @@ CSS = """
   /* On a phone, Generate and Stop stay on screen at the bottom. */
   #actions { position: fixed; left: 0; right: 0; bottom: 0; z-index: 50; margin: 0; padding: 8px 12px;
              background: var(--background-fill-primary); box-shadow: 0 -2px 8px rgba(0, 0, 0, 0.15); }
-  body { padding-bottom: 72px; }
-  .gradio-container { padding-bottom: 72px !important; }
+  /* ...with the status line (the run's progress) just above them. */
+  #status { position: fixed; left: 0; right: 0; bottom: 60px; z-index: 50; margin: 0; padding: 4px 12px;
+            min-height: 0; max-height: 4.5em; overflow: hidden; font-size: 0.8em;
+            background: var(--background-fill-primary); border-top: 1px solid var(--border-color-primary); }
+  body { padding-bottom: 150px; }
+  .gradio-container { padding-bottom: 150px !important; }
 }
 """
-# Narrow screens start with "Size, steps, CFG and seed" folded, so the prompt and Generate come first.
+# Narrow screens start with "Size, steps, CFG and seed" folded, so the prompt and Generate come first;
+# Generate then scrolls to the results.
 JS = """
 () => {
   if (window.innerWidth <= 768) {
@@ -62,6 +67,13 @@ JS = """
       return !!button;
     };
     if (!fold()) { const t = setInterval(() => { if (fold()) clearInterval(t); }, 200); }
+    // Generate scrolls to the results, which sit below the form on a narrow screen.
+    document.addEventListener('click', (event) => {
+      if (event.target.closest && event.target.closest('#generate')) {
+        const gallery = document.querySelector('#gallery');
+        if (gallery) gallery.scrollIntoView({behavior: 'smooth', block: 'start'});
+      }
+    }, true);
   }
 }
 """
