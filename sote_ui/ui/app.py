@@ -23,6 +23,7 @@ from .compare_tab import build_compare_tab
 from .generate import build_generate_tab
 from .generate.prompt_tools import script_head
 from .grid_tab import build_grid_tab
+from .keyboard import keyboard_head, shortcuts_html
 from .pnginfo_tab import build_pnginfo_tab
 from .wiring import queued_jobs
 
@@ -34,6 +35,10 @@ INTRO = (
 )
 CSS = """
 #composed { font-size: 0.85em; }
+#shortcuts { font-size: 0.85em; }
+.sote-stale { display: none !important; }
+#shortcuts summary { cursor: pointer; width: max-content; }
+#shortcuts td { padding: 2px 10px 2px 0; }
 #composed code { white-space: pre-wrap; word-break: break-word; }
 #status, #compare_status, #grid_status { font-size: 0.9em; min-height: 2.6em; }
 #status .progress-text, #status .meta-text { white-space: normal; }
@@ -102,6 +107,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
     """Build the Blocks app; the model loads in the background once it is launched."""
     with gr.Blocks(title=TITLE, delete_cache=CACHE_CLEANING) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}", elem_id="intro")
+        gr.HTML(shortcuts_html(), elem_id="shortcuts")
         if studio.config.demo:
             gr.Markdown("**Demo mode:** this runs on a tiny random-weight model, so every image is noise. "
                         "Start without `--demo` for SoteDiffusion Wuerstchen3.", elem_id="demo_banner")
@@ -176,4 +182,4 @@ def launch_options(studio: Studio) -> dict[str, Any]:
     outputs = studio.config.outputs
     allowed = [str(Path(outputs).expanduser().resolve())] if outputs else None
     # Uploads over the limit are refused while they stream in, before anything is stored.
-    return {"css": CSS, "js": JS, "allowed_paths": allowed, "max_file_size": MAX_UPLOAD_BYTES, "head": script_head()}
+    return {"css": CSS, "js": JS, "allowed_paths": allowed, "max_file_size": MAX_UPLOAD_BYTES, "head": script_head() + keyboard_head()}
