@@ -48,3 +48,23 @@ def to_fp8(parts, backend: str, compute_dtype) -> None:
         for module in (parts.prior, parts.decoder):
             module.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute_dtype,
                                             skip_modules_pattern=layerwise_skip())
+
+
+def computed_weights(model) -> dict:
+    """Each Linear and Conv2d weight of ``model`` as the layer multiplies with it, in fp32, by module name.
+
+    quanto weights are dequantized (their per-row scales applied); fp8 weights of
+    layerwise casting are cast up as its hook does. For measuring what a format
+    loses against the bf16 original.
+    """
+    import torch
+    from optimum.quanto import QTensor
+
+    weights = {}
+    for name, module in model.named_modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            weight = module.weight
+            if isinstance(weight, QTensor):
+                weight = weight.dequantize()
+            weights[name] = weight.detach().to(torch.float32)
+    return weights
