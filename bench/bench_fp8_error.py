@@ -230,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
 
             pair = Path(scratch)
             build_tiny_pair(pair)
-        results = {"pair": str(pair), "init": args.init, "rows": args.rows, "torch": torch.__version__, "components": {}}
+        results = {"pair": str(pair), "init": args.init, "rows": args.rows, "torch": torch.__version__,
+                   "components": {}}
         for component in args.components:
             folder = pair / component / component
             started = time.perf_counter()

@@ -1,8 +1,12 @@
-"""8-bit weights: optimum-quanto (``qfloat8``, or ``qint8`` on CPUs) or diffusers' layerwise fp8 casting.
+"""8-bit weights: optimum-quanto (``qfloat8``; ``qint8`` on CPUs and NVIDIA RTX 30+) or diffusers' layerwise casting.
 
 The loader (:mod:`sote_ui.engine.loading`) builds 8-bit components tensor by
 tensor and caches them; :func:`to_fp8` converts components that were loaded
-in bf16 (the plain ``apply_mode`` path).
+in bf16 (the plain ``apply_mode`` path). ``core.memory.fp8_backend`` picks a
+quanto format, with a scale per output row, on every device: layerwise
+casting (a plain cast, no scale) loses ~22% of the ResBlock output
+projections at Stable Cascade's init scale (``bench/bench_fp8_error.py``)
+and stays only for an explicit ``fp8="layerwise"``.
 """
 
 from __future__ import annotations
