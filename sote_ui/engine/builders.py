@@ -457,20 +457,3 @@ def training_init_weight(name: str, shape, shrink: float, generator):
         gain = shrink
     bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
     return torch.empty(shape).uniform_(-bound, bound, generator=generator)
-
-
-def apply_training_init(unet, seed: int = 0) -> None:
-    """Redraw ``unet``'s weights (a ``StableCascadeUNet``) with :func:`training_init_weight`; biases to zero."""
-    import math
-
-    import torch
-    from torch import nn
-
-    generator = torch.Generator().manual_seed(seed)
-    shrink = math.sqrt(1 / sum(unet.config.down_num_layers_per_block))
-    with torch.no_grad():
-        for name, module in unet.named_modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                module.weight.copy_(training_init_weight(name, tuple(module.weight.shape), shrink, generator))
-                if module.bias is not None:
-                    module.bias.zero_()
