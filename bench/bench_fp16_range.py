@@ -114,12 +114,13 @@ def run_unet(pair: Path, component: str, dtype, size: int, steps: int, text, poo
 def report(component: str, peaks_bf16: dict, peaks_fp16: dict, bad: list[str], seconds: tuple[float, float]) -> dict:
     top = sorted(peaks_bf16.items(), key=lambda kv: kv[1], reverse=True)[:8]
     biggest = top[0][1] if top else 0.0
-    print(f"\n{component}: largest activation {biggest:.1f} in bf16 ({FP16_MAX / max(biggest, 1e-9):.0f}x under "
-          f"fp16's 65504); fp16 run: {'NO inf/NaN' if not bad else f'inf/NaN first in {bad[0]}'}; "
+    ratio = biggest / FP16_MAX
+    print(f"\n{component}: largest activation {biggest:.1f} in bf16 ({ratio:.2f}x fp16's 65504); "
+          f"fp16 run: {'NO inf/NaN' if not bad else f'inf/NaN first in {bad[0]}'}; "
           f"{seconds[0]:.0f} s bf16, {seconds[1]:.0f} s fp16")
     for name, value in top:
         print(f"  {value:12.1f}  (fp16 run {peaks_fp16.get(name, float('nan')):12.1f})  {name}")
-    return {"max_abs_bf16": biggest, "headroom": FP16_MAX / max(biggest, 1e-9), "fp16_nonfinite": bad[:5],
+    return {"max_abs_bf16": biggest, "of_fp16_max": ratio, "fp16_nonfinite": bad[:5],
             "top": top, "seconds": seconds}
 
 
