@@ -12,7 +12,7 @@ from typing import Callable
 
 import gradio as gr
 
-from ...core.request import MAX_REFERENCES, MAX_STRENGTH, GenerationRequest
+from ...core.request import GenerationRequest
 from ...service.studio import Studio
 from ..session import SessionState
 from .controls import Controls, build_controls
@@ -23,6 +23,7 @@ from .memory_box import MemoryBox, build_memory_box, device_markdown, mode_choic
 from .presets_box import PresetEvents, PresetsBox, build_presets_box, wire_presets_box
 from .prompt_box import tag_inputs, wire_prompt_box
 from .prompt_tools import attach_prompt_tools
+from .remix_box import build_remix_box, wire_remix
 from .run import RunEvents, RunInputs, RunPanel, build_actions, wire_run
 
 
@@ -90,11 +91,7 @@ def build_generate_tab(studio: Studio, waiting: Callable[[str], int] | None = No
     with gr.Row(elem_id="generate_layout"):
         with gr.Column(scale=5, elem_id="settings_column"):
             controls = build_controls(studio, defaults)
-            with gr.Accordion("Image remix: steer the composition with reference images", open=False):
-                remix_images = gr.File(label=f"Up to {MAX_REFERENCES} reference images", file_count="multiple",
-                                       file_types=["image"], type="filepath", elem_id="remix_images")
-                remix_strengths = gr.Textbox(label=f"Strengths, 0 to {MAX_STRENGTH:g}: one for all, or one per image",
-                                             placeholder="1.0  (or 1.0, 0.5)", elem_id="remix_strengths")
+            remix = build_remix_box()
             drafts = build_drafts_box()
             presets = build_presets_box(studio)
             memory = build_memory_box(studio)
@@ -109,7 +106,8 @@ def build_generate_tab(studio: Studio, waiting: Callable[[str], int] | None = No
                 report = gr.JSON(label="Last run", elem_id="report")
             job_images = gr.Gallery(visible=False, format="png", label="This job's images")
     panel = RunPanel(generate, stop, status, live_preview, summary, report, job_images)
-    inputs = RunInputs(state, remix_images, remix_strengths, drafts.preview_kind)
+    inputs = RunInputs(state, remix.files, remix.strengths_text, drafts.preview_kind)
+    wire_remix(studio, remix)
 
     compose = wire_prompt_box(studio, controls)
     events = wire_run(studio, controls, inputs, panel, gallery, waiting)
