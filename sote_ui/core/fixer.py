@@ -251,6 +251,11 @@ def vocabulary() -> _Vocabulary:
     return _vocabulary
 
 
+def ready() -> bool:
+    """Whether the lookups are built (so a check now does not wait for them)."""
+    return _vocabulary is not None
+
+
 def warm_up() -> None:
     """Build the lookups in the background so the first check finds them ready."""
     threading.Thread(target=vocabulary, name="sote-fixer-vocabulary", daemon=True).start()
@@ -493,5 +498,5 @@ def flags_markdown(findings: list[Finding], shown: int = 8) -> str:
     return "**Check**: " + " · ".join(parts[:shown]) + more
 
 
-__all__ = ["Finding", "analyze", "apply", "fix_all", "fix_prompt", "flags_markdown", "rewrite_a1111",
+__all__ = ["Finding", "analyze", "apply", "fix_all", "fix_prompt", "flags_markdown", "ready", "rewrite_a1111",
            "vocabulary", "warm_up"]

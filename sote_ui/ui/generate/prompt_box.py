@@ -9,6 +9,7 @@ from ...core.tags import MAX_CHUNKS, OVER_CHUNK_LIMIT, TRAINED_CHUNKS, over_char
 from ...service.studio import Studio
 from ..form import unsupported_syntax
 from .controls import Controls
+from .prompt_tools import flags_line
 
 
 def budget_line(chunks: list[int] | None, chars: int = 0, max_chars: int | None = None) -> str:
@@ -58,6 +59,8 @@ def composer(studio: Studio) -> Callable[..., str]:
             return f"⚠️ {exc}"
         flagged = unsupported_syntax(prompt)
         note = f"  \n⚠️ {flagged}" if flagged else ""
+        checked = flags_line(prompt)
+        note += f"  \n{checked}" if checked else ""
         budget = budget_line(studio.chunk_counts(text), len(prompt or ""), studio.config.limits.max_prompt_chars)
         return (f"{budget} · sent: `{text}`{note}"
                 + past_chunks_markdown(text, studio.chunk_counts))
