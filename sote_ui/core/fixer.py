@@ -472,7 +472,8 @@ def rewrite_a1111(text: str) -> tuple[str, list[str]]:
         if finding.fix is None:
             continue
         change = f"dropped `{finding.tag}`" if finding.fix == "" else f"`{finding.tag}` → `{finding.fix}`"
-        reason = {"lora": "LoRA tags are not supported here", "duplicate": "a repeat"}.get(finding.kind)
+        reason = {"lora": "LoRA tags are not supported here", "duplicate": "a repeat",
+                  "untrained": "not trained with"}.get(finding.kind)
         notes.append(f"{change} ({reason})" if reason else change)
     return fixed, notes
 
