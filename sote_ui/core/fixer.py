@@ -473,7 +473,7 @@ def rewrite_a1111(text: str) -> tuple[str, list[str]]:
             continue
         change = f"dropped `{finding.tag}`" if finding.fix == "" else f"`{finding.tag}` → `{finding.fix}`"
         reason = {"lora": "LoRA tags are not supported here", "duplicate": "a repeat",
-                  "untrained": "not trained with"}.get(finding.kind)
+                  "untrained": "not trained with" if finding.fix == "" else None}.get(finding.kind)
         notes.append(f"{change} ({reason})" if reason else change)
     return fixed, notes
 
