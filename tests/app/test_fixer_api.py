@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sote_ui.cli import main
 
 PROMPT = "masterpiece, 1girl, lnog hair, 1girl, (blue_eyes:1.2)"
@@ -45,3 +47,15 @@ def test_the_cli_prints_the_fixed_prompt_then_each_finding(capsys):
     assert main(["fix-prompt", "--json", "1girl, 1girl"]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer["fixed"] == "1girl" and answer["findings"][0]["kind"] == "duplicate"
+
+
+def test_the_flags_line_never_waits_for_the_lookups(monkeypatch):
+    from sote_ui.core import fixer
+    from sote_ui.ui.generate.prompt_tools import flags_line
+
+    fixer.vocabulary()  # built
+    assert flags_line("1girl, lnog hair, 1girl") == "**Check**: unknown `lnog hair` → `long hair` · repeat `1girl`"
+    assert flags_line("1girl, long ha") == ""  # still being typed
+    monkeypatch.setattr(fixer, "_vocabulary", None)  # as at start, while they are built in the background
+    monkeypatch.setattr(fixer, "vocabulary", lambda: pytest.fail("the line waited for the lookups"))
+    assert flags_line("1girl, lnog hair, 1girl") == ""

@@ -87,7 +87,8 @@ def wire_fixer_box(studio: Studio, box: FixerBox, tag_inputs: list) -> None:
     prompt = tag_inputs[0]
 
     def fixable(text: str, *picks) -> list[fixer.Finding]:
-        return [f for f in fixer.analyze(text, counter_for(studio, picks)) if f.fix is not None]
+        # typing: as on the line above, the tag still being typed is not offered a fix yet
+        return [f for f in fixer.analyze(text, counter_for(studio, picks), typing=True) if f.fix is not None]
 
     def refresh(text, *picks):
         if not fixer.ready():  # the lookups are still being built: the list comes with the next change
