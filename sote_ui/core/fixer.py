@@ -216,7 +216,8 @@ class _Vocabulary:
         end = bisect.bisect_left(keys, key + "\U0010ffff", start)
         if end - start > 500:  # a short start matches too much to guess from
             return []
-        numbers = {self.index.entry_tag[p] for p in range(start, end)}
+        # only a few letters short: "text" is a word of its own, not "text focus" cut off
+        numbers = {self.index.entry_tag[p] for p in range(start, end) if len(keys[p]) - len(key) <= 3}
         return sorted(numbers, key=lambda n: -self.index.counts[n])[:1]
 
 

@@ -62,6 +62,7 @@ def test_the_tag_being_typed_is_not_unknown_while_it_starts_a_known_one():
     assert kinds("1girl, long ha") == [("unknown", "long ha", "long hair")]
     assert kinds("1girl, lnog ha", typing=True)[0][:2] == ("unknown", "lnog ha")
     assert kinds("1girl, long ha,", typing=True)[0][:2] == ("unknown", "long ha")  # finished with a comma
+    assert kinds("1girl, volumetric") == [("unknown", "volumetric", None)]  # a word, not "volumetric lighting" cut
 
 
 # 2. Duplicates ----------------------------------------------------------------------------------
