@@ -25,8 +25,9 @@ def test_flags_show_an_unknown_and_a_repeated_tag_and_fix_all_fixes_them(page):
     expect(flags).to_contain_text("repeat 1girl")
     expect(flags).to_contain_text("untrained 8k")
     fixes = page.locator("#fix_list")
-    expect(fixes).to_contain_text("`lnog hair` is not a Danbooru tag: did you mean `long hair`?")
-    expect(fixes).to_contain_text("`1girl` is already in the prompt: drop the repeat")
+    expect(fixes).to_contain_text("“lnog hair” → “long hair” (not a Danbooru tag)")
+    expect(fixes).to_contain_text("drop “1girl” (a repeat)")
+    expect(fixes).to_contain_text("drop “8k” (not trained with)")
 
     page.locator("#fix_all").click()
     expect(prompt).to_have_value("1girl, long hair, smile", timeout=30_000)
@@ -41,7 +42,7 @@ def test_flags_show_an_unknown_and_a_repeated_tag_and_fix_all_fixes_them(page):
 def test_one_click_applies_one_fix(page):
     prompt = type_prompt(page, "hair long, 1girl, masterpiece")
     fixes = page.locator("#fix_list")
-    row = fixes.get_by_text("`masterpiece` is not a tag the model was trained with", exact=False)
+    row = fixes.get_by_text("“masterpiece” → “best quality” (not trained with)", exact=True)
     row.wait_for(timeout=30_000)
     row.click()
     expect(prompt).to_have_value("hair long, 1girl, best quality", timeout=30_000)

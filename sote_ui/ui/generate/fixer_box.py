@@ -66,9 +66,20 @@ def counter_for(studio: Studio, picks: tuple) -> Callable[[str], list[int] | Non
     return counts
 
 
+WHY = {"unknown": "not a Danbooru tag", "spelling": "as the model was trained", "alias": "Danbooru's alias",
+       "untrained": "not trained with", "duplicate": "a repeat", "past_chunks": "past the third chunk",
+       "lora": "not supported here"}
+
+
+def row_text(finding: fixer.Finding) -> str:
+    """One short line per fix (the list cuts long ones): ``“lnog hair” → “long hair” (not a Danbooru tag)``."""
+    change = f"drop “{finding.tag}”" if finding.fix == "" else f"“{finding.tag}” → “{finding.fix}”"
+    return f"{change} ({WHY.get(finding.kind, finding.kind)})"
+
+
 def listing(findings: list[fixer.Finding]) -> tuple[Any, Any]:
     """The Dataset's update and Fix all's, for these findings."""
-    rows = [[f.message] for f in findings if f.fix is not None]
+    rows = [[row_text(f)] for f in findings if f.fix is not None]
     return (gr.Dataset(samples=rows or [[""]], visible=bool(rows)), gr.Button(interactive=bool(rows)))
 
 
