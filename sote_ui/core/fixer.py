@@ -1,8 +1,9 @@
 """The prompt fixer: what in a prompt the model was not trained with, and a fix for each.
 
-SoteDiffusion's captions came from the WD14 tagger v3 (model card: ``--remove_underscore``,
-rating tags, tags of at least 600 Danbooru posts, no meta or artist tags) plus the card's own
-aesthetic, quality, date, rating and source tags. Against that vocabulary (the shipped Danbooru
+SoteDiffusion's captions came from SmilingWolf's wd-swinv2-tagger-v3, run with
+``--remove_underscore`` (the model card), plus the card's own aesthetic, quality, date, rating and
+source tags. That tagger's card: "Supports ratings, characters and general tags" (so no meta or
+artist tags) and "Tags with less than 600 images were filtered out". Against that vocabulary (the shipped Danbooru
 list, :mod:`.tagindex`, and :mod:`.tags`) the fixer finds, per tag of a prompt:
 
 - ``unknown``: not a Danbooru tag; the fix is the nearest known one (a typo, the same words
