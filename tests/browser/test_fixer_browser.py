@@ -67,3 +67,13 @@ def test_an_a1111_prompt_is_rewritten_for_this_model_in_the_png_info_tab(page, t
     expect(page.locator("#prompt textarea")).to_have_value("(best quality:1.2), 1girl, (long hair:1.1)",
                                                            timeout=30_000)
     expect(page.locator("#negative_prompt textarea")).to_have_value("worst quality, bad hands")
+
+
+def test_on_a_phone_the_fixes_fit_the_screen_and_fix_all_works(phone):
+    prompt = type_prompt(phone, "1girl, smile, 1girl")
+    expect(phone.locator("#composed")).to_contain_text("repeat 1girl", timeout=30_000)
+    for elem_id in ("fix_all", "fix_list"):
+        box = phone.locator(f"#{elem_id}").bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390
+    phone.locator("#fix_all").click()
+    expect(prompt).to_have_value("1girl, smile", timeout=30_000)
