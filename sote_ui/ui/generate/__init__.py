@@ -17,6 +17,7 @@ from ...service.studio import Studio
 from ..session import SessionState
 from .controls import Controls, build_controls
 from .drafts import build_drafts_box, wire_drafts
+from .fixer_box import FixerBox, build_fixer_box, wire_fixer_box
 from .gallery import SESSION_TTL, Gallery, build_gallery, drop_session, selected_shot, wire_gallery
 from .history_panel import HistoryPanel
 from .memory_box import MemoryBox, build_memory_box, device_markdown, mode_choices, wire_memory_box
@@ -42,6 +43,7 @@ class GenerateTab:
     events: RunEvents
     history: HistoryPanel
     compose: Callable[..., str]  # the line under the prompt box, from the tag controls
+    fixer: FixerBox | None = None  # the prompt fixer under the prompt box
 
     @property
     def inputs(self) -> list:
@@ -88,9 +90,10 @@ def build_generate_tab(studio: Studio, waiting: Callable[[str], int] | None = No
     """
     defaults = GenerationRequest()
     state = gr.State(SessionState(), time_to_live=SESSION_TTL, delete_callback=drop_session)
+    fixer = build_fixer_box()
     with gr.Row(elem_id="generate_layout"):
         with gr.Column(scale=5, elem_id="settings_column"):
-            controls = build_controls(studio, defaults)
+            controls = build_controls(studio, defaults, under_prompt=fixer.render)
             remix = build_remix_box()
             drafts = build_drafts_box()
             presets = build_presets_box(studio)
@@ -110,6 +113,7 @@ def build_generate_tab(studio: Studio, waiting: Callable[[str], int] | None = No
     wire_remix(studio, remix)
 
     compose = wire_prompt_box(studio, controls)
+    wire_fixer_box(studio, fixer, tag_inputs(controls))
     events = wire_run(studio, controls, inputs, panel, gallery, waiting)
     wire_drafts(studio, drafts, inputs.after(controls), state, gallery, [panel.status, panel.summary])
     wire_gallery(gallery, controls, state, status)
@@ -118,7 +122,7 @@ def build_generate_tab(studio: Studio, waiting: Callable[[str], int] | None = No
     # Tag suggestions, keyboard habits and the prompt history (below the tab's two columns).
     history = attach_prompt_tools(studio, controls.as_list(), [events.button, events.submit, events.api])
     return GenerateTab(studio, controls, state, panel, gallery, presets, preset_events, memory, events, history,
-                       compose)
+                       compose, fixer)
 
 
 __all__ = ["GenerateTab", "build_generate_tab"]
