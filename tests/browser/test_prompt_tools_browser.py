@@ -11,7 +11,7 @@ import os
 
 import httpx
 import pytest
-from support import ROOT, pick, set_number
+from support import ROOT, pick, set_number, toast
 
 SUGGESTIONS_SHOT = ROOT / "docs" / "suggestions.png"
 
@@ -132,16 +132,19 @@ def test_ctrl_enter_generates_with_wildcards_and_the_prompt_lands_in_history(fre
     assert any(colour in shown for colour in eye_colours), shown  # a line of the wildcard file, whichever
     assert prompt.input_value() == template  # the box keeps the template for the next run
 
-    # The history lists the template; Use puts it back after the box was changed.
-    page.get_by_text("Prompt history", exact=True).click()
-    entry = page.locator("#history_list label", has_text="{red|blue} hair").first
-    entry.wait_for()
+    # The history, opened from the button by the prompt box, lists the template; one click on it puts it
+    # back after the box was changed (with a toast, the focus on the prompt); one click on its ☆ stars it.
     prompt.fill("something else")
+    page.locator("#open_history").click()
+    entry = page.locator("#history_list .virtual-row .body-cell", has_text="{red|blue} hair").first
+    entry.wait_for()
     entry.click()
-    page.locator("#history_use").click()
     page.wait_for_function("t => document.querySelector('#prompt textarea').value === t", arg=template)
-    page.locator("#history_star").click()
-    page.locator("#history_list label", has_text="★").first.wait_for()
+    toast(page, "the prompt from the history is in the prompt box").wait_for()
+    page.wait_for_function("() => document.activeElement === document.querySelector('#prompt textarea')")
+    row = page.locator("#history_list .virtual-row", has_text="{red|blue} hair").first
+    row.locator(".body-cell").first.click()  # on its ☆
+    page.locator("#history_list .virtual-row", has_text="{red|blue} hair").locator(".body-cell", has_text="★").first.wait_for()
     stored = httpx.post(url.rstrip("/") + "/gradio_api/run/prompt_history", json={"data": ["red|blue"]}).json()
     (entry_data,) = stored["data"][0]
     assert entry_data["settings"]["prompt"] == template and entry_data["starred"] is True

@@ -93,7 +93,13 @@ def build_generate_tab(studio: Studio, waiting: Callable[[str], int] | None = No
     fixer = build_fixer_box()
     with gr.Row(elem_id="generate_layout"):
         with gr.Column(scale=5, elem_id="settings_column"):
-            controls = build_controls(studio, defaults, under_prompt=fixer.render)
+            history_opener = gr.Button("🕘 Prompt history", size="sm", elem_id="open_history", render=False)
+
+            def under_prompt():
+                fixer.render()
+                history_opener.render()
+
+            controls = build_controls(studio, defaults, under_prompt=under_prompt)
             remix = build_remix_box()
             drafts = build_drafts_box()
             presets = build_presets_box(studio)
@@ -120,7 +126,8 @@ def build_generate_tab(studio: Studio, waiting: Callable[[str], int] | None = No
     preset_events = wire_presets_box(studio, presets, controls)
     wire_memory_box(studio, memory, status)
     # Tag suggestions, keyboard habits and the prompt history (below the tab's two columns).
-    history = attach_prompt_tools(studio, controls.as_list(), [events.button, events.submit, events.api])
+    history = attach_prompt_tools(studio, controls.as_list(), [events.button, events.submit, events.api],
+                                  history_opener)
     return GenerateTab(studio, controls, state, panel, gallery, presets, preset_events, memory, events, history,
                        compose, fixer)
 

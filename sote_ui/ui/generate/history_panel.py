@@ -58,39 +58,54 @@ class HistoryStore:
 
 @dataclass
 class HistoryPanel:
-    listing: gr.Radio  # the prompts shown
+    listing: gr.Dataframe  # the prompts shown: a star and the prompt on each row
     stored: gr.BrowserState  # the browser's own copy, where the server keeps no file
 
 
-def build_history(studio: Studio, inputs: list, generated: list) -> HistoryPanel:
+# Put the focus (and the view) on the prompt box after a prompt was taken from the history.
+FOCUS_PROMPT = """(action) => {
+  if (action !== "use") return;
+  const box = document.querySelector('#prompt textarea');
+  if (box) { box.scrollIntoView({block: 'center'}); box.focus(); }
+}"""
+# The "History" button by the prompt box: open the panel and bring it into view.
+OPEN_HISTORY = """() => {
+  const panel = document.querySelector('#history');
+  if (!panel) return;
+  const header = panel.querySelector('button.label-wrap');
+  if (header && !header.classList.contains('open')) header.click();
+  setTimeout(() => panel.scrollIntoView({behavior: 'smooth', block: 'start'}), 50);
+}"""
+
+
+def rows_of(entries: list[dict]) -> list[list[str]]:
+    """One row per entry: its star (★ starred, ☆ not) and its one-line label."""
+    return [["★" if e.get("starred") else "☆", history.label({**e, "starred": False})] for e in entries]
+
+
+def build_history(studio: Studio, inputs: list, generated: list, opener: gr.Button | None = None) -> HistoryPanel:
     store = HistoryStore(studio)
     stored = gr.BrowserState([], storage_key=HISTORY_KEY, secret=HISTORY_SECRET)
     where = "kept on this server, beside the presets" if store.file else "kept in this browser"
     with gr.Accordion("Prompt history", open=False, elem_id="history") as panel:
-        gr.Markdown(f"Every prompt you generate, newest first ({where}). Starred prompts are never dropped.")
+        gr.Markdown(f"Every prompt you generate, newest first ({where}). Click a prompt to use it, its ☆ to "
+                    "star it; starred prompts are never dropped.")
         with gr.Row():
             search = gr.Textbox(label="Search", placeholder="words from the prompt or negative prompt",
                                 elem_id="history_search", scale=4)
             starred_only = gr.Checkbox(label="Starred only", value=False, elem_id="history_starred", scale=1)
-        listing = gr.Radio([], label="Prompts", elem_id="history_list", interactive=True)  # picked, never an input
-        with gr.Row():
-            use = gr.Button("Use this prompt", size="sm", elem_id="history_use")
-            star = gr.Button("Star / unstar", size="sm", elem_id="history_star")
-    # The entry picked, as the page's click reported it. The list itself is never an input: Gradio would check
-    # the value against the choices it last sent, and its refusal lists every entry shown.
-    picked = gr.State(None)
+        listing = gr.Dataframe(headers=["★", "Prompt"], datatype=["str", "str"], value=[], interactive=False,
+                               elem_id="history_list", wrap=True, max_height=420, column_widths=["56px", "auto"])
+        action = gr.Textbox(visible=False, elem_id="history_action")  # "use" or "star": what the click did
+    # The ids of the rows shown, in order. The list never sends ids back: a click names a row of this page.
+    shown_ids = gr.State([])
 
-    def shown(entries, query, only_starred, selected=None):
+    def shown(entries, query, only_starred):
         found = history.search(entries, query or "", bool(only_starred))[:HISTORY_SHOWN]
-        choices = [(history.label(e), e["id"]) for e in found]
-        keep = selected if any(value == selected for _, value in choices) else None
-        return gr.update(choices=choices, value=keep), keep
+        return rows_of(found), [e["id"] for e in found]
 
     def refresh(stored_value, query, only_starred):
         return shown(store.entries(stored_value), query, only_starred)
-
-    def pick(event: gr.SelectData):
-        return event.value if isinstance(event.value, str) else None
 
     def record(*args):
         values, stored_value, query, only_starred = dict(zip(FIELD_NAMES, args[:-3])), *args[-3:]
@@ -110,7 +125,7 @@ def build_history(studio: Studio, inputs: list, generated: list) -> HistoryPanel
             entries = store.change(stored_value, lambda old: history.star(old, selected))
         except InputError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
-        return (entries if store.file is None else stored_value), *shown(entries, query, only_starred, selected)
+        return (entries if store.file is None else stored_value), *shown(entries, query, only_starred)
 
     def reuse(stored_value, selected):
         if not selected:
@@ -121,16 +136,29 @@ def build_history(studio: Studio, inputs: list, generated: list) -> HistoryPanel
         settings = entry["settings"]
         return [gr.update(value=settings[name]) if name in settings else gr.update() for name in FIELD_NAMES]
 
+    def clicked(stored_value, ids, query, only_starred, event: gr.SelectData):
+        index = event.index if isinstance(event.index, (list, tuple)) else [event.index, 1]
+        row, column = (int(index[0]), int(index[1])) if len(index) == 2 else (int(index[0]), 1)
+        selected = ids[row] if ids and 0 <= row < len(ids) else None
+        if column == 0:
+            stored_out, rows, new_ids = toggle(stored_value, selected, query, only_starred)
+            return (stored_out, rows, new_ids, "star", *[gr.update()] * len(FIELD_NAMES))
+        settings = reuse(stored_value, selected)
+        gr.Info("the prompt from the history is in the prompt box")
+        return (gr.update(), gr.update(), gr.update(), "use", *settings)
+
     filters = [search, starred_only]
     for event in generated:
-        event.success(record, inputs + [stored] + filters, [stored, listing, picked], api_name=False, queue=False,
+        event.success(record, inputs + [stored] + filters, [stored, listing, shown_ids], api_name=False, queue=False,
                       show_progress="hidden")
     for trigger in (panel.expand, search.change, starred_only.change):
-        trigger(refresh, [stored] + filters, [listing, picked], api_name=False, queue=False, show_progress="hidden")
-    listing.select(pick, None, picked, api_name=False, queue=False, show_progress="hidden")
-    # Queued: their "pick a prompt first" message shows as a toast only from a queued handler.
-    star.click(toggle, [stored, picked] + filters, [stored, listing, picked], api_name=False)
-    use.click(reuse, [stored, picked], inputs, api_name=False)
+        trigger(refresh, [stored] + filters, [listing, shown_ids], api_name=False, queue=False,
+                show_progress="hidden")
+    # Queued: a "no longer in the history" message shows as a toast only from a queued handler.
+    listing.select(clicked, [stored, shown_ids] + filters, [stored, listing, shown_ids, action] + inputs,
+                   api_name=False).then(None, action, None, js=FOCUS_PROMPT, api_name=False)
+    if opener is not None:
+        opener.click(None, None, None, js=OPEN_HISTORY, api_name=False)
 
     def prompt_history(query: str = "") -> list[dict]:
         """The server's prompt history (newest first) matching ``query``; empty where it is kept per browser."""

@@ -55,7 +55,8 @@ def flags_line(prompt: str) -> str:
     return fixer.flags_markdown([f for f in fixer.analyze(str(prompt or ""), typing=True) if f.kind != "lora"])
 
 
-def attach_prompt_tools(studio: Studio, inputs: list, generated: list) -> HistoryPanel:
+def attach_prompt_tools(studio: Studio, inputs: list, generated: list,
+                        history_opener: gr.Button | None = None) -> HistoryPanel:
     """Add the suggestion endpoint and the history panel to the Generate tab being built.
 
     ``inputs`` are the request controls in field order; ``generated`` the
@@ -65,7 +66,7 @@ def attach_prompt_tools(studio: Studio, inputs: list, generated: list) -> Histor
     """
     gr.api(suggest_tags, api_name="suggest_tags", queue=False)
     suggestions.warm_up()
-    return build_history(studio, inputs, generated)
+    return build_history(studio, inputs, generated, history_opener)
 
 
 __all__ = ["attach_prompt_tools", "flags_line", "script_head", "suggest_tags"]
