@@ -95,7 +95,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
                         "Start without `--demo` for SoteDiffusion Wuerstchen3.", elem_id="demo_banner")
         with gr.Tabs() as tabs:
             with gr.Tab("Generate", id="generate"):
-                generate = build_generate_tab(studio, waiting=lambda session: queued_jobs(demo, session))
+                generate = build_generate_tab(studio, waiting=lambda session: queued_jobs(demo, session), page=demo)
             with gr.Tab("Compare", id="compare") as compare_tab:
                 compare = build_compare_tab(studio, generate, tabs, "generate", compare_tab)
             with gr.Tab("X/Y grid", id="grid") as grid_tab:
