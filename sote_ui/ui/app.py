@@ -1,4 +1,4 @@
-"""The whole Gradio app: Generate, Compare and PNG info tabs around one :class:`Studio`.
+"""The whole Gradio app: Generate, Compare, X/Y grid, PNG info and Outputs tabs around one :class:`Studio`.
 
 Example::
 
@@ -23,6 +23,7 @@ from .compare_tab import build_compare_tab
 from .generate import build_generate_tab
 from .generate.prompt_tools import script_head
 from .grid_tab import build_grid_tab
+from .outputs_tab import build_outputs_tab
 from .pnginfo_tab import build_pnginfo_tab
 from .wiring import queued_jobs
 
@@ -102,6 +103,8 @@ def build_demo(studio: Studio) -> gr.Blocks:
                 build_grid_tab(studio, generate, grid_tab, tabs, "generate")
             with gr.Tab("PNG info", id="pnginfo"):
                 build_pnginfo_tab(studio, generate, tabs, "generate")
+            with gr.Tab("Outputs", id="outputs") as outputs_tab:
+                build_outputs_tab(studio, generate, tabs, "generate", outputs_tab)
 
         # While the model loads, poll its status (Generate says it is loading); stop once ready or failed.
         timer = gr.Timer(1.0)
