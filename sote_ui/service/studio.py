@@ -480,8 +480,17 @@ class Studio:
         text, values = self.read_png(path)
         return str(path), text, values
 
+    @property
+    def outputs_deletable(self) -> bool:
+        """False on a Space: its visitors share the folder, so none may delete another's images."""
+        from . import hosting
+
+        return not hosting.on_spaces()
+
     def trash_output(self, name: str) -> str:
         """Move image ``name`` of the outputs folder into its trash; the token undoes it."""
+        if not self.outputs_deletable:
+            raise InputError("images can't be deleted on this shared server")
         return outputs_index.move_to_trash(self._outputs(), name)
 
     def restore_output(self, token: str) -> str:

@@ -63,8 +63,11 @@ def build_outputs_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs, gene
                          buttons=["download", "fullscreen"])
     with gr.Row(elem_id="outputs_actions"):
         reuse = gr.Button("Reuse settings", size="sm", elem_id="outputs_reuse", min_width=100)
-        delete = gr.Button("Delete", size="sm", variant="stop", elem_id="outputs_delete", min_width=100)
-        undo = gr.Button("Undo delete", size="sm", elem_id="outputs_undo", min_width=100, interactive=False)
+        deletable = studio.outputs_deletable
+        delete = gr.Button("Delete", size="sm", variant="stop", elem_id="outputs_delete", min_width=100,
+                           visible=deletable)
+        undo = gr.Button("Undo delete", size="sm", elem_id="outputs_undo", min_width=100, interactive=False,
+                         visible=deletable)
     info = gr.Markdown(elem_id="outputs_info")
     prompt = gr.Textbox(label="Prompt of the selected image", interactive=False, lines=2, buttons=["copy"],
                         elem_id="outputs_prompt")

@@ -91,3 +91,12 @@ def test_earlier_shots_join_the_gallery_once_each_run_as_a_run(studio):
     assert [s.job for s in session.shots] == [1, 1] and session.jobs == 1
     assert shots[0].job == 5  # the earlier page's own shots are left as they were
     assert session.selected == 1 and session.last_seed == 811
+
+
+def test_on_a_space_the_shared_outputs_are_not_deleted(studio, monkeypatch):
+    shots, _ = studio.generate({**SMALL, "prior_steps": 2, "decoder_steps": 1, "seed": 820})
+    name = shots[0].path.rsplit("/", 1)[1]
+    monkeypatch.setenv("SPACE_ID", "someone/sote-studio")
+    with pytest.raises(InputError, match="can't be deleted on this shared server"):
+        studio.trash_output(name)
+    assert [f.name for f in studio.list_outputs().files] == [name]
