@@ -54,7 +54,10 @@ def test_a_finished_image_is_in_the_gallery_after_a_reload(page):
 
 
 def test_a_run_still_going_at_the_reload_shows_its_image_when_it_ends(page, app):
-    small_settings(page, prior_steps=40, decoder_steps=2)
+    # Long enough that the run outlasts the reload on a busy machine too.
+    small_settings(page, prior_steps=80, decoder_steps=20)
+    set_number(page, "Width", 384)
+    set_number(page, "Height", 384)
     page.locator("#seed input").fill("620")
     page.locator("#generate").click()
     page.locator("#status").filter(has_text="image 1/1").wait_for(timeout=60_000)  # it runs

@@ -9,6 +9,7 @@ browser id for a day, so the page that loads next shows them again.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any
@@ -32,6 +33,8 @@ TEXT_FIELDS = {"prompt", "negative_prompt", "artist"}
 MAX_TEXT = 20_000
 STILL_RUNNING = "a run from before the reload is still going: its images show here when it ends"
 FINISHED = "the run from before the reload has finished: its images are in the gallery"
+ENDED = "the run from before the reload has ended without new images"
+SAVE_GRACE = 30.0  # seconds a finished job's images may take to be saved
 _BROWSER_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -42,6 +45,14 @@ class Persistence:
     form: gr.BrowserState
     browser: gr.BrowserState
     timer: gr.Timer
+
+
+@dataclass
+class EarlierRun:
+    """A run of an earlier page of this browser, still going when this page loaded."""
+
+    newest: str | None  # the browser's newest image when the page loaded
+    idle_since: float | None = None  # when the job was first seen off the GPU
 
 
 def form_values(*values) -> dict[str, Any]:
@@ -116,32 +127,49 @@ def attach_persistence(studio: Studio, page: gr.Blocks, controls: Controls, stat
     gr.on([control.change for control in form], form_values, form, form_store, api_visibility="private",
           queue=False, show_progress="hidden", trigger_mode="always_last")
 
+    # What the page saw of the earlier run: the newest image then, and since when the job has been idle.
+    waiting = gr.State(None)
+
     def restore(stored, browser, session, request: gr.Request):
         browser = browser if isinstance(browser, str) and _BROWSER_ID.match(browser) else uuid.uuid4().hex
         sid = session_id(request)
         studio.attach_browser(sid, browser)
         session = session or SessionState()
-        add_earlier_shots(session, studio.browser_shots(browser))
+        shots = studio.browser_shots(browser)
+        add_earlier_shots(session, shots)
         running = studio.browser_running(browser, sid)
+        earlier = EarlierRun(shots[-1].path if shots else None) if running else None
         return (*form_restore(restorable(stored, studio.config.limits)), browser, session, *shown(session),
-                STILL_RUNNING if running else gr.update(), gr.Timer(active=running))
+                STILL_RUNNING if running else gr.update(), gr.Timer(active=running), earlier)
 
     page.load(restore, [form_store, browser_store, state],
               form + [browser_store, state, gallery.gallery, gallery.selected_prompt, gallery.image_note, status,
-                      timer], api_visibility="private", queue=False, show_progress="hidden")
+                      timer, waiting], api_visibility="private", queue=False, show_progress="hidden")
 
-    def wait_for_earlier_run(browser, session, request: gr.Request):
-        if not isinstance(browser, str) or studio.browser_running(browser, session_id(request)):
+    def wait_for_earlier_run(browser, session, earlier, request: gr.Request):
+        keep_waiting = (gr.update(), *[gr.update()] * 3, STILL_RUNNING, gr.Timer(active=True), earlier)
+        if not isinstance(browser, str) or earlier is None:
+            return (*keep_waiting[:4], gr.update(), gr.Timer(active=False), None)
+        if studio.browser_running(browser, session_id(request)):
+            earlier.idle_since = None
             # Said again on each tick: the page's load-time polling may have written over it.
-            return gr.update(), *[gr.update()] * 3, STILL_RUNNING, gr.Timer(active=True)
+            return keep_waiting
+        shots = studio.browser_shots(browser)
+        newest = shots[-1].path if shots else None
+        if newest == earlier.newest:
+            # The job has left the GPU but its images may still be being saved: wait a little for them.
+            now = time.monotonic()
+            earlier.idle_since = earlier.idle_since or now
+            if now - earlier.idle_since < SAVE_GRACE:
+                return keep_waiting
         session = session or SessionState()
-        add_earlier_shots(session, studio.browser_shots(browser))
-        return session, *shown(session), FINISHED, gr.Timer(active=False)
+        added = add_earlier_shots(session, shots)
+        return session, *shown(session), FINISHED if added else ENDED, gr.Timer(active=False), None
 
-    timer.tick(wait_for_earlier_run, [browser_store, state],
-               [state, gallery.gallery, gallery.selected_prompt, gallery.image_note, status, timer],
+    timer.tick(wait_for_earlier_run, [browser_store, state, waiting],
+               [state, gallery.gallery, gallery.selected_prompt, gallery.image_note, status, timer, waiting],
                api_visibility="private", queue=False, show_progress="hidden")
     return Persistence(form_store, browser_store, timer)
 
 
-__all__ = ["FINISHED", "STILL_RUNNING", "Persistence", "add_earlier_shots", "attach_persistence", "restorable"]
+__all__ = ["ENDED", "FINISHED", "STILL_RUNNING", "Persistence", "add_earlier_shots", "attach_persistence", "restorable"]
