@@ -97,7 +97,7 @@ def form_restore(values: dict[str, Any]) -> list:
 def add_earlier_shots(session: SessionState, shots: list[Shot]) -> int:
     """Add the browser's shots the session lacks, each earlier run as a run of its own; how many were added.
 
-    The newest added image is selected, so the large view shows the latest work.
+    As after a run, the newest run's first image (lowest seed) is selected and its seed is the last seed.
     """
     have = {shot.path for shot in session.shots}
     added = 0
@@ -111,8 +111,9 @@ def add_earlier_shots(session: SessionState, shots: list[Shot]) -> int:
         session.shots.append(replace(shot, job=session.jobs))
         added += 1
     if added:
-        session.selected = len(session.shots) - 1
-        session.last_seed = session.shots[-1].request.seed
+        newest = [i for i, shot in enumerate(session.shots) if shot.job == session.jobs]
+        session.selected = min(newest, key=lambda i: session.shots[i].request.seed)
+        session.last_seed = session.shots[session.selected].request.seed
     return added
 
 
