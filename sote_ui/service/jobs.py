@@ -139,6 +139,11 @@ class JobRunner:
             event.set()
         return event is not None or waiting > 0
 
+    def running_sessions(self) -> list[str]:
+        """The sessions whose job runs now."""
+        with self._lock:
+            return list(self._stops)
+
     def forget(self, session: str) -> None:
         """Drop what is kept for a closed browser session."""
         with self._lock:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from ..core import outputs_index
 from ..core.errors import Cancelled, InputError
 from ..core.metadata import parse_parameters, read_parameters
 from ..core.outputs import open_image, save_png
@@ -230,6 +231,7 @@ class Studio:
             images, counters, stopped, warnings = getattr(exc, "images", []), None, True, []
             waited = str(exc) == WAITING_CANCELLED
         shots = [self._keep(item) for item in images]
+        self._remember_shots(session, shots)  # a reloaded page finds them, also after the page that asked left
         report = {
             "seeds": [s.request.seed for s in shots],
             "seconds": round(time.perf_counter() - started, 3),
@@ -430,6 +432,86 @@ class Studio:
             if remove_if_refused and isinstance(source, (str, Path)):
                 Path(source).unlink(missing_ok=True)
             raise
+
+    # 5. Reattaching a reloaded page, and the outputs folder ---------------------------------
+
+    def _browsers(self) -> tuple[outputs_index.RecentByKey, outputs_index.RecentByKey]:
+        """(each browser's latest shots, each session's browser); made on first use."""
+        kept = self.__dict__.get("_browser_registry")
+        if kept is None:
+            # At most the last 48 shots per browser and one browser per page load, each dropped a day
+            # after it last changed.
+            kept = self.__dict__.setdefault("_browser_registry", (outputs_index.RecentByKey(48, 86400, 1000),
+                                                                  outputs_index.RecentByKey(1, 86400, 4000)))
+        return kept
+
+    def attach_browser(self, session: str, browser: str) -> None:
+        """Say that the page of ``session`` runs in ``browser`` (an id the browser keeps across reloads)."""
+        if session and browser:
+            self._browsers()[1].add(session, [browser])
+
+    def _browser_of(self, session: str) -> str | None:
+        found = self._browsers()[1].get(session) if session else []
+        return found[-1] if found else None
+
+    def _remember_shots(self, session: str, shots: list[Shot]) -> None:
+        browser = self._browser_of(session)
+        if browser and shots:
+            self._browsers()[0].add(browser, list(shots))
+
+    def browser_shots(self, browser: str) -> list[Shot]:
+        """The latest shots (up to 48, of the last day) that pages of ``browser`` generated, oldest first."""
+        return [shot for shot in self._browsers()[0].get(browser) if Path(shot.path).is_file()] if browser else []
+
+    def browser_running(self, browser: str, session: str = "") -> bool:
+        """True while a job runs for an earlier page of ``browser`` (any of its sessions but ``session``)."""
+        if not browser:
+            return False
+        sessions = self._browsers()[1]
+        return any(other != session and sessions.get(other) == [browser] for other in self.jobs.running_sessions())
+
+    @property
+    def outputs_folder(self) -> Path | None:
+        """The folder images are saved to; None when the server keeps none (they live in its temp folder)."""
+        return Path(self.config.outputs).expanduser() if self.config.outputs else None
+
+    def _outputs(self) -> Path:
+        folder = self.outputs_folder
+        if folder is None:
+            raise InputError("this server keeps no outputs folder: download the images you want to keep")
+        return folder
+
+    def list_outputs(self, page: int = 1) -> outputs_index.OutputsPage:
+        """One page (24 images) of the outputs folder, newest first."""
+        return outputs_index.list_outputs(self._outputs(), page)
+
+    def output_settings(self, name: str) -> tuple[str, str, dict[str, Any]]:
+        """(path, parameters text, parsed values) of image ``name`` of the outputs folder."""
+        path = outputs_index.output_path(self._outputs(), name)
+        text, values = self.read_png(path)
+        return str(path), text, values
+
+    @property
+    def outputs_deletable(self) -> bool:
+        """False on a Space: its visitors share the folder, so none may delete another's images."""
+        from . import hosting
+
+        return not hosting.on_spaces()
+
+    def trash_output(self, name: str) -> str:
+        """Move image ``name`` of the outputs folder into its trash; the token undoes it."""
+        if not self.outputs_deletable:
+            raise InputError("images can't be deleted on this shared server")
+        return outputs_index.move_to_trash(self._outputs(), name)
+
+    def restore_output(self, token: str) -> str:
+        """Bring a trashed image back into the outputs folder; its name there."""
+        return outputs_index.restore_from_trash(self._outputs(), token)
+
+    def empty_old_trash(self) -> int:
+        """Delete what went to the outputs folder's trash more than 7 days ago; how many files."""
+        folder = self.outputs_folder
+        return outputs_index.empty_trash(folder) if folder is not None else 0
 
 
 TEMP_PREFIX = "sote-studio-"

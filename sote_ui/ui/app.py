@@ -1,4 +1,4 @@
-"""The whole Gradio app: Generate, Compare and PNG info tabs around one :class:`Studio`.
+"""The whole Gradio app: Generate, Compare, X/Y grid, PNG info and Outputs tabs around one :class:`Studio`.
 
 Example::
 
@@ -24,6 +24,7 @@ from .generate import build_generate_tab
 from .generate.prompt_tools import script_head
 from .grid_tab import build_grid_tab
 from .keyboard import keyboard_head, shortcuts_html
+from .outputs_tab import build_outputs_tab
 from .pnginfo_tab import build_pnginfo_tab
 from .wiring import queued_jobs
 
@@ -113,13 +114,15 @@ def build_demo(studio: Studio) -> gr.Blocks:
                         "Start without `--demo` for SoteDiffusion Wuerstchen3.", elem_id="demo_banner")
         with gr.Tabs() as tabs:
             with gr.Tab("Generate", id="generate"):
-                generate = build_generate_tab(studio, waiting=lambda session: queued_jobs(demo, session))
+                generate = build_generate_tab(studio, waiting=lambda session: queued_jobs(demo, session), page=demo)
             with gr.Tab("Compare", id="compare") as compare_tab:
                 compare = build_compare_tab(studio, generate, tabs, "generate", compare_tab)
             with gr.Tab("X/Y grid", id="grid") as grid_tab:
                 build_grid_tab(studio, generate, grid_tab, tabs, "generate")
             with gr.Tab("PNG info", id="pnginfo"):
                 build_pnginfo_tab(studio, generate, tabs, "generate")
+            with gr.Tab("Outputs", id="outputs") as outputs_tab:
+                build_outputs_tab(studio, generate, tabs, "generate", outputs_tab)
 
         # While the model loads, poll its status (Generate says it is loading); stop once ready or failed.
         timer = gr.Timer(1.0)

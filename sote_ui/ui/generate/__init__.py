@@ -21,6 +21,7 @@ from .fixer_box import FixerBox, build_fixer_box, wire_fixer_box
 from .gallery import SESSION_TTL, Gallery, build_gallery, drop_session, selected_shot, wire_gallery
 from .history_panel import HistoryPanel
 from .memory_box import MemoryBox, build_memory_box, device_markdown, mode_choices, wire_memory_box
+from .persist import attach_persistence
 from .presets_box import PresetEvents, PresetsBox, build_presets_box, wire_presets_box
 from .prompt_box import tag_inputs, wire_prompt_box
 from .prompt_tools import attach_prompt_tools
@@ -82,11 +83,13 @@ class GenerateTab:
         return selected_shot(session)
 
 
-def build_generate_tab(studio: Studio, waiting: Callable[[str], int] | None = None) -> GenerateTab:
+def build_generate_tab(studio: Studio, waiting: Callable[[str], int] | None = None,
+                       page: gr.Blocks | None = None) -> GenerateTab:
     """Lay out the Generate tab inside the current Blocks and wire it.
 
     ``waiting(session)`` counts the session's jobs still waiting in the GPU
-    queue, which Stop cancels too.
+    queue, which Stop cancels too. With ``page`` (the whole app's Blocks), the
+    form and the browser's images come back when the page is reloaded.
     """
     defaults = GenerationRequest()
     state = gr.State(SessionState(), time_to_live=SESSION_TTL, delete_callback=drop_session)
@@ -128,6 +131,8 @@ def build_generate_tab(studio: Studio, waiting: Callable[[str], int] | None = No
     # Tag suggestions, keyboard habits and the prompt history (below the tab's two columns).
     history = attach_prompt_tools(studio, controls.as_list(), [events.button, events.submit, events.api],
                                   history_opener)
+    if page is not None:
+        attach_persistence(studio, page, controls, state, gallery, status)
     return GenerateTab(studio, controls, state, panel, gallery, presets, preset_events, memory, events, history,
                        compose, fixer)
 
