@@ -237,8 +237,9 @@ def wire_run(studio: Studio, controls: Controls, inputs: RunInputs, panel: RunPa
     buttons = [panel.stop, panel.skip, panel.finish]
 
     def running():
+        # The last run's summary goes, so what the page shows next is this run's.
         return (gr.update(value="Stop", interactive=True), gr.update(value="Skip", interactive=True),
-                gr.update(value="Stop and finish", interactive=True), gr.update(value="Generating…"), "")
+                gr.update(value="Stop and finish", interactive=True), gr.update(value="Generating…"), "", "")
 
     def finished(session: SessionState | None):
         session = session or SessionState()
@@ -250,7 +251,7 @@ def wire_run(studio: Studio, controls: Controls, inputs: RunInputs, panel: RunPa
                 gr.update(value="Generate"), gr.update(label=seed_label))
 
     def chain(trigger):
-        start = trigger(running, None, [*buttons, panel.generate, panel.status], api_visibility="private",
+        start = trigger(running, None, [*buttons, panel.generate, panel.status, panel.summary], api_visibility="private",
                         queue=False, show_progress="hidden")
         page_run = named_api(after=("session",), optional=("images", "image_strengths", "preview"))(run_page)
         job = start.then(page_action(page_run, len(page_outputs), 4), run_inputs, page_outputs,
