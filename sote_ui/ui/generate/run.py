@@ -229,7 +229,8 @@ def wire_run(studio: Studio, controls: Controls, inputs: RunInputs, panel: RunPa
             # The run's first image (lowest seed) is selected, so every action acts on what the page shows.
             session.selected = session.shots.index(min(shots, key=lambda shot: shot.request.seed))
         line, message = end_of(shots, info)
-        yield gr.update(), line, info, session, message
+        # The gallery's final state comes with the summary, so the page never shows one without the other.
+        yield shown(session)[0], line, info, session, message
 
     run_inputs = inputs.after(controls)
     run_outputs = [panel.job_images, panel.summary, panel.report, inputs.state, panel.status, panel.live_preview]
