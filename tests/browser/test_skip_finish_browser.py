@@ -73,3 +73,10 @@ def test_stop_and_finish_yields_the_image_in_progress(page):
     assert [c.split(" · ")[0] for c in captions(page)] == ["seed 620"]
     expect(page.locator("#stop_and_finish")).to_have_text("Stop and finish")
     expect(page.locator("#stop_and_finish")).to_be_disabled()
+
+
+def test_on_a_phone_the_four_buttons_share_one_row_at_the_bottom(phone):
+    boxes = [phone.locator(f"#{name}").bounding_box() for name in ("generate", "stop", "skip", "stop_and_finish")]
+    assert len({round(box["y"]) for box in boxes}) == 1  # one row, not wrapped
+    assert all(box["x"] >= 0 and box["x"] + box["width"] <= 390 for box in boxes)
+    assert boxes[0]["y"] + boxes[0]["height"] <= 844 and boxes[0]["y"] > 844 - 72  # the bar's usual height

@@ -80,10 +80,11 @@ class RunEvents:
 def build_actions() -> Actions:
     """Generate, and the three ways to end a run early (enabled while one runs)."""
     with gr.Row(elem_id="actions"):
-        generate = gr.Button("Generate", variant="primary", elem_id="generate", scale=3)
-        stop = gr.Button("Stop", variant="stop", elem_id="stop", interactive=False, scale=1, min_width=70)
-        skip = gr.Button("Skip", elem_id="skip", interactive=False, scale=1, min_width=70)
-        finish = gr.Button("Stop and finish", elem_id="stop_and_finish", interactive=False, scale=1, min_width=70)
+        # Narrow minimum widths keep the four on one row of a phone's bottom bar.
+        generate = gr.Button("Generate", variant="primary", elem_id="generate", scale=3, min_width=80)
+        stop = gr.Button("Stop", variant="stop", elem_id="stop", interactive=False, scale=1, min_width=56)
+        skip = gr.Button("Skip", elem_id="skip", interactive=False, scale=1, min_width=56)
+        finish = gr.Button("Stop and finish", elem_id="stop_and_finish", interactive=False, scale=2, min_width=130)
     return Actions(generate, stop, skip, finish)
 
 
