@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -39,12 +40,15 @@ def tiny_model_dir() -> Path:
     from sote_ui.engine.builders import build_tiny_pair
 
     folder = Path(os.environ.get("SOTE_STUDIO_HOME", Path.home() / ".sote-studio")) / "tiny-model"
-    if not (folder / "decoder" / "model_index.json").is_file():
+    complete = (folder / "decoder" / "model_index.json").is_file() and \
+        (folder / "prior" / "image_encoder" / "config.json").is_file()
+    if not complete:  # a demo model built by an earlier version has no image encoder: image remix needs one
         tmp = Path(tempfile.mkdtemp(prefix="tiny-", dir=folder.parent if folder.parent.exists() else None))
-        build_tiny_pair(tmp)
+        build_tiny_pair(tmp, image_encoder=True)
         folder.parent.mkdir(parents=True, exist_ok=True)
-        if not folder.exists():
-            tmp.rename(folder)
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
     return folder
 
 

@@ -5,6 +5,7 @@ Example::
     python -m sote_ui generate --prompt "1girl, solo, smile" --seed 42 --out smile.png
     python -m sote_ui generate --preset fast --count 4 --out outputs/
     python -m sote_ui info smile.png
+    python -m sote_ui fix-prompt "masterpiece, 1girl, lnog hair"   # -> best quality, 1girl, long hair
     python -m sote_ui cache info            # the fp8 weight cache; `cache clear` empties it
 """
 
@@ -113,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="print the generation settings stored in a PNG")
     info.add_argument("image")
 
+    fix = commands.add_parser("fix-prompt", help="check a prompt against the tags the model was trained with: "
+                                                  "print it fixed, then each finding")
+    fix.add_argument("prompt")
+    fix.add_argument("--json", action="store_true", help='print {"fixed": ..., "findings": [...]} instead')
+
     pre = commands.add_parser("presets", help="list presets")
     pre.add_argument("--presets-dir", default=None)
     return parser
@@ -141,7 +147,7 @@ def _output_paths(out: str, seeds: list[int]) -> list[Path]:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .core.metadata import parse_parameters, read_parameters
+    from .core.metadata import not_applied_note, parse_parameters, read_parameters
     from .core.request import FIELD_NAMES, build_request
 
     values: dict = {}
@@ -154,7 +160,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         text = read_parameters(open_image(args.from_image))
         if not text:
             raise InputError(f"{args.from_image} carries no generation settings")
-        values.update({k: v for k, v in parse_parameters(text).items() if k in FIELD_NAMES})
+        found = parse_parameters(text)
+        values.update({k: v for k, v in found.items() if k in FIELD_NAMES})
+        if note := not_applied_note(found):
+            print(f"note: {note}", file=sys.stderr)
     values.update(_request_values(args))
     request = build_request(values, base=base).with_seed()
 
@@ -207,6 +216,21 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fix_prompt(args: argparse.Namespace) -> int:
+    """The fixed prompt, then one ``kind: message`` line per finding. Chunks are not counted here: that
+    needs the model's tokenizer (the app's /fix_prompt counts them once the model is loaded)."""
+    from .core import fixer
+
+    fixed, findings = fixer.fix_prompt(args.prompt)
+    if args.json:
+        print(json.dumps({"fixed": fixed, "findings": findings}, ensure_ascii=False))
+        return 0
+    print(fixed)
+    for finding in findings:
+        print(f"{finding['kind']}: {finding['message']}")
+    return 0
+
+
 def cmd_make_tiny(args: argparse.Namespace) -> int:
     from .engine.builders import build_full_pair, build_tiny_pair
 
@@ -252,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     handler = {"generate": cmd_generate, "info": cmd_info, "presets": cmd_presets,
-               "make-tiny": cmd_make_tiny, "cache": cmd_cache}[args.command]
+               "make-tiny": cmd_make_tiny, "cache": cmd_cache, "fix-prompt": cmd_fix_prompt}[args.command]
     from .core.errors import Cancelled, GenerationError
 
     try:

@@ -239,7 +239,24 @@ def parse_parameters(text: str) -> dict[str, Any]:
         values["mode"] = pairs["Memory mode"]
     if "Reference images" in pairs:  # shown, not applied: the images themselves are not in the file
         values["references"] = parse_references(pairs["Reference images"])
+    unused = {key: value.strip()[:80] for key, value in pairs.items()
+              if key not in _READ and not (key == "Sampler" and value.strip() == SAMPLER)}
+    if unused:  # another tool's settings (sampler, hires fix, clip skip...): named to the user, not dropped silently
+        values["not_applied"] = unused
     return values
+
+
+# Keys this module reads above, and those that only describe the file (no setting to apply).
+_READ = set(_NUMERIC) | {"Size", "Prompt padding", "Model", "Decoder", "Memory mode", "Reference images",
+                         "Grid X", "Grid Y", "Version", "Model hash", "VAE hash", "TI hashes"}
+
+
+def not_applied_note(values: dict[str, Any]) -> str:
+    """One line naming what an image's settings had that this model has no setting for ('' if nothing)."""
+    unused = values.get("not_applied") or {}
+    if not unused:
+        return ""
+    return "not applied (no such setting here): " + ", ".join(f"{key} {value}" for key, value in unused.items())
 
 
 _REFERENCE = re.compile(r"^(?P<name>.+?) sha256:(?P<sha>[0-9a-f]{1,64}) x(?P<strength>[0-9.]+)$")

@@ -269,7 +269,8 @@ def validate(request: GenerationRequest, limits: Limits = DEFAULT_LIMITS) -> Non
     for key in _TEXT_FIELDS:
         text = getattr(request, key)
         if len(text) > limits.max_prompt_chars:
-            raise InputError(f"{key} is {len(text)} characters long; the limit is {limits.max_prompt_chars}")
+            raise InputError(f"{key} is {len(text):,} characters long, {tags.over_char_limit(limits.max_prompt_chars)}: "
+                             "shorten it")
         if "\x00" in text:
             raise InputError(f"{key} contains a NUL character")
     if len(request.references) > MAX_REFERENCES:

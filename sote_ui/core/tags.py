@@ -72,6 +72,13 @@ CHUNK_TOKENS = 75  # tokens between the start and end token of each 77-token win
 TRAINED_CHUNKS = 3
 TOKEN_BUDGET = CHUNK_TOKENS * TRAINED_CHUNKS
 MAX_CHUNKS = 8  # a hard cap: each chunk is one more text-encoder pass and 77 more tokens of conditioning
+# The words both the budget line under the prompt and Generate's refusal use, so they name one limit alike.
+OVER_CHUNK_LIMIT = f"over the {MAX_CHUNKS}-chunk limit"
+
+
+def over_char_limit(limit: int) -> str:
+    """The words for text past the character limit (``over the 8,000-character limit``)."""
+    return f"over the {limit:,}-character limit"
 
 ARTIST_PREFIX = "art by "
 

@@ -426,3 +426,34 @@ def build_tiny_pair(root: str | Path, seed: int = 0, image_encoder: bool = False
         _model_card("prior", str(prior_dir.resolve()), "tiny decoder"), encoding="utf-8"
     )
     return prior_dir, decoder_dir
+
+
+def training_init_weight(name: str, shape, shrink: float, generator):
+    """The fp32 weight Stability's training code draws for the Linear or Conv2d layer ``name`` of a UNet.
+
+    ``shrink`` is ``sqrt(1 / sum(down_num_layers_per_block))``, the factor on
+    the ResBlock output projections. diffusers keeps this scheme in
+    ``StableCascadeUNet._init_weights`` but never calls it, so the pairs above
+    carry torch's default init instead. What matters here is scale: those
+    projections start ``shrink`` times smaller than the other layers (std
+    ~0.0025 in the full-size prior), and the fine-tuned published weights
+    descend from them. Attention q/k/v are drawn as one
+    ``nn.MultiheadAttention`` in-projection, as the original code has them.
+    """
+    import math
+
+    import torch
+
+    leaf = name.rsplit(".", 1)[-1]
+    if name.startswith(("clip_txt_pooled_mapper", "clip_txt_mapper", "clip_img_mapper", "effnet_mapper",
+                        "pixels_mapper")):
+        return torch.empty(shape).normal_(0.0, 0.02, generator=generator)
+    if name == "clf.1" or (leaf == "mapper" and "_blocks." in name):  # outputs and timestep gates start at zero
+        return torch.zeros(shape)
+    fan_in = math.prod(shape[1:])
+    fan_out = shape[0] * math.prod(shape[2:]) * (3 if leaf in ("to_q", "to_k", "to_v") else 1)
+    gain = 0.02 if name == "embedding.1" else 1.0
+    if name.endswith(".channelwise.4"):
+        gain = shrink
+    bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
+    return torch.empty(shape).uniform_(-bound, bound, generator=generator)

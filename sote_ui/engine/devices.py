@@ -9,6 +9,8 @@ Example::
 from __future__ import annotations
 
 import os
+import platform
+import re
 
 from ..core.errors import InputError
 from ..core.memory import DeviceInfo
@@ -25,18 +27,45 @@ def _system_memory() -> tuple[int, int]:
         return pages, pages // 2
 
 
+def rocm_arch_has_bf16(arch: str) -> bool | None:
+    """Whether the AMD GPU architecture ``arch`` (``gcnArchName``, e.g. ``gfx1100`` or ``gfx90a:sramecc+:xnack-``)
+    computes in bf16; None when the name can't be read.
+
+    AMD's HIP hardware-features table: CDNA1 (gfx908), CDNA2 (gfx90a), CDNA3 (gfx94x) and
+    RDNA3 (gfx11xx) have bf16 operations, RDNA1 (gfx101x) and RDNA2 (gfx103x) do not; nor do
+    Vega (gfx900-gfx906) and Polaris (gfx80x), which predate them. CDNA4 (gfx95x) and RDNA4
+    (gfx12xx) have bf16 matrix instructions.
+    """
+    match = re.fullmatch(r"gfx(\d{1,2})([0-9a-f])([0-9a-f])", arch.split(":", 1)[0].strip().lower())
+    if not match:
+        return None
+    major, minor, stepping = int(match.group(1)), match.group(2), match.group(3)
+    if major >= 11:
+        return True
+    if major == 9:
+        return minor in "456789" or (minor == "0" and stepping in "8a")
+    return False
+
+
 def _cuda(index: int) -> DeviceInfo:
     import torch
 
     kind = "rocm" if torch.version.hip else "cuda"
     try:
+        # Every query names the GPU asked for: torch's is_bf16_supported() describes the current one.
         props = torch.cuda.get_device_properties(index)
         total = int(props.total_memory)
         try:
             free, total = (int(v) for v in torch.cuda.mem_get_info(index))
         except RuntimeError:
             free = total - int(torch.cuda.memory_reserved(index))
-        bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+        if kind == "rocm":
+            # ROCm's torch reports bf16 on every GPU, RDNA2 included, where it is emulated and slow.
+            bf16 = rocm_arch_has_bf16(getattr(props, "gcnArchName", "") or "")
+            if bf16 is None:
+                bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+        else:
+            bf16 = props.major >= 8  # Ampere and newer
         return DeviceInfo(kind, f"cuda:{index}", props.name, total, free, bool(bf16), (props.major, props.minor))
     except (RuntimeError, AssertionError):
         # ZeroGPU attaches the GPU only inside the GPU call: nothing can be read at start.
@@ -51,7 +80,18 @@ def _xpu(index: int) -> DeviceInfo:
     free = total - int(torch.xpu.memory_reserved(index))
     if hasattr(torch.xpu, "mem_get_info"):
         free, total = (int(v) for v in torch.xpu.mem_get_info(index))
-    return DeviceInfo("xpu", f"xpu:{index}", props.name, total, free, True)
+    # What torch.xpu.is_bf16_supported(including_emulation=False) reads, for the GPU asked for.
+    bf16 = getattr(props, "has_bfloat16_conversions", True)
+    return DeviceInfo("xpu", f"xpu:{index}", props.name, total, free, bool(bf16))
+
+
+def macos_has_mps_bf16() -> bool:
+    """MPS computes in bf16 from macOS 14 (Sonoma) on; before, torch refuses bf16 tensors there."""
+    release = platform.mac_ver()[0]
+    try:
+        return int(release.split(".")[0]) >= 14
+    except ValueError:  # not macOS, or unreadable: no bf16 assumed, fp32 always works
+        return False
 
 
 def _mps() -> DeviceInfo:
@@ -59,7 +99,7 @@ def _mps() -> DeviceInfo:
 
     total, available = _system_memory()
     budget = int(torch.mps.recommended_max_memory()) if hasattr(torch.mps, "recommended_max_memory") else total
-    return DeviceInfo("mps", "mps", "Apple GPU (MPS)", budget, min(budget, available), True)
+    return DeviceInfo("mps", "mps", "Apple GPU (MPS)", budget, min(budget, available), macos_has_mps_bf16())
 
 
 def _cpu() -> DeviceInfo:

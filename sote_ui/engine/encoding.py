@@ -33,7 +33,7 @@ import torch
 
 from ..core.emphasis import parse_emphasis
 from ..core.errors import InputError
-from ..core.tags import CHUNK_TOKENS, MAX_CHUNKS, TRAINED_CHUNKS
+from ..core.tags import CHUNK_TOKENS, MAX_CHUNKS, OVER_CHUNK_LIMIT, TRAINED_CHUNKS
 
 CHUNK = CHUNK_TOKENS
 COMMA_LOOKBACK = 20
@@ -121,7 +121,7 @@ def check_chunks(tokenizer, text: str, what: str = "the prompt") -> list[int]:
     counts = chunk_token_counts(tokenizer, text)
     if len(counts) > MAX_CHUNKS:
         raise InputError(
-            f"{what} needs {len(counts)} chunks of {CHUNK} tokens ({sum(counts)} tokens); the limit is {MAX_CHUNKS} "
+            f"{what} needs {len(counts)} chunks of {CHUNK} tokens ({sum(counts)} tokens), {OVER_CHUNK_LIMIT} "
             f"(the model was trained with {TRAINED_CHUNKS}): shorten it"
         )
     return counts

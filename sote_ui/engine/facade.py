@@ -38,7 +38,7 @@ from . import devices
 from .caches import LruCache
 from .encoding import TRAINED_CHUNKS, PromptEmbeds, check_chunks, chunk_token_counts, count_tokens, encode_pair
 from .loading import Components, Folders, component_sizes, fetch, load_components
-from .models import ModelSource, default_source
+from .models import ModelSource, default_source, recorded_name
 from .placement.offload import held_on_device, send_back
 from .placement.oom import forget_frames, is_oom
 from .placement.pipelines import apply_mode, torch_dtype
@@ -110,7 +110,8 @@ class Engine:
         return self._image_encoder
 
     def model_info(self) -> ModelInfo:
-        return ModelInfo(self.source.prior, self.source.decoder, self.plan.mode.value if self.plan else "")
+        return ModelInfo(recorded_name(self.source.prior), recorded_name(self.source.decoder),
+                         self.plan.mode.value if self.plan else "")
 
     def load(self, on_status: Callable[[str], None] | None = None) -> Plan:
         """Fetch (download on first use) and load the pair in the requested mode."""

@@ -50,4 +50,22 @@ def file(repo_id: str, filename: str, what: str, offline_hint: str) -> Path:
     return _fetched(lambda: hf_hub_download(repo_id, filename), what, offline_hint)
 
 
-__all__ = ["file", "snapshot"]
+def cached_snapshot(repo_id: str, patterns: list[str]) -> Path | None:
+    """The local folder of ``repo_id`` if its files are in the local cache already, else None (no download)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
+
+
+def offline() -> bool:
+    """True where the Hub is switched off (``HF_HUB_OFFLINE=1``): only the local cache can be used."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+__all__ = ["cached_snapshot", "file", "offline", "snapshot"]

@@ -55,6 +55,11 @@ def is_local(ref: str) -> bool:
     return Path(ref).expanduser().is_dir()
 
 
+def recorded_name(ref: str) -> str:
+    """How a PNG names a model: the Hub id as given, or a local folder's name (never a path of this machine)."""
+    return Path(ref).expanduser().name if is_local(ref) else ref
+
+
 def check_ref(ref: str, role: str) -> str:
     """Return a usable local folder path or Hub id, or raise ModelError."""
     ref = (ref or "").strip()

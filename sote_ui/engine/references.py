@@ -126,6 +126,20 @@ def _encoder_folder(prior_folder: Path, on_status) -> tuple[Path, Path, str]:
     return folder, folder, FALLBACK_ENCODER
 
 
+def encoder_source(prior_folder: Path) -> str:
+    """Where image remix's encoder will come from, found without downloading; ModelError if it can't be had."""
+    own = Path(prior_folder) / "image_encoder"
+    if (own / "config.json").is_file() and (Path(prior_folder) / "feature_extractor" / "preprocessor_config.json").is_file():
+        return f"the prior's own ({Path(prior_folder).name}/image_encoder)"
+    if hub.cached_snapshot(FALLBACK_ENCODER, _ENCODER_FILES) is not None:
+        return f"{FALLBACK_ENCODER} (in the local cache)"
+    if hub.offline():
+        raise ModelError(f"image remix needs the image encoder {FALLBACK_ENCODER}, which is not in the local cache, "
+                         "and the Hub is switched off (HF_HUB_OFFLINE): connect once to download it, or use a prior "
+                         "folder that has image_encoder/")
+    return f"{FALLBACK_ENCODER} (about 1.7 GB, downloaded at the first remix)"
+
+
 def image_processor_class():
     """transformers' CLIP image processor; its Pillow backend where torchvision is not installed."""
     try:

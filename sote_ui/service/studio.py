@@ -432,6 +432,17 @@ class Studio:
                     Path(path).unlink(missing_ok=True)
                 raise InputError(f"reference image {Path(str(path)).name[:80]!r}: {exc}") from None
 
+    def remix_check(self, path) -> str:
+        """Check a reference image as it is added (a refused upload is deleted) and that the image encoder
+        can be had; return a line saying where the encoder comes from."""
+        self.check_uploads([path])
+        engine = self._engine
+        if engine is None or getattr(engine, "folders", None) is None:
+            return "the image encoder is checked once the model has loaded"
+        from ..engine.references import encoder_source
+
+        return f"image encoder: {encoder_source(engine.folders.prior)}"
+
     # 4. PNG info -------------------------------------------------------------------
 
     def read_png(self, source, remove_if_refused: bool = False) -> tuple[str, dict[str, Any]]:

@@ -23,6 +23,7 @@ from .compare_tab import build_compare_tab
 from .generate import build_generate_tab
 from .generate.prompt_tools import script_head
 from .grid_tab import build_grid_tab
+from .keyboard import keyboard_head, shortcuts_html
 from .pnginfo_tab import build_pnginfo_tab
 from .wiring import queued_jobs
 
@@ -34,6 +35,10 @@ INTRO = (
 )
 CSS = """
 #composed { font-size: 0.85em; }
+#shortcuts { font-size: 0.85em; }
+.sote-stale { display: none !important; }
+#shortcuts summary { cursor: pointer; width: max-content; }
+#shortcuts td { padding: 2px 10px 2px 0; }
 #composed code { white-space: pre-wrap; word-break: break-word; }
 #status, #compare_status, #grid_status { font-size: 0.9em; min-height: 2.6em; }
 #status .progress-text, #status .meta-text { white-space: normal; }
@@ -49,11 +54,16 @@ CSS = """
   #actions { position: fixed; left: 0; right: 0; bottom: 0; z-index: 50; margin: 0; padding: 8px 12px;
              background: var(--background-fill-primary); box-shadow: 0 -2px 8px rgba(0, 0, 0, 0.15); gap: 6px; }
   #actions button { padding-left: 6px; padding-right: 6px; white-space: nowrap; }
-  body { padding-bottom: 72px; }
-  .gradio-container { padding-bottom: 72px !important; }
+  /* ...with the status line (the run's progress) just above them. */
+  #status { position: fixed; left: 0; right: 0; bottom: 60px; z-index: 50; margin: 0; padding: 4px 12px;
+            min-height: 0; max-height: 4.5em; overflow: hidden; font-size: 0.8em;
+            background: var(--background-fill-primary); border-top: 1px solid var(--border-color-primary); }
+  body { padding-bottom: 150px; }
+  .gradio-container { padding-bottom: 150px !important; }
 }
 """
-# Narrow screens start with "Size, steps, CFG and seed" folded, so the prompt and Generate come first.
+# Narrow screens start with "Size, steps, CFG and seed" folded, so the prompt and Generate come first;
+# Generate then scrolls to the results.
 JS = """
 () => {
   if (window.innerWidth <= 768) {
@@ -63,6 +73,13 @@ JS = """
       return !!button;
     };
     if (!fold()) { const t = setInterval(() => { if (fold()) clearInterval(t); }, 200); }
+    // Generate scrolls to the results, which sit below the form on a narrow screen.
+    document.addEventListener('click', (event) => {
+      if (event.target.closest && event.target.closest('#generate')) {
+        const gallery = document.querySelector('#gallery');
+        if (gallery) gallery.scrollIntoView({behavior: 'smooth', block: 'start'});
+      }
+    }, true);
   }
 }
 """
@@ -91,6 +108,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
     """Build the Blocks app; the model loads in the background once it is launched."""
     with gr.Blocks(title=TITLE, delete_cache=CACHE_CLEANING) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}", elem_id="intro")
+        gr.HTML(shortcuts_html(), elem_id="shortcuts")
         if studio.config.demo:
             gr.Markdown("**Demo mode:** this runs on a tiny random-weight model, so every image is noise. "
                         "Start without `--demo` for SoteDiffusion Wuerstchen3.", elem_id="demo_banner")
@@ -165,4 +183,4 @@ def launch_options(studio: Studio) -> dict[str, Any]:
     outputs = studio.config.outputs
     allowed = [str(Path(outputs).expanduser().resolve())] if outputs else None
     # Uploads over the limit are refused while they stream in, before anything is stored.
-    return {"css": CSS, "js": JS, "allowed_paths": allowed, "max_file_size": MAX_UPLOAD_BYTES, "head": script_head()}
+    return {"css": CSS, "js": JS, "allowed_paths": allowed, "max_file_size": MAX_UPLOAD_BYTES, "head": script_head() + keyboard_head()}

@@ -195,7 +195,7 @@ def build_compare_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs, gene
         rows.append(["seconds", f"{info['seconds_a']:.1f}", f"{info['seconds_b']:.1f}"])
         strip = [(path, f"seed {x.request.seed} · {label}") for x, y in pairs
                  for path, label in ((x.path, "A"), (y.path, "B"))]
-        return (shown_pair(first_a.path, first_b.path, first_a.request.seed), strip, rows,
+        return ((first_a.path, first_b.path), strip, rows,
                 compare_summary(info, (preset_a, preset_b)), info,
                 [(x.request.to_dict(), y.request.to_dict(), x.path, y.path) for x, y in pairs])
 
@@ -206,10 +206,13 @@ def build_compare_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs, gene
                               stop_job=generate.stop_job)
 
     def show_sheet(info):
-        files = (info or {}).get("files") or {}
-        return 0, files.get("sheet")
+        # Page-only: the API's outputs stay what scripts read (the slider's value is a pair of files).
+        info = info or {}
+        seeds = info.get("seeds") or []
+        label = gr.update(label=f"A | B · seed {seeds[0]}") if seeds else gr.update()
+        return 0, (info.get("files") or {}).get("sheet"), label
 
-    compared.then(show_sheet, report, [picked_state, sheet], api_visibility="private", queue=False,
+    compared.then(show_sheet, report, [picked_state, sheet, slider], api_visibility="private", queue=False,
                   show_progress="hidden")
 
     def pick_seed(pairs, evt: gr.SelectData):

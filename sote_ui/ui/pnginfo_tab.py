@@ -1,14 +1,34 @@
-"""The PNG info tab: read the settings stored in any image (ours or A1111's) and apply them."""
+"""The PNG info tab: read the settings stored in any image (ours or A1111's), rewrite an A1111 prompt in this
+model's tags, and apply them."""
 
 from __future__ import annotations
 
 import gradio as gr
 
+from ..core import fixer, tags
+from ..core.metadata import not_applied_note
 from ..core.request import FIELD_NAMES
 from ..service.studio import Studio
 from .form import form_updates
 from .generate import GenerateTab
 from .wiring import user_error, wire
+
+
+def rewrite_for_model(values: dict) -> tuple[dict, list[str]]:
+    """Settings read from an image with the prompt and negative prompt in this model's tags
+    (:func:`sote_ui.core.fixer.rewrite_a1111`); leading card tags then go to the pickers. Returns the notes."""
+    values = dict(values)
+    notes: list[str] = []
+    for key, what in (("prompt", "prompt"), ("negative_prompt", "negative")):
+        if values.get(key):
+            values[key], changes = fixer.rewrite_a1111(str(values[key]))
+            notes += [f"{what}: {change}" for change in changes]
+    picks = {k: values.get(k) for k in ("aesthetic", "quality", "date", "custom", "rating", "artist")}
+    try:
+        values.update(tags.decompose_prompt(tags.compose_prompt(values.get("prompt") or "", **picks)))
+    except ValueError:  # a pick this model does not have: left for Send to Generate to report
+        pass
+    return values, notes
 
 
 def build_pnginfo_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs, generate_tab_id: str) -> None:
@@ -18,7 +38,9 @@ def build_pnginfo_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs, gene
             upload = gr.File(label="Drop a PNG here", file_types=["image"], type="filepath", elem_id="png_upload")
             preview = gr.Image(label="Image", interactive=False, height=360)
         with gr.Column():
-            send = gr.Button("Send to Generate", variant="primary", elem_id="send_to_generate")
+            with gr.Row():
+                send = gr.Button("Send to Generate", variant="primary", elem_id="send_to_generate")
+                rewrite = gr.Button("Rewrite for this model", elem_id="png_rewrite")
             note = gr.Markdown(elem_id="png_note")
             raw = gr.Textbox(label="Stored parameters", lines=8, elem_id="png_raw")
             with gr.Accordion("Read as settings", open=False):
@@ -49,8 +71,19 @@ def build_pnginfo_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs, gene
             raise gr.Error("drop an image with stored settings first", print_exception=False)
         settings = {k: v for k, v in values.items() if k in FIELD_NAMES}
         updates, notes = form_updates(settings)
-        message = " · ".join(["applied the settings read from the image"] + notes)
+        unused = not_applied_note(values)
+        message = " · ".join(["applied the settings read from the image"] + notes + ([unused] if unused else []))
         return (*updates, message, message, gr.Tabs(selected=generate_tab_id))
+
+    def rewrite_in_page(values: dict | None):
+        if not values:
+            gr.Warning("drop an image with stored settings first")
+            return gr.update(), "⚠️ drop an image with stored settings first"
+        values, notes = rewrite_for_model(values)
+        return values, "rewrote the prompts in this model's tags" + (": " + " · ".join(notes) if notes else
+                                                                       ": nothing to change")
+
+    rewrite.click(rewrite_in_page, parsed, [parsed, note], api_visibility="private")
 
     outputs = generate.form + [generate.image_note, note, tabs]
     wire(send.click, apply, parsed, outputs, note=len(generate.form) + 1)

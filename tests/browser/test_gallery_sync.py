@@ -45,11 +45,11 @@ def test_portrait_thumbnails_show_the_whole_image(page):
 
 def test_drafts_rewrite_the_status_line_and_summary_left_by_an_earlier_failure(page):
     small_settings(page, prior_steps=2, decoder_steps=1)
-    page.get_by_text("Image remix: steer the composition").click()
-    page.locator("#remix_strengths textarea, #remix_strengths input").first.fill("lots")
+    good = page.locator("#prompt textarea").input_value()
+    page.locator("#prompt textarea").fill("smile, " * 1200)  # past the prompt's character limit
     page.locator("#generate").click()
     page.locator("#status").filter(has_text="⚠️").wait_for(timeout=60_000)
-    page.locator("#remix_strengths textarea, #remix_strengths input").first.fill("")
+    page.locator("#prompt textarea").fill(good)
     page.locator("#drafts_box").get_by_text("Live previews and drafts").click()
     page.locator("#draft").click()
     page.locator("#drafts_note").filter(has_text="1 drafts").wait_for(timeout=180_000)

@@ -240,7 +240,7 @@ def test_imported_a1111_size_snaps_when_sent_to_generate(page, tmp_path):
 
     info = PngInfo()
     info.add_text("parameters", "1girl, solo\nNegative prompt: lowres\nSteps: 20, Sampler: Euler a, CFG scale: 7, "
-                                "Seed: 77, Size: 832x1216, Model: other")
+                                "Seed: 77, Size: 832x1216, Model: other, Hires upscale: 2, Clip skip: 2")
     path = tmp_path / "a1111.png"
     Image.new("RGB", (64, 64), "white").save(path, pnginfo=info)
     page.get_by_role("tab", name="PNG info").click()
@@ -248,6 +248,9 @@ def test_imported_a1111_size_snaps_when_sent_to_generate(page, tmp_path):
     expect_value(page.locator("#png_raw textarea"), "Size: 832x1216")
     page.locator("#send_to_generate").click()
     page.locator("#image_note").filter(has_text="832x1216 snapped to 896x1280").wait_for()
+    # What this model has no setting for is named, not dropped without a word.
+    assert "not applied (no such setting here): Sampler Euler a, Hires upscale 2, Clip skip 2" in \
+        page.locator("#image_note").inner_text()
     expect_number(page, "Width", 896)
     expect_number(page, "Height", 1280)
     expect_dropdown(page, "resolution", "custom")

@@ -65,7 +65,7 @@ def test_12gb_nvidia_gets_a_smaller_mode_that_fits():
     plan = choose_mode("auto", device, SOTE)
     assert plan.mode is not Mode.BF16
     assert plan.estimate_bytes <= device.free_bytes
-    assert plan.mode is Mode.FP8 and plan.fp8_backend == "layerwise"
+    assert plan.mode is Mode.FP8 and plan.fp8_backend == "quanto-int8"  # per-row scales, no Marlin kernel
     assert "fp8" in plan.reason and "bf16 needs" in plan.reason  # it says what it skipped
 
 
@@ -133,9 +133,9 @@ def test_cpu_auto_stays_on_the_device():
 
 
 @pytest.mark.parametrize("device,backend", [
-    (nvidia(24, cc=(8, 9)), "layerwise"),
-    (nvidia(24, cc=(9, 0)), "layerwise"),
-    (nvidia(24, cc=(8, 0)), "layerwise"),
+    (nvidia(24, cc=(8, 9)), "quanto-int8"),
+    (nvidia(24, cc=(9, 0)), "quanto-int8"),
+    (nvidia(24, cc=(8, 0)), "quanto-int8"),
     (nvidia(24, cc=(7, 5)), "quanto"),
     (nvidia(24, cc=None), "quanto"),
     (DeviceInfo("rocm", "cuda:0", "Radeon", 24 * GiB, 23 * GiB, True, (9, 4)), "quanto"),

@@ -210,3 +210,20 @@ def test_open_image_refuses_what_it_cannot_read(tmp_path):
             open_image(source)
         assert "\n" not in str(info.value)
     assert open_image(io.BytesIO(png_bytes(_image(), "a\nSeed: 1"))).size == (32, 16)
+
+
+def test_settings_this_model_has_no_use_for_are_listed_not_dropped():
+    text = ("1girl\nNegative prompt: lowres\nSteps: 28, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, "
+            "Seed: 5, Size: 832x1216, Model hash: 1a2b, Model: animagine, Denoising strength: 0.4, Clip skip: 2, "
+            "Hires upscale: 1.5, Hires steps: 10, Version: v1.9.4")
+    values = parse_parameters(text)
+    assert values["not_applied"] == {"Sampler": "DPM++ 2M", "Schedule type": "Karras", "Denoising strength": "0.4",
+                                     "Clip skip": "2", "Hires upscale": "1.5", "Hires steps": "10"}
+    assert values["prior_steps"] == 28 and values["seed"] == 5
+
+
+def test_our_own_parameters_leave_nothing_unapplied(small):
+    request = build_request(small)
+    text = format_parameters(request, 7, ModelInfo("prior", "decoder", "bf16"),
+                             extra={"Grid X": "prior_cfg: 2, 4"})
+    assert "not_applied" not in parse_parameters(text)

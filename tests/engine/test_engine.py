@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,6 +60,10 @@ def test_one_image(engine, small):
     assert item.request == req(small) and item.request.seed == 1234 and item.request.count == 1
     assert "Seed: 1234" in item.parameters and "Size: 256x256" in item.parameters
     assert "Memory mode: fp32" in item.parameters and "Version: sote-studio" in item.parameters
+    # Local folders are recorded by name: the PNG never carries a path of the machine that made it.
+    prior_folder, decoder_folder = Path(engine.source.prior), Path(engine.source.decoder)
+    assert f"Model: {prior_folder.name}," in item.parameters and f"Decoder: {decoder_folder.name}," in item.parameters
+    assert str(prior_folder.parent) not in item.parameters
     assert result.seconds > 0 and item.seconds > 0
 
 

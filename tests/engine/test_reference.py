@@ -194,7 +194,7 @@ def test_chunks_past_the_trained_three_warn_and_past_the_cap_are_refused(tiny_so
     huge = _tags_of(tokenizer, 1440)
     assert len(chunk_token_counts(tokenizer, huge)) > MAX_CHUNKS
     before = engine.counters.snapshot()
-    with pytest.raises(InputError, match=rf"needs \d+ chunks .* the limit is {MAX_CHUNKS}"):
+    with pytest.raises(InputError, match=rf"needs \d+ chunks .* over the {MAX_CHUNKS}-chunk limit"):
         engine.generate(build_request({**SMALL, "prompt": huge, "seed": 46}))
     ran = engine.counters.since(before)
     assert (ran.text_encodes, ran.prior_steps, ran.decoder_steps) == (0, 0, 0)  # refused before any work

@@ -1,8 +1,12 @@
-"""8-bit weights: optimum-quanto (``qfloat8``, or ``qint8`` on CPUs) or diffusers' layerwise fp8 casting.
+"""8-bit weights: optimum-quanto (``qfloat8``; ``qint8`` on CPUs and NVIDIA RTX 30+) or diffusers' layerwise casting.
 
 The loader (:mod:`sote_ui.engine.loading`) builds 8-bit components tensor by
 tensor and caches them; :func:`to_fp8` converts components that were loaded
-in bf16 (the plain ``apply_mode`` path).
+in bf16 (the plain ``apply_mode`` path). ``core.memory.fp8_backend`` picks a
+quanto format, with a scale per output row, on every device: layerwise
+casting (a plain cast, no scale) loses ~22% of the ResBlock output
+projections at Stable Cascade's init scale (``bench/bench_fp8_error.py``)
+and stays only for an explicit ``fp8="layerwise"``.
 """
 
 from __future__ import annotations
@@ -48,3 +52,23 @@ def to_fp8(parts, backend: str, compute_dtype) -> None:
         for module in (parts.prior, parts.decoder):
             module.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute_dtype,
                                             skip_modules_pattern=layerwise_skip())
+
+
+def computed_weights(model) -> dict:
+    """Each Linear and Conv2d weight of ``model`` as the layer multiplies with it, in fp32, by module name.
+
+    quanto weights are dequantized (their per-row scales applied); fp8 weights of
+    layerwise casting are cast up as its hook does. For measuring what a format
+    loses against the bf16 original.
+    """
+    import torch
+    from optimum.quanto import QTensor
+
+    weights = {}
+    for name, module in model.named_modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            weight = module.weight
+            if isinstance(weight, QTensor):
+                weight = weight.dequantize()
+            weights[name] = weight.detach().to(torch.float32)
+    return weights

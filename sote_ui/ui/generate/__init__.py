@@ -13,17 +13,19 @@ from typing import Callable
 
 import gradio as gr
 
-from ...core.request import MAX_REFERENCES, MAX_STRENGTH, GenerationRequest
+from ...core.request import GenerationRequest
 from ...service.studio import Studio
 from ..session import SessionState
 from .controls import Controls, build_controls
 from .drafts import build_drafts_box, wire_drafts
+from .fixer_box import FixerBox, build_fixer_box, wire_fixer_box
 from .gallery import SESSION_TTL, Gallery, build_gallery, drop_session, selected_shot, wire_gallery
 from .history_panel import HistoryPanel
 from .memory_box import MemoryBox, build_memory_box, device_markdown, mode_choices, wire_memory_box
 from .presets_box import PresetEvents, PresetsBox, build_presets_box, wire_presets_box
 from .prompt_box import tag_inputs, wire_prompt_box
 from .prompt_tools import attach_prompt_tools
+from .remix_box import build_remix_box, wire_remix
 from .run import RunEvents, RunInputs, RunPanel, build_actions, wire_run
 
 
@@ -42,6 +44,7 @@ class GenerateTab:
     events: RunEvents
     history: HistoryPanel
     compose: Callable[..., str]  # the line under the prompt box, from the tag controls
+    fixer: FixerBox | None = None  # the prompt fixer under the prompt box
 
     @property
     def inputs(self) -> list:
@@ -88,14 +91,11 @@ def build_generate_tab(studio: Studio, waiting: Callable[[str], int] | None = No
     """
     defaults = GenerationRequest()
     state = gr.State(SessionState(), time_to_live=SESSION_TTL, delete_callback=drop_session)
+    fixer = build_fixer_box()
     with gr.Row(elem_id="generate_layout"):
         with gr.Column(scale=5, elem_id="settings_column"):
-            controls = build_controls(studio, defaults)
-            with gr.Accordion("Image remix: steer the composition with reference images", open=False):
-                remix_images = gr.File(label=f"Up to {MAX_REFERENCES} reference images", file_count="multiple",
-                                       file_types=["image"], type="filepath", elem_id="remix_images")
-                remix_strengths = gr.Textbox(label=f"Strengths, 0 to {MAX_STRENGTH:g}: one for all, or one per image",
-                                             placeholder="1.0  (or 1.0, 0.5)", elem_id="remix_strengths")
+            controls = build_controls(studio, defaults, under_prompt=fixer.render)
+            remix = build_remix_box()
             drafts = build_drafts_box()
             presets = build_presets_box(studio)
             memory = build_memory_box(studio)
@@ -112,9 +112,11 @@ def build_generate_tab(studio: Studio, waiting: Callable[[str], int] | None = No
             job_images = gr.Gallery(visible=False, format="png", label="This job's images")
     panel = RunPanel(actions.generate, actions.stop, status, live_preview, summary, report, job_images, actions.skip,
                      actions.finish)
-    inputs = RunInputs(state, remix_images, remix_strengths, drafts.preview_kind)
+    inputs = RunInputs(state, remix.files, remix.strengths_text, drafts.preview_kind)
+    wire_remix(studio, remix)
 
     compose = wire_prompt_box(studio, controls)
+    wire_fixer_box(studio, fixer, tag_inputs(controls))
     events = wire_run(studio, controls, inputs, panel, gallery, waiting)
     wire_drafts(studio, drafts, inputs.after(controls), state, gallery, [panel.status, panel.summary])
     wire_gallery(gallery, controls, state, status)
@@ -123,7 +125,7 @@ def build_generate_tab(studio: Studio, waiting: Callable[[str], int] | None = No
     # Tag suggestions, keyboard habits and the prompt history (below the tab's two columns).
     history = attach_prompt_tools(studio, controls.as_list(), [events.button, events.submit, events.api])
     return GenerateTab(studio, controls, state, panel, gallery, presets, preset_events, memory, events, history,
-                       compose)
+                       compose, fixer)
 
 
 __all__ = ["GenerateTab", "build_generate_tab"]

@@ -8,7 +8,7 @@ so a list of values maps onto them one to one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import gradio as gr
 
@@ -66,12 +66,16 @@ def updates_for(values: dict[str, Any]) -> list:
     return [gr.update(value=values[name]) if name in values else gr.update() for name in FIELD_NAMES]
 
 
-def build_controls(studio: Studio, defaults: GenerationRequest) -> Controls:
+def build_controls(studio: Studio, defaults: GenerationRequest,
+                   under_prompt: Callable[[], None] | None = None) -> Controls:
+    """Lay out the controls; ``under_prompt`` places more (the prompt fixer) under the prompt box's line."""
     limits = studio.config.limits
     with gr.Group():
         prompt = gr.Textbox(label="Your tags", placeholder="1girl, solo, cowboy shot, smile, hoodie, indoors",
                             lines=3, value=defaults.prompt, elem_id="prompt")
         composed = gr.Markdown(elem_id="composed", padding=True)
+        if under_prompt is not None:
+            under_prompt()
         with gr.Row(equal_height=True):
             aesthetic = gr.Dropdown(_choices(tags.AESTHETIC), value=defaults.aesthetic, label="Aesthetic",
                                     elem_id="aesthetic", min_width=200)

@@ -5,20 +5,28 @@ from __future__ import annotations
 from typing import Callable
 
 from ...core import suggestions, tags
-from ...core.tags import MAX_CHUNKS, TRAINED_CHUNKS
+from ...core.tags import MAX_CHUNKS, OVER_CHUNK_LIMIT, TRAINED_CHUNKS, over_char_limit
 from ...service.studio import Studio
 from ..form import unsupported_syntax
 from .controls import Controls
+from .prompt_tools import flags_line
 
 
-def budget_line(chunks: list[int] | None) -> str:
-    """The prompt's token budget in chunks: the model was trained with 3 chunks of 75 tokens."""
+def budget_line(chunks: list[int] | None, chars: int = 0, max_chars: int | None = None) -> str:
+    """The prompt's token budget in chunks: the model was trained with 3 chunks of 75 tokens.
+
+    ``chars`` is the prompt box's length: past ``max_chars`` (the request's
+    limit, checked before the chunks) the line names that limit, in the
+    words Generate's refusal uses.
+    """
+    if max_chars is not None and chars > max_chars:
+        return f"**{chars:,} characters** ⚠️ {over_char_limit(max_chars)}: shorten the prompt"
     if chunks is None:
         return "tokens: counted once the model is loaded"
     parts = " + ".join(str(n) for n in chunks)
     line = f"**{len(chunks)} of {TRAINED_CHUNKS} chunks** ({parts} tokens)"
     if len(chunks) > MAX_CHUNKS:
-        return f"{line} ⚠️ over the limit of {MAX_CHUNKS} chunks: shorten the prompt"
+        return f"{line} ⚠️ {OVER_CHUNK_LIMIT}: shorten the prompt"
     if len(chunks) > TRAINED_CHUNKS:
         return f"{line} ⚠️ past the {TRAINED_CHUNKS} chunks the model was trained with"
     return line
@@ -51,7 +59,10 @@ def composer(studio: Studio) -> Callable[..., str]:
             return f"⚠️ {exc}"
         flagged = unsupported_syntax(prompt)
         note = f"  \n⚠️ {flagged}" if flagged else ""
-        return (f"{budget_line(studio.chunk_counts(text))} · sent: `{text}`{note}"
+        checked = flags_line(prompt)
+        note += f"  \n{checked}" if checked else ""
+        budget = budget_line(studio.chunk_counts(text), len(prompt or ""), studio.config.limits.max_prompt_chars)
+        return (f"{budget} · sent: `{text}`{note}"
                 + past_chunks_markdown(text, studio.chunk_counts))
 
     return compose

@@ -4,6 +4,7 @@
   the page's script (``prompt_tools.js``, loaded into the page's head) calls it as you type.
 - Ctrl+Enter / Cmd+Enter generates; Ctrl+Up / Ctrl+Down change the weight of the tag at the cursor.
 - Every generated prompt goes into a searchable history (:mod:`.history_panel`).
+- The line under the prompt box flags unknown, repeated and untrained tags as you type (:func:`flags_line`).
 
 Example::
 
@@ -19,7 +20,7 @@ from typing import Any
 
 import gradio as gr
 
-from ...core import suggestions
+from ...core import fixer, suggestions
 from ...core.errors import InputError
 from ...service.studio import Studio
 from .history_panel import HistoryPanel, build_history
@@ -45,6 +46,15 @@ def suggest_tags(text: str, category: str = "") -> list[dict[str, Any]]:
         raise gr.Error(str(exc), print_exception=False) from None
 
 
+def flags_line(prompt: str) -> str:
+    """Unknown, repeated and untrained tags of ``prompt`` as one line ('' when none, or while the tag lookups
+    are still being built: typing never waits for them). The tag still being typed is left alone."""
+    if not fixer.ready():
+        return ""
+    # LoRA tags have their own note on that line (ui/form.py)
+    return fixer.flags_markdown([f for f in fixer.analyze(str(prompt or ""), typing=True) if f.kind != "lora"])
+
+
 def attach_prompt_tools(studio: Studio, inputs: list, generated: list) -> HistoryPanel:
     """Add the suggestion endpoint and the history panel to the Generate tab being built.
 
@@ -58,4 +68,4 @@ def attach_prompt_tools(studio: Studio, inputs: list, generated: list) -> Histor
     return build_history(studio, inputs, generated)
 
 
-__all__ = ["attach_prompt_tools", "script_head", "suggest_tags"]
+__all__ = ["attach_prompt_tools", "flags_line", "script_head", "suggest_tags"]
