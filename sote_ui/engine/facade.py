@@ -45,7 +45,7 @@ from .placement.pipelines import apply_mode, torch_dtype
 from .previews import PREVIEW_EVERY, clean_latents, watch_clean_latents
 from .references import ReferenceEmbeddings, reference_strengths
 from .results import Draft, GeneratedImage, GenerationResult, Preview, PriorOutput, Progress, StepCounters
-from .runner import PriorRun, RunContext, expand, planned_steps, run_in_turn, run_priors_first
+from .runner import PriorRun, PriorStopped, RunContext, expand, planned_steps, run_in_turn, run_priors_first
 
 
 class Engine:
@@ -309,8 +309,8 @@ class Engine:
     # 3. The stages of one image (the runner calls these) ------------------------------
 
     def prior(self, job: GenerationRequest, index: int, embeds: PromptEmbeds, run: RunContext) -> PriorRun:
-        """The image's prior, or its cached one."""
-        run.stop_if_asked()
+        """The image's prior, or its cached one; with Stop and finish, what it reached (never cached)."""
+        run.stop_if_asked("prior")
         started = time.perf_counter()
         self.stage_order.append(f"prior {index}")
         key = self._prior_key(job)
@@ -323,20 +323,29 @@ class Engine:
         generator = torch.Generator("cpu").manual_seed(job.seed)
         watch_clean_latents(self._prior_pipe)  # previews draw the predicted clean latent
         guided = job.prior_cfg > 1
-        with reference_strengths(self._prior_pipe.prior, self._references.strengths(job), guided):
-            output = self._prior_pipe(
-                **embeds.conditioning(guided=guided),
-                image_embeds=self._references.conditioning(job, self._prior_pipe._execution_device,
-                                                           self._prior_pipe.prior.dtype),
-                width=job.width,
-                height=job.height,
-                num_inference_steps=job.prior_steps,
-                guidance_scale=job.prior_cfg,
-                generator=generator,
-                output_type="pt",
-                callback_on_step_end=self._stepper("prior", job.prior_steps, index, run),
-            )
-        latents = output.image_embeddings
+        stopped = None
+        try:
+            with reference_strengths(self._prior_pipe.prior, self._references.strengths(job), guided):
+                output = self._prior_pipe(
+                    **embeds.conditioning(guided=guided),
+                    image_embeds=self._references.conditioning(job, self._prior_pipe._execution_device,
+                                                               self._prior_pipe.prior.dtype),
+                    width=job.width,
+                    height=job.height,
+                    num_inference_steps=job.prior_steps,
+                    guidance_scale=job.prior_cfg,
+                    generator=generator,
+                    output_type="pt",
+                    callback_on_step_end=self._stepper("prior", job.prior_steps, index, run),
+                )
+        except PriorStopped as exc:
+            stopped = exc
+        if stopped is not None:
+            # The pipeline ended in its step callback, before it could offload its models itself.
+            self._release_models()
+            latents = stopped.latents
+        else:
+            latents = output.image_embeddings
         if not torch.isfinite(latents).all():
             raise GenerationError(
                 "the prior produced NaN values; this happens in fp16, or when a GPU emulates bf16 badly: "
@@ -344,13 +353,15 @@ class Engine:
             )
         self.counters.prior_runs += 1
         prior = PriorOutput(latents, generator.get_state())
+        if stopped is not None:  # a partial prior is not what this key's full run gives: never cached
+            return PriorRun(prior, False, started, (stopped.step, stopped.steps))
         self._priors.put(key, prior)
         return PriorRun(prior, False, started)
 
     def decoder(self, job: GenerationRequest, index: int, embeds: PromptEmbeds, prior: PriorRun,
                 run: RunContext) -> GeneratedImage:
         """The image's decoder and VQGAN, and its PNG parameters."""
-        run.stop_if_asked()
+        run.stop_if_asked("decoder")
         self.stage_order.append(f"decoder {index}")
         self._stage = "decoder"
         self._switch_to("decoder")
@@ -374,9 +385,12 @@ class Engine:
         self.counters.decoder_runs += 1
         image = Image.fromarray((np.clip(pixels, 0.0, 1.0) * 255).round().astype(np.uint8))
         extra = {"Reference images": self._references.note(job)} if job.references else {}
+        if prior.stopped_at:
+            extra["Prior stopped at"] = "{}/{}".format(*prior.stopped_at)
         extra["Version"] = f"sote-studio {__version__}"
         parameters = format_parameters(job, job.seed, self.model_info(), extra=extra)
-        return GeneratedImage(image, job, parameters, prior.reused, time.perf_counter() - prior.started)
+        return GeneratedImage(image, job, parameters, prior.reused, time.perf_counter() - prior.started,
+                              prior.stopped_at)
 
     def draft(self, job: GenerationRequest, prior: PriorRun) -> Draft:
         """A prior-only image: a sketch of its stage-C latent (the prior stays cached for finishing)."""
@@ -384,6 +398,10 @@ class Engine:
 
         sketch = (self.previews() or PreviewDecoder("fast")).decode(prior.output.latents)
         return Draft(job, sketch, prior.reused)
+
+    def release(self) -> None:
+        """After a skipped image, move offloaded models back to the CPU (the next image starts with its prior)."""
+        self._release_models()
 
     def _switch_to(self, stage: str) -> None:
         if self._last_run and self._last_run != stage:
@@ -404,7 +422,12 @@ class Engine:
                 self.counters.decoder_steps += 1
                 if i + 1 == steps:
                     self._stage = "VQGAN"
-            run.step_done(stage, i + 1, steps, index)
+            try:
+                run.step_done(stage, i + 1, steps, index)
+            except PriorStopped as exc:
+                # The decoder gets the prior's best guess of its result so far, not the noisy latent.
+                exc.latents = clean_latents(pipe, kwargs["latents"]).clone()
+                raise
             return {}
 
         return callback
@@ -434,7 +457,10 @@ class Engine:
                       on_progress: Callable[[Progress], None] | None = None,
                       should_stop: Callable[[], bool] | None = None,
                       on_preview: Callable[[Preview], None] | None = None,
-                      prior_only: bool = False) -> GenerationResult:
+                      prior_only: bool = False, *,
+                      should_skip: Callable[[], bool] | None = None,
+                      should_finish: Callable[[], bool] | None = None,
+                      on_image: Callable[[GeneratedImage], None] | None = None) -> GenerationResult:
         """Generate several requests in order, each expanded by its ``count``.
 
         Runs sharing a prior (same prompt, size, seed and prior settings)
@@ -443,6 +469,13 @@ class Engine:
         ``preview_every`` steps. With ``prior_only`` only the priors run (and
         are cached): the result's ``drafts`` hold each one's preview, and a
         later run of the same request finishes it with the decoder alone.
+
+        ``on_image`` gets each image as soon as it is done. ``should_skip``
+        (True once per press) abandons the image in progress and goes on;
+        ``should_finish`` ends the run after the image in progress, whose
+        decoder then runs on what its prior reached (its parameters say
+        ``Prior stopped at: k/N``). Both end with :class:`Cancelled` carrying
+        the finished images, like ``should_stop``.
         """
         with self._lock:
             start = time.perf_counter()
@@ -453,7 +486,7 @@ class Engine:
             encoded = self._references.prepare(jobs, self.load_image_encoder, self.device.torch_device)
             self.counters.image_encodes += encoded
             run = RunContext(len(jobs), planned_steps(jobs, self._prior_key, self._priors.__contains__, prior_only),
-                             on_progress, should_stop, on_preview)
+                             on_progress, should_stop, on_preview, should_skip, should_finish, on_image)
             images: list[GeneratedImage] = []
             drafts: list[Draft] = []
             self.stage_order = []

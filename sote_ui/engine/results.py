@@ -83,6 +83,7 @@ class GeneratedImage:
     parameters: str  # A1111 text for the PNG
     prior_reused: bool
     seconds: float
+    prior_stopped_at: tuple[int, int] | None = None  # (k, N): Stop and finish ended its prior after step k of N
 
 
 @dataclass

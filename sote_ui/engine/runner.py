@@ -3,7 +3,12 @@
 The engine (:mod:`sote_ui.engine.facade`) owns the models and caches and
 provides the stages; this module expands requests into jobs, counts the steps
 a run needs, and drives the stages through the jobs, carrying progress,
-previews and Stop in one typed :class:`RunContext`.
+previews, Stop, Skip and Stop-and-finish in one typed :class:`RunContext`.
+
+Skip abandons the image in progress and goes on with the next. Stop and
+finish ends the batch but still finishes the image in progress: stopped in its
+prior, the decoder runs on the prior's latest predicted clean latent (cheap:
+the decoder is the short stage); stopped in its decoder, that decoder ends.
 """
 
 from __future__ import annotations
@@ -17,36 +22,91 @@ from ..core.wildcards import resolve_request
 from .results import Draft, GeneratedImage, Preview, PriorOutput, Progress
 
 
+class Skipped(Exception):
+    """Skip was asked: the image in progress is abandoned; the run goes on with the next one."""
+
+
+class PriorStopped(Exception):
+    """Stop and finish was asked in an image's prior, after ``step`` of its ``steps``.
+
+    The engine catches it where the prior runs and hands the decoder what the
+    prior had reached (``latents``).
+    """
+
+    def __init__(self, step: int, steps: int):
+        super().__init__(f"prior stopped at {step}/{steps}")
+        self.step, self.steps = step, steps
+        self.latents = None
+
+
 @dataclass
 class RunContext:
-    """What the images of one call share: how many there are, the steps planned and done, and the callbacks."""
+    """What the images of one call share: how many there are, the steps planned and done, and the callbacks.
+
+    ``should_skip`` answers True once per press of Skip (it is consumed);
+    ``should_finish`` stays True once Stop and finish was pressed.
+    """
 
     images: int
     total: int  # steps the whole run needs
     on_progress: Callable[[Progress], None] | None = None
     should_stop: Callable[[], bool] | None = None
     on_preview: Callable[[Preview], None] | None = None
+    should_skip: Callable[[], bool] | None = None
+    should_finish: Callable[[], bool] | None = None
+    on_image: Callable[[GeneratedImage], None] | None = None
     done: int = 0  # steps done so far
+    finishing: bool = False  # Stop and finish was seen: the image in progress is the last one
+    _skipped_at: tuple[str, int, int] = ("", 0, 0)
 
-    def stop_if_asked(self) -> None:
+    def finish_asked(self) -> bool:
+        if not self.finishing and self.should_finish and self.should_finish():
+            self.finishing = True
+        return self.finishing
+
+    def stop_if_asked(self, stage: str = "") -> None:
+        """Stop before a stage starts; with Stop and finish only a decoder (its prior is done) may still start."""
         if self.should_stop and self.should_stop():
+            raise Cancelled()
+        if stage != "decoder" and self.finish_asked():
             raise Cancelled()
 
     def step_done(self, stage: str, step: int, steps: int, index: int) -> None:
-        """Count one denoising step, report it, and stop here if asked."""
+        """Count one denoising step, report it, and stop, skip or finish here if asked."""
         self.done += 1
         if self.on_progress:
             self.on_progress(Progress(stage, step, steps, index, self.images, self.done, self.total))
-        self.stop_if_asked()
+        if self.should_stop and self.should_stop():
+            raise Cancelled()
+        if self.should_skip and self.should_skip():
+            self._skipped_at = (stage, step, steps)
+            raise Skipped()
+        if self.finish_asked() and stage == "prior" and step < steps:
+            raise PriorStopped(step, steps)
+
+    def skipped(self, job: GenerationRequest, prior_only: bool = False) -> None:
+        """``job`` was skipped: the run needs the steps it would still have run fewer."""
+        stage, step, steps = self._skipped_at
+        left = steps - step + (job.decoder_steps if stage == "prior" and not prior_only else 0)
+        self.total = max(self.done, self.total - left)
+
+    def finished(self, image: GeneratedImage) -> None:
+        """An image is done: hand it on at once (the caller saves and shows it while the run goes on)."""
+        if self.on_image:
+            self.on_image(image)
 
 
 @dataclass
 class PriorRun:
-    """An image's prior output, whether it came from the cache, and when its work began."""
+    """An image's prior output, whether it came from the cache, and when its work began.
+
+    ``stopped_at`` is ``(k, N)`` when Stop and finish ended the prior after step k of N.
+    """
 
     output: PriorOutput
     reused: bool
     started: float
+    stopped_at: tuple[int, int] | None = None
 
 
 class Stages(Protocol):
@@ -59,6 +119,8 @@ class Stages(Protocol):
     def decoder(self, job: GenerationRequest, index: int, embeds, prior: PriorRun, run: RunContext) -> GeneratedImage: ...
 
     def draft(self, job: GenerationRequest, prior: PriorRun) -> Draft: ...
+
+    def release(self) -> None: ...
 
 
 def expand(requests: list[GenerationRequest]) -> list[GenerationRequest]:
@@ -84,14 +146,28 @@ def planned_steps(jobs: list[GenerationRequest], prior_key: Callable[[Generation
 
 def run_in_turn(stages: Stages, jobs: list[GenerationRequest], run: RunContext, prior_only: bool,
                 images: list[GeneratedImage], drafts: list[Draft]) -> None:
-    """Each image through both stages before the next (or only its prior, for drafts)."""
+    """Each image through both stages before the next (or only its prior, for drafts).
+
+    Skip drops the image in progress; Stop and finish ends the run after it.
+    """
     for index, job in enumerate(jobs):
         embeds = stages.encode(job)
-        prior = stages.prior(job, index, embeds, run)
-        if prior_only:
-            drafts.append(stages.draft(job, prior))
-        else:
-            images.append(stages.decoder(job, index, embeds, prior, run))
+        try:
+            prior = stages.prior(job, index, embeds, run)
+            if prior_only:
+                if prior.stopped_at:  # a draft is a whole prior or nothing
+                    raise Cancelled()
+                drafts.append(stages.draft(job, prior))
+            else:
+                image = stages.decoder(job, index, embeds, prior, run)
+                images.append(image)
+                run.finished(image)
+        except Skipped:
+            stages.release()
+            run.skipped(job, prior_only)
+            continue
+        if run.finishing:
+            raise Cancelled()
 
 
 def run_priors_first(stages: Stages, jobs: list[GenerationRequest], run: RunContext, images: list[GeneratedImage],
@@ -101,12 +177,36 @@ def run_priors_first(stages: Stages, jobs: list[GenerationRequest], run: RunCont
     ``hold_prior``/``hold_decoder`` keep each model on the device for its
     whole stage, so it crosses once per run instead of once per image (the
     prior alone is ~7 GB in bf16). Each image keeps its own generator, so it
-    is the same as when generated alone.
+    is the same as when generated alone. A skipped prior has no decoder; Stop
+    and finish during the priors decodes only the prior it stopped.
     """
     embeds = [stages.encode(job) for job in jobs]
+    priors: list[PriorRun | None] = []
     with hold_prior():
-        priors = [stages.prior(job, index, embeds[index], run) for index, job in enumerate(jobs)]
-    with hold_decoder():
         for index, job in enumerate(jobs):
-            images.append(stages.decoder(job, index, embeds[index], priors[index], run))
-
+            if index and run.finish_asked():  # asked between two priors: the one just done is finished
+                priors = [None] * (index - 1) + priors[index - 1:]
+                break
+            try:
+                priors.append(stages.prior(job, index, embeds[index], run))
+            except Skipped:
+                priors.append(None)
+                run.skipped(job)
+            if run.finishing:
+                priors = [None] * index + priors[index:]  # only the image in progress is finished
+                break
+    with hold_decoder():
+        for index, prior in enumerate(priors):
+            if prior is None:
+                continue
+            try:
+                image = stages.decoder(jobs[index], index, embeds[index], prior, run)
+            except Skipped:
+                run.skipped(jobs[index])
+                continue
+            images.append(image)
+            run.finished(image)
+            if run.finishing:
+                break
+    if run.finishing:
+        raise Cancelled()

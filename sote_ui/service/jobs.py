@@ -3,7 +3,10 @@
 A job is a task name (``generate``, ``compare``, ``grid``) and its plain-data
 arguments. :class:`JobRunner` runs it for a browser session: Stop reaches it
 between steps (also while the model still loads), and jobs a session left
-waiting in the queue end at once when Stop was pressed. On ZeroGPU the job
+waiting in the queue end at once when Stop was pressed. A ``generate`` job
+also hears Skip (drop the image in progress, go on with the next) and Stop
+and finish (end the batch after the image in progress, finishing it from
+what its prior reached). On ZeroGPU the job
 runs inside ``spaces.GPU`` in a worker process, its duration estimated from
 steps, size and image count.
 
@@ -15,6 +18,8 @@ Example::
     result = runner.run("generate", ([request],), {}, gpu_seconds([request]), session="abc",
                         engine=lambda: engine)
     runner.stop("abc")                      # from another thread: the job ends after its current step
+    runner.skip("abc")                      # ...or drops the image in progress and goes on
+    runner.stop_and_finish("abc")           # ...or ends once the image in progress is finished
 """
 
 from __future__ import annotations
@@ -41,10 +46,35 @@ def gpu_seconds(requests: list[GenerationRequest]) -> int:
     return int(min(MAX_GPU_SECONDS, total * 1.5))
 
 
+class Signals:
+    """What a session's buttons ask of its running job: Stop, Skip, Stop and finish."""
+
+    def __init__(self, task: str = "generate"):
+        self.task = task
+        self.stop = threading.Event()
+        self.skip = threading.Event()
+        self.finish = threading.Event()
+
+    def stopped(self) -> bool:
+        return self.stop.is_set()
+
+    def take_skip(self) -> bool:
+        """True once per Skip: it drops one image (presses before the job reaches a step count once)."""
+        if self.skip.is_set():
+            self.skip.clear()
+            return True
+        return False
+
+    def finishing(self) -> bool:
+        return self.finish.is_set()
+
+
 def run_task(task: str, args: tuple, kwargs: dict, engine, on_progress: Callable | None = None,
-             should_stop: Callable | None = None) -> Any:
+             should_stop: Callable | None = None, signals: Signals | None = None) -> Any:
     """Run one GPU job on ``engine``: ``generate`` (engine.generate_many), ``compare`` or ``grid``."""
     if task == "generate":
+        if signals is not None:
+            kwargs = {"should_skip": signals.take_skip, "should_finish": signals.finishing, **kwargs}
         return engine.generate_many(*args, on_progress=on_progress, should_stop=should_stop, **kwargs)
     from .compare import compare, run_grid
 
@@ -86,7 +116,7 @@ class JobRunner:
     """Runs GPU jobs for browser sessions, with Stop per session."""
 
     def __init__(self):
-        self._stops: dict[str, threading.Event] = {}
+        self._stops: dict[str, Signals] = {}
         self._cancel_waiting: dict[str, int] = {}  # jobs of a session to drop when they leave the queue
         self._lock = threading.Lock()
         self._gpu = gpu_runner()  # spaces.GPU on ZeroGPU, None elsewhere
@@ -103,14 +133,15 @@ class JobRunner:
         Stop works from the moment the job is asked for, also while the model
         is still loading. Raises :class:`Cancelled` if Stop came first.
         """
-        stop = threading.Event()
+        signals = Signals(task)
+        stop = signals.stop
         with self._lock:
             if self._cancel_waiting.get(session, 0) > 0:  # Stop was pressed while this job waited
                 self._cancel_waiting[session] -= 1
                 if not self._cancel_waiting[session]:
                     del self._cancel_waiting[session]
                 raise Cancelled(WAITING_CANCELLED)
-            self._stops[session] = stop
+            self._stops[session] = signals
         try:
             loaded = engine()
             if stop.is_set():
@@ -118,7 +149,7 @@ class JobRunner:
             if self._gpu is not None:
                 register_engine(loaded)
                 return self._gpu(task, args, kwargs, seconds)
-            return run_task(task, args, kwargs, loaded, on_progress, stop.is_set)
+            return run_task(task, args, kwargs, loaded, on_progress, stop.is_set, signals)
         finally:
             with self._lock:
                 self._stops.pop(session, None)
@@ -134,10 +165,30 @@ class JobRunner:
         with self._lock:
             if waiting > 0:
                 self._cancel_waiting[session] = self._cancel_waiting.get(session, 0) + waiting
-            event = self._stops.get(session)
-        if event is not None:
-            event.set()
-        return event is not None or waiting > 0
+            signals = self._stops.get(session)
+        if signals is not None:
+            signals.stop.set()
+        return signals is not None or waiting > 0
+
+    def skip(self, session: str) -> bool:
+        """Drop the image the session's job is making and go on with the next (generate jobs).
+
+        Returns False when nothing runs.
+        """
+        return self._signal(session, "skip")
+
+    def stop_and_finish(self, session: str) -> bool:
+        """End the session's job after the image in progress, which is still finished (generate jobs):
+        stopped in its prior, its decoder runs on what the prior reached. Returns False when nothing runs."""
+        return self._signal(session, "finish")
+
+    def _signal(self, session: str, which: str) -> bool:
+        with self._lock:
+            signals = self._stops.get(session)
+        if signals is None or signals.task != "generate":  # compare and grid jobs hear Stop only
+            return False
+        getattr(signals, which).set()
+        return True
 
     def running_sessions(self) -> list[str]:
         """The sessions whose job runs now."""

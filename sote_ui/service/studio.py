@@ -192,6 +192,14 @@ class Studio:
         """Stop the session's running job after the current step, and drop its ``waiting`` queued jobs."""
         return self.jobs.stop(session, waiting)
 
+    def skip(self, session: str) -> bool:
+        """Drop the image the session's Generate job is making; the batch goes on with the next one."""
+        return self.jobs.skip(session)
+
+    def stop_and_finish(self, session: str) -> bool:
+        """End the session's Generate job once the image in progress is finished (from what its prior reached)."""
+        return self.jobs.stop_and_finish(session)
+
     def forget(self, session: str) -> None:
         """Drop what the studio keeps for a closed browser session."""
         self.jobs.forget(session)
@@ -209,12 +217,17 @@ class Studio:
 
     def generate(self, values: dict[str, Any], session: str = "", on_progress: Callable | None = None,
                  on_preview: Callable | None = None, preview: str = "auto",
-                 seeds: list[int] | None = None) -> tuple[list[Shot], dict[str, Any]]:
+                 seeds: list[int] | None = None, on_shot: Callable[[Shot], None] | None = None,
+                 ) -> tuple[list[Shot], dict[str, Any]]:
         """Generate from UI/API values; return the session's new shots and a report.
 
         ``on_preview`` gets live previews of stage C drawn the ``preview`` way
         (auto, previewer, fast; off or on ZeroGPU: none). ``seeds`` runs one
         image per seed instead of seed, seed+1, ... (finishing picked drafts).
+        Each image is saved as soon as it is done and handed to ``on_shot``
+        (on ZeroGPU, where nothing streams out of the job, all at the end).
+        An image finished by Stop and finish is in the report's
+        ``prior_stopped_at`` (``{"seed": ..., "prior_stopped_at": "k/N"}``).
         Raises InputError / ModelError / GenerationError / Cancelled with a
         one-line message.
         """
@@ -223,6 +236,17 @@ class Studio:
         started = time.perf_counter()
         waited = False
         options = self._preview_options(on_preview, preview)
+        kept: dict[int, Shot] = {}  # id of the engine's image -> its saved shot
+
+        def keep(item) -> Shot:
+            if id(item) not in kept:
+                kept[id(item)] = self._keep(item)
+                if on_shot is not None:
+                    on_shot(kept[id(item)])
+            return kept[id(item)]
+
+        if not self.on_zero_gpu:  # callbacks can't leave ZeroGPU's worker
+            options["on_image"] = keep
         try:
             result = self._run("generate", (requests,), options, gpu_seconds(requests), session,
                                on_progress)
@@ -230,7 +254,7 @@ class Studio:
         except Cancelled as exc:  # images finished before Stop are kept
             images, counters, stopped, warnings = getattr(exc, "images", []), None, True, []
             waited = str(exc) == WAITING_CANCELLED
-        shots = [self._keep(item) for item in images]
+        shots = [keep(item) for item in images]
         self._remember_shots(session, shots)  # a reloaded page finds them, also after the page that asked left
         report = {
             "seeds": [s.request.seed for s in shots],
@@ -241,6 +265,13 @@ class Studio:
         }
         if counters is not None:
             report.update(prior_steps_run=counters.prior_steps, decoder_steps_run=counters.decoder_steps)
+        finished_early = [{"seed": item.request.seed, "prior_stopped_at": "{}/{}".format(*item.prior_stopped_at)}
+                          for item in images if getattr(item, "prior_stopped_at", None)]
+        if finished_early:
+            report["prior_stopped_at"] = finished_early
+        expected = [job.seed + i for job in requests for i in range(job.count)]
+        if not stopped and len(shots) < len(expected):
+            report["skipped"] = sorted(set(expected) - {s.request.seed for s in shots})
         if stopped:
             report["stopped"] = True
             if waited:

@@ -51,9 +51,10 @@ CSS = """
 .wrap-inner input[role=combobox] { text-overflow: clip; }
 .wrap-inner .token, .wrap-inner input { min-width: 0; }
 @media (max-width: 768px) {
-  /* On a phone, Generate and Stop stay on screen at the bottom. */
+  /* On a phone, Generate, Stop, Skip and Stop and finish stay on screen at the bottom, on one row. */
   #actions { position: fixed; left: 0; right: 0; bottom: 0; z-index: 50; margin: 0; padding: 8px 12px;
-             background: var(--background-fill-primary); box-shadow: 0 -2px 8px rgba(0, 0, 0, 0.15); }
+             background: var(--background-fill-primary); box-shadow: 0 -2px 8px rgba(0, 0, 0, 0.15); gap: 6px; }
+  #actions button { padding-left: 6px; padding-right: 6px; white-space: nowrap; }
   /* ...with the status line (the run's progress) just above them. */
   #status { position: fixed; left: 0; right: 0; bottom: 60px; z-index: 50; margin: 0; padding: 4px 12px;
             min-height: 0; max-height: 4.5em; overflow: hidden; font-size: 0.8em;

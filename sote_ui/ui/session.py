@@ -20,6 +20,7 @@ class SessionState:
     selected: int | None = None  # index into shots
     jobs: int = 0
     order: list[int] = field(default_factory=list)  # shots' indices as the gallery shows them
+    previewing: bool = False  # a run's live preview leads the gallery, before the shots in ``order``
     draft_values: dict[str, Any] | None = None  # the settings the last drafts were made with
     draft_seeds: list[int] = field(default_factory=list)  # the seeds those drafts show
 

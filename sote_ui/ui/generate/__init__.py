@@ -1,5 +1,6 @@
 """The Generate tab: the request's controls, remix, drafts, presets and memory mode on the left; Generate,
-Stop, the live preview and the session's gallery on the right; the prompt history below.
+Stop, Skip, Stop and finish and the session's gallery (led by the live preview while a run goes) on the right;
+the prompt history below.
 
 Each piece is built and wired in the module named after it; this module lays
 them out and hands the other tabs one typed :class:`GenerateTab`.
@@ -108,16 +109,18 @@ def build_generate_tab(studio: Studio, waiting: Callable[[str], int] | None = No
             presets = build_presets_box(studio)
             memory = build_memory_box(studio)
         with gr.Column(scale=6, elem_id="output_column"):
-            generate, stop = build_actions()
+            actions = build_actions()
             status = gr.Markdown(studio.status(), elem_id="status")
+            # Only /generate's stream of previews: on the page the live preview leads the gallery.
             live_preview = gr.Image(label="Live preview", visible=False, interactive=False, format="png",
-                                    height=240, elem_id="live_preview")
+                                    elem_id="live_preview")
             gallery = build_gallery()
             summary = gr.Markdown(elem_id="summary")
             with gr.Accordion("Last run, in full", open=False, elem_id="report_box"):
                 report = gr.JSON(label="Last run", elem_id="report")
             job_images = gr.Gallery(visible=False, format="png", label="This job's images")
-    panel = RunPanel(generate, stop, status, live_preview, summary, report, job_images)
+    panel = RunPanel(actions.generate, actions.stop, status, live_preview, summary, report, job_images, actions.skip,
+                     actions.finish)
     inputs = RunInputs(state, remix.files, remix.strengths_text, drafts.preview_kind)
     wire_remix(studio, remix)
 

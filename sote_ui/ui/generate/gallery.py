@@ -118,8 +118,9 @@ def wire_gallery(box: Gallery, controls: Controls, state: gr.State, status) -> N
     wire(controls.reuse_seed.click, reuse_last, state, [controls.seed, status], note=1)
 
     def select(session: SessionState, evt: gr.SelectData):
-        if session and session.order and evt.index is not None and evt.index < len(session.order):
-            session.selected = session.order[evt.index]
+        index = None if evt.index is None else evt.index - (1 if session and session.previewing else 0)
+        if session and session.order and index is not None and 0 <= index < len(session.order):
+            session.selected = session.order[index]
             shot = session.shots[session.selected]
             return session, shot.request.composed_prompt(), f"selected: {describe_request(shot.request)}"
         return session, gr.update(), gr.update()

@@ -1,0 +1,82 @@
+"""Runs in Chromium as an illustrator sees them: each image joins the gallery as it is done, the live
+preview leads the gallery, Skip keeps the other images of the batch, Stop and finish still yields the
+image in progress."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import expect
+from support import set_number, small_settings
+
+CAPTIONS = "[...document.querySelectorAll('#gallery .grid-container .thumbnail-item .caption-label')]" \
+           ".map(e => e.innerText)"
+
+
+def start(page, seed: int, images: int) -> None:
+    """A batch whose priors are long enough (60 steps) to act while one runs."""
+    small_settings(page, prior_steps=60, decoder_steps=2)
+    set_number(page, "Images", images)
+    page.locator("#seed input").fill(str(seed))
+    page.locator("#generate").click()
+
+
+def while_running(page, condition: str) -> list[str]:
+    """Wait for ``condition`` (JS over ``captions``) to hold while the run still goes (Stop enabled);
+    returns the gallery's captions at that moment."""
+    return page.wait_for_function(
+        f"() => {{ const captions = {CAPTIONS}; const stop = document.querySelector('#stop button, button#stop');"
+        f" return stop && !stop.disabled && ({condition}) ? captions : null; }}", timeout=120_000).json_value()
+
+
+def captions(page) -> list[str]:
+    return page.evaluate(f"() => {CAPTIONS}")
+
+
+def test_each_image_joins_the_gallery_as_it_is_done_and_the_preview_leads_it(page):
+    start(page, 600, 2)
+    # The live preview is the gallery's first item, not a panel of its own.
+    shown = while_running(page, "captions.length && /^live preview · step \\d+\\/60 · image 1\\/2$/.test(captions[0])")
+    assert page.locator("#live_preview").is_hidden()
+    assert not any(c.startswith("seed") for c in shown)
+    # Image 1 is in the gallery while image 2 is still being made (its preview leads).
+    shown = while_running(page, "captions.some(c => c.startsWith('seed 600')) && captions[0].includes('image 2/2')")
+    assert [c.split(" · ")[0] for c in shown[1:]] == ["seed 600"]
+    page.locator("#summary").filter(has_text="2 images").wait_for(timeout=120_000)
+    expect(page.locator("#stop")).to_be_disabled()
+    assert [c.split(" · ")[0] for c in captions(page)] == ["seed 600", "seed 601"]  # the preview is gone
+    page.locator("#image_note").filter(has_text="selected: seed 600").wait_for()  # the run's first, as before
+
+
+def test_skip_drops_the_image_in_progress_and_keeps_the_others(page):
+    start(page, 610, 3)
+    while_running(page, "captions.some(c => c.startsWith('seed 610'))")  # image 2 of 3 runs now
+    expect(page.locator("#skip")).to_be_enabled()
+    page.locator("#skip").click()
+    page.locator(".toast-body").filter(has_text="skipping the image in progress").wait_for()
+    page.locator("#summary").filter(has_text="skipped seed 611").wait_for(timeout=120_000)
+    assert [c.split(" · ")[0] for c in captions(page)] == ["seed 610", "seed 612"]
+    assert page.locator("#summary").inner_text().startswith("2 images in")
+    expect(page.locator("#skip")).to_be_disabled()
+
+
+def test_stop_and_finish_yields_the_image_in_progress(page):
+    start(page, 620, 2)
+    while_running(page, "captions.length && /image 1\\/2$/.test(captions[0])")  # image 1's prior runs
+    page.locator("#stop_and_finish").click()
+    expect(page.locator("#stop_and_finish")).to_have_text("Finishing…")
+    summary = page.locator("#summary").filter(has_text="finished from its prior")
+    summary.wait_for(timeout=120_000)
+    step = int(re.search(r"seed 620 finished from its prior stopped at step (\d+)/60", summary.inner_text()).group(1))
+    assert 1 <= step < 60
+    assert "stopped after 1 finished image" in page.locator("#status").inner_text()
+    assert [c.split(" · ")[0] for c in captions(page)] == ["seed 620"]
+    expect(page.locator("#stop_and_finish")).to_have_text("Stop and finish")
+    expect(page.locator("#stop_and_finish")).to_be_disabled()
+
+
+def test_on_a_phone_the_four_buttons_share_one_row_at_the_bottom(phone):
+    boxes = [phone.locator(f"#{name}").bounding_box() for name in ("generate", "stop", "skip", "stop_and_finish")]
+    assert len({round(box["y"]) for box in boxes}) == 1  # one row, not wrapped
+    assert all(box["x"] >= 0 and box["x"] + box["width"] <= 390 for box in boxes)
+    assert boxes[0]["y"] + boxes[0]["height"] <= 844 and boxes[0]["y"] > 844 - 72  # the bar's usual height
