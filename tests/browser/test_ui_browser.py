@@ -439,7 +439,14 @@ def test_drafts_show_compositions_and_finish_only_the_picked_seeds(page):
     assert "no decoder step run" in page.locator("#drafts_note").inner_text()
     captions = page.locator("#drafts .caption-label").all_inner_texts()
     assert captions == ["seed 900", "seed 901", "seed 902"]
-    page.locator("#picked").get_by_label("902").check()
+    # A draft is picked by clicking its thumbnail (clicking again unpicks it); the seeds list follows.
+    drafts = page.locator("#drafts .thumbnail-item")
+    drafts.nth(1).click()
+    drafts.nth(2).click()
+    drafts.nth(1).click()
+    page.wait_for_function("() => [...document.querySelectorAll('#picked input:checked')].length === 1")
+    assert page.locator("#picked").get_by_label("902").is_checked()
+    assert not page.locator("#picked").get_by_label("901").is_checked()
     if os.environ.get("UPDATE_SCREENSHOT") == "1":
         page.locator("#drafts_box").screenshot(path=str(ROOT / "docs" / "drafts.png"))
     page.locator("#finish").click()

@@ -33,8 +33,9 @@ def build_drafts_box() -> DraftsBox:
         with gr.Row():
             draft = gr.Button("Draft compositions (prior only)", size="sm", elem_id="draft")
             finish = gr.Button("Finish picked drafts", size="sm", variant="primary", elem_id="finish")
-        drafts_gallery = gr.Gallery(label="Drafts: one per seed (Images sets how many)", columns=4, object_fit="contain",
-                                    height=220, format="png", elem_id="drafts", preview=False)
+        drafts_gallery = gr.Gallery(label="Drafts: one per seed (click one to pick it, again to unpick it)", columns=4,
+                                    object_fit="contain", height=220, format="png", elem_id="drafts", preview=False,
+                                    allow_preview=False)
         picked = gr.CheckboxGroup([], label="Seeds to finish", elem_id="picked")
         drafts_note = gr.Markdown(elem_id="drafts_note")
     return DraftsBox(preview_kind, draft, finish, drafts_gallery, picked, drafts_note)
@@ -81,6 +82,16 @@ def wire_drafts(studio: Studio, box: DraftsBox, run_inputs: list, state: gr.Stat
     drafted = wire(box.draft.click, make_drafts, run_inputs, draft_outputs, api_name="draft", note=2,
                    concurrency_id="gpu")
     drafted.then(rewrite, box.note, lines, api_visibility="private", queue=False, show_progress="hidden")
+
+    def toggle_pick(picked, session: SessionState, event: gr.SelectData):
+        seeds = session.draft_seeds if session else []
+        if event.index is None or not 0 <= event.index < len(seeds):
+            return gr.update()
+        seed, picked = seeds[event.index], list(picked or [])
+        return [s for s in picked if s != seed] if seed in picked else picked + [seed]
+
+    box.gallery.select(toggle_pick, [box.picked, state], box.picked, api_visibility="private", queue=False,
+                       show_progress="hidden")
 
     def finish_drafts(seeds, session: SessionState, request: gr.Request, progress=gr.Progress()):
         if not session or not session.draft_values:
