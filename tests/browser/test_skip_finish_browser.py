@@ -14,8 +14,11 @@ CAPTIONS = "[...document.querySelectorAll('#gallery .grid-container .thumbnail-i
 
 
 def start(page, seed: int, images: int) -> None:
-    """A batch whose priors are long enough (60 steps) to act while one runs."""
+    """A batch whose priors are long enough (60 steps at 640x640: seconds each, even on a busy machine)
+    to act while one runs."""
     small_settings(page, prior_steps=60, decoder_steps=2)
+    set_number(page, "Width", 640)
+    set_number(page, "Height", 640)
     set_number(page, "Images", images)
     page.locator("#seed input").fill(str(seed))
     page.locator("#generate").click()
@@ -50,7 +53,9 @@ def test_each_image_joins_the_gallery_as_it_is_done_and_the_preview_leads_it(pag
 
 def test_skip_drops_the_image_in_progress_and_keeps_the_others(page):
     start(page, 610, 3)
-    while_running(page, "captions.some(c => c.startsWith('seed 610'))")  # image 2 of 3 runs now
+    # Image 2 of 3 runs now, early in its prior: the click lands well before it ends, even on a busy machine.
+    while_running(page, "captions.some(c => c.startsWith('seed 610')) && "
+                        "/^live preview · step ([1-9]|1\\d|2[0-4])\\/60 · image 2\\/3$/.test(captions[0])")
     expect(page.locator("#skip")).to_be_enabled()
     page.locator("#skip").click()
     page.locator(".toast-body").filter(has_text="skipping the image in progress").wait_for()
@@ -62,7 +67,8 @@ def test_skip_drops_the_image_in_progress_and_keeps_the_others(page):
 
 def test_stop_and_finish_yields_the_image_in_progress(page):
     start(page, 620, 2)
-    while_running(page, "captions.length && /image 1\\/2$/.test(captions[0])")  # image 1's prior runs
+    # Image 1's prior runs, early enough that the click lands before it ends.
+    while_running(page, "captions.length && /^live preview · step ([1-9]|1\\d|2[0-4])\\/60 · image 1\\/2$/.test(captions[0])")
     page.locator("#stop_and_finish").click()
     expect(page.locator("#stop_and_finish")).to_have_text("Finishing…")
     summary = page.locator("#summary").filter(has_text="finished from its prior")
