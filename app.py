@@ -40,15 +40,29 @@ def tiny_model_dir() -> Path:
     from sote_ui.engine.builders import build_tiny_pair
 
     folder = Path(os.environ.get("SOTE_STUDIO_HOME", Path.home() / ".sote-studio")) / "tiny-model"
-    complete = (folder / "decoder" / "model_index.json").is_file() and \
-        (folder / "prior" / "image_encoder" / "config.json").is_file()
-    if not complete:  # a demo model built by an earlier version has no image encoder: image remix needs one
+
+    def complete() -> bool:  # a demo model of an earlier version has no image encoder: image remix needs one
+        return (folder / "decoder" / "model_index.json").is_file() and \
+            (folder / "prior" / "image_encoder" / "config.json").is_file()
+
+    if not complete():
         tmp = Path(tempfile.mkdtemp(prefix="tiny-", dir=folder.parent if folder.parent.exists() else None))
         build_tiny_pair(tmp, image_encoder=True)
         folder.parent.mkdir(parents=True, exist_ok=True)
-        if folder.exists():
-            shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+        if complete():  # another start finished one meanwhile: use it
+            shutil.rmtree(tmp, ignore_errors=True)
+            return folder
+        if folder.exists():  # moved aside first, so the new one goes in whole
+            old = folder.with_name(f"{folder.name}.old-{os.getpid()}")
+            try:
+                folder.rename(old)
+            except OSError:
+                pass
+            shutil.rmtree(old, ignore_errors=True)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another start put its own in place meanwhile
+            shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

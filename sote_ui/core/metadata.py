@@ -248,7 +248,7 @@ def parse_parameters(text: str) -> dict[str, Any]:
 
 # Keys this module reads above, and those that only describe the file (no setting to apply).
 _READ = set(_NUMERIC) | {"Size", "Prompt padding", "Model", "Decoder", "Memory mode", "Reference images",
-                         "Grid X", "Grid Y", "Version", "Model hash", "VAE hash", "TI hashes"}
+                         "Grid X", "Grid Y", "Prior stopped at", "Version", "Model hash", "VAE hash", "TI hashes"}
 
 
 def not_applied_note(values: dict[str, Any]) -> str:

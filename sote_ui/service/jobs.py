@@ -185,7 +185,8 @@ class JobRunner:
     def _signal(self, session: str, which: str) -> bool:
         with self._lock:
             signals = self._stops.get(session)
-        if signals is None or signals.task != "generate":  # compare and grid jobs hear Stop only
+        # Compare and grid jobs hear Stop only; nothing reaches a job inside ZeroGPU's worker.
+        if signals is None or signals.task != "generate" or self._gpu is not None:
             return False
         getattr(signals, which).set()
         return True

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
+from ..core.errors import describe_error
 from ..core.outputs_index import TRASH_DAYS
 from ..core.request import FIELD_NAMES
 from ..service.studio import Studio
@@ -109,7 +110,7 @@ def build_outputs_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs, gene
         try:
             _, _, values = studio.output_settings(name)
         except Exception as exc:  # an image without stored settings (or one just removed) is still listed
-            return state, f"`{name}`: {exc}", ""
+            return state, f"`{name}`: {describe_error(exc)}", ""
         return state, describe(values, name), values.get("prompt", "")
 
     gallery.select(select, view, [view, info, prompt], api_visibility="private", show_progress="hidden")

@@ -16,3 +16,4 @@ def test_adding_an_image_says_at_once_when_the_encoder_cannot_be_had(page, tmp_p
     note.wait_for(timeout=60_000)
     assert note.inner_text().startswith("⚠️") and "HF_HUB_OFFLINE" in note.inner_text()
     assert page.locator("#status").inner_text().find("image encoder") == -1  # nothing was generated
+

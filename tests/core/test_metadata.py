@@ -225,5 +225,5 @@ def test_settings_this_model_has_no_use_for_are_listed_not_dropped():
 def test_our_own_parameters_leave_nothing_unapplied(small):
     request = build_request(small)
     text = format_parameters(request, 7, ModelInfo("prior", "decoder", "bf16"),
-                             extra={"Grid X": "prior_cfg: 2, 4"})
+                             extra={"Grid X": "prior_cfg: 2, 4", "Prior stopped at": "12/40"})
     assert "not_applied" not in parse_parameters(text)

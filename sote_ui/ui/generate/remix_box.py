@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from ...core.errors import ModelError, describe_error
 from ...core.request import MAX_REFERENCES, MAX_STRENGTH
 from ...service.studio import Studio
-from ..wiring import user_error
 
 
 @dataclass
@@ -62,20 +62,20 @@ def wire_remix(studio: Studio, box: RemixBox) -> None:
         control.change(sync, cards, [box.files, box.strengths_text], api_visibility="private", queue=False,
                        show_progress="hidden")
 
-    def check(path):
-        if not path:
-            return gr.update()
-        try:
-            return studio.remix_check(path)
-        except Exception as exc:
-            raise user_error(exc) from None
-
     def check_in_page(path):
+        """The note for an added image; a refused image also leaves its card (its upload is deleted)."""
+        if not path:
+            return gr.update(), gr.update()
         try:
-            return check(path)
-        except gr.Error as exc:
-            gr.Warning(exc.message)
-            return f"⚠️ {exc.message}"
+            return studio.remix_check(path), gr.update()
+        except ModelError as exc:  # the image is fine; the encoder can't be had
+            message = describe_error(exc)
+            gr.Warning(message)
+            return f"⚠️ {message}", gr.update()
+        except Exception as exc:
+            message = describe_error(exc)
+            gr.Warning(message)
+            return f"⚠️ {message}", None
 
     for image in box.images:
-        image.upload(check_in_page, image, box.note, api_visibility="private", show_progress="hidden")
+        image.upload(check_in_page, image, [box.note, image], api_visibility="private", show_progress="hidden")
