@@ -3,7 +3,7 @@ behind the focus, Esc stops a run, Alt+G jumps to the gallery, and the shortcuts
 
 from __future__ import annotations
 
-from support import generate_and_wait, small_settings
+from support import generate_and_wait, set_number, small_settings
 
 
 def focused_id(page) -> str:
@@ -39,6 +39,7 @@ def test_alt_g_jumps_to_the_gallery_and_escape_stops_a_run(page):
     assert page.evaluate("() => !!document.activeElement.closest('#gallery')")
 
     small_settings(page, prior_steps=60, decoder_steps=2)
+    set_number(page, "Images", 4)  # a run long enough that Esc lands while it goes, even on a busy machine
     page.locator("#generate").click()
     page.locator("#status").filter(has_text="step").wait_for(timeout=120_000)
     page.locator("#prompt textarea").focus()
