@@ -54,13 +54,14 @@ def test_a_finished_image_is_in_the_gallery_after_a_reload(page):
 
 
 def test_a_run_still_going_at_the_reload_shows_its_image_when_it_ends(page, app):
-    # Long enough that the run outlasts the reload on a busy machine too.
+    # Six images, long enough that the run outlasts the reload on a quiet machine too.
     small_settings(page, prior_steps=80, decoder_steps=20)
-    set_number(page, "Width", 384)
-    set_number(page, "Height", 384)
+    set_number(page, "Width", 640)
+    set_number(page, "Height", 640)
+    set_number(page, "Images", 6)
     page.locator("#seed input").fill("620")
     page.locator("#generate").click()
-    page.locator("#status").filter(has_text="image 1/1").wait_for(timeout=60_000)  # it runs
+    page.locator("#status").filter(has_text="image 1/6").wait_for(timeout=60_000)  # it runs
     reload(page)
     page.locator("#status").filter(has_text="a run from before the reload is still going").wait_for(timeout=20_000)
     page.locator("#status").filter(has_text="the run from before the reload has finished").wait_for(timeout=180_000)
