@@ -49,15 +49,26 @@ def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None], *, overwr
         if overwrite:
             os.replace(tmp, path)
         else:
-            try:
-                os.link(tmp, path)  # fails if the name was taken meanwhile
-            except FileExistsError:
-                raise InputError(f"{path.name} exists already; nothing was overwritten") from None
-            except OSError:  # a file system without hard links
-                if path.exists():
-                    raise InputError(f"{path.name} exists already; nothing was overwritten") from None
-                os.replace(tmp, path)
+            publish_new(Path(tmp), path, f"{path.name} exists already; nothing was overwritten")
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def publish_new(source: Path, target: Path, taken: str) -> None:
+    """Move ``source`` to ``target`` without ever replacing a file there (``taken`` is the error's line).
+
+    A hard link claims the name atomically; on a file system without hard links
+    an existence check and a rename stand in for it.
+    """
+    try:
+        os.link(source, target)  # fails if the name is taken, even by a file created a moment ago
+    except FileExistsError:
+        raise InputError(taken) from None
+    except OSError:
+        if target.exists():
+            raise InputError(taken) from None
+        os.replace(source, target)
+        return
+    os.unlink(source)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import InputError
+from .files import publish_new
 from .outputs import unique_path
 
 TRASH = ".trash"
@@ -104,16 +105,7 @@ def output_path(folder: Path, name: str) -> Path:
 
 def _move_new(source: Path, target: Path) -> None:
     """Move ``source`` to ``target`` without ever replacing a file there."""
-    try:
-        os.link(source, target)  # fails if the name is taken
-    except FileExistsError:
-        raise InputError(f"{target.name[:80]!r} exists already; nothing was moved") from None
-    except OSError:  # a file system without hard links
-        if target.exists():
-            raise InputError(f"{target.name[:80]!r} exists already; nothing was moved") from None
-        os.replace(source, target)
-        return
-    os.unlink(source)
+    publish_new(source, target, f"{target.name[:80]!r} exists already; nothing was moved")
 
 
 def move_to_trash(folder: Path, name: str, now: float | None = None) -> str:
