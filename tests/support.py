@@ -43,6 +43,16 @@ def pixels(source: Any, index: int = 0) -> np.ndarray:
 # 2. A free port --------------------------------------------------------------------------------
 
 
+def wildcard_chain(folder: Path, levels: int, lines: int = 30, refs_a_line: int = 1, stem: str = "l") -> Path:
+    """Wildcard files ``{stem}0.txt`` .. of ``lines`` lines each, every line naming the next file; returns ``folder``."""
+    for level in range(levels):
+        last = level == levels - 1
+        ref = "" if last else f" __{stem}{level + 1}__" * refs_a_line
+        body = [f"pick {level}-{i}{ref}" for i in range(lines)]
+        (folder / f"{stem}{level}.txt").write_text("\n".join(body) + "\n", encoding="utf-8")
+    return folder
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now (the system picks it)."""
     with socket.socket() as sock:

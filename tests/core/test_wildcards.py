@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from support import wildcard_chain
 
 from sote_ui.core import wildcards
 from sote_ui.core.errors import InputError
@@ -131,12 +132,7 @@ def test_a_weight_brought_by_a_wildcard_line_is_checked_after_picking(tmp_path):
 
 
 def chain(folder, levels: int, lines: int = 30, refs_a_line: int = 1):
-    """``l0.txt`` .. ``l{levels-1}.txt`` of ``lines`` lines each, every line naming the next file."""
-    for level in range(levels):
-        last = level == levels - 1
-        body = [f"pick {level}-{i}" + ("" if last else f" __l{level + 1}__" * refs_a_line) for i in range(lines)]
-        (folder / f"l{level}.txt").write_text("\n".join(body) + "\n", encoding="utf-8")
-    return WildcardStore([folder])
+    return WildcardStore([wildcard_chain(folder, levels, lines, refs_a_line)])
 
 
 @pytest.fixture

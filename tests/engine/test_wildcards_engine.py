@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from support import wildcard_chain
+
 from sote_ui.core import wildcards
 from sote_ui.core.metadata import parse_parameters
 from sote_ui.core.request import build_request
@@ -40,9 +42,7 @@ def test_inside_the_engine_each_image_walks_only_its_own_picks(engine, small, tm
     monkeypatch.setenv("SOTE_STUDIO_HOME", str(tmp_path))
     folder = tmp_path / "wildcards"
     folder.mkdir()
-    for level in range(4):
-        lines = [f"pick {level}-{i}" + (f" __deep{level + 1}__" if level < 3 else "") for i in range(30)]
-        (folder / f"deep{level}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    wildcard_chain(folder, levels=4, stem="deep")
     request = build_request({**small, "prompt": "1girl, __deep0__", "seed": 930, "count": 3})
     parsed = []
     real = wildcards.parse
