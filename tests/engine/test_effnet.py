@@ -10,6 +10,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from sote_ui.core.errors import ModelError
+from sote_ui.core.memory import EFFNET_PARAMS
 from sote_ui.engine import Engine
 from sote_ui.engine.builders import build_full_effnet, build_tiny_effnet
 from sote_ui.engine.effnet import HUB_FILE, HUB_REPO, TINY, V2_S, EfficientNetEncoder, load_effnet
@@ -89,6 +90,8 @@ def test_the_full_size_module_has_stabilitys_keys_and_shapes():
     assert "backbone.1.0.block.0.1.num_batches_tracked" in ours
     assert "mapper.1.weight" not in ours
     assert sum(p.numel() for p in model.backbone.parameters()) == V2_S_FEATURE_PARAMS
+    # what the memory estimates count for it
+    assert sum(p.numel() for p in model.parameters()) == EFFNET_PARAMS
 
 
 def test_the_norms_have_torchvisions_and_stabilitys_eps():
