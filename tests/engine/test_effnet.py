@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -112,6 +113,35 @@ def test_the_tiny_encoder_keeps_the_naming_scheme_and_the_32x_downscale(tiny_eff
     assert tensors["mapper.0.weight"].shape == (16, TINY.head, 1, 1)
     latent = load_effnet(tiny_effnet).encode(picture(96, 64))
     assert latent.shape == (1, 16, 2, 3)
+
+
+def test_it_computes_what_stabilitys_module_on_torchvisions_efficientnet_computes(tmp_path):
+    # Where torchvision imports (not with every torch build), the module is checked against the real one.
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    backbone = torchvision.models.efficientnet_v2_s().features.eval()
+    mapper = torch.nn.Sequential(torch.nn.Conv2d(1280, 16, 1, bias=False),
+                                 torch.nn.BatchNorm2d(16, affine=False)).eval()
+    with torch.no_grad():  # statistics and affines like trained ones, so that they and eps matter
+        for norm in [m for m in (*backbone.modules(), *mapper.modules()) if isinstance(m, torch.nn.BatchNorm2d)]:
+            norm.running_mean.uniform_(-0.5, 0.5)
+            norm.running_var.uniform_(0.05, 2.0)
+            if norm.affine:
+                norm.weight.uniform_(0.5, 1.5)
+                norm.bias.uniform_(-0.2, 0.2)
+    state = {f"backbone.{key}": value for key, value in backbone.state_dict().items()}
+    state |= {f"mapper.{key}": value for key, value in mapper.state_dict().items()}
+    path = tmp_path / HUB_FILE
+    save_file(state, str(path))  # no metadata, like Stability's file
+
+    image = picture(128, 96)
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    normalise = torchvision.transforms.Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    with torch.no_grad():
+        theirs = mapper(backbone(normalise(pixels)))
+    ours = load_effnet(path).encode(image)
+    assert ours.shape == theirs.shape == (1, 16, 3, 4)
+    assert (ours - theirs).abs().max() <= 1e-4 * theirs.abs().max()
 
 
 # 2. Loading -------------------------------------------------------------------------------------------
