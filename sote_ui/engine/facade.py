@@ -316,7 +316,12 @@ class Engine:
             if path is None and self.folders is not None and (self.folders.prior.parent / HUB_FILE).is_file():
                 path = self.folders.prior.parent / HUB_FILE
             home = self.device.torch_device if self.plan.mode.placement == Placement.DEVICE else "cpu"
-            self._effnet = load_effnet(path, home, torch_dtype(self.plan.compute_dtype))
+            encoder = load_effnet(path, home, torch_dtype(self.plan.compute_dtype))
+            wanted = self._prior_pipe.prior.config.in_channels
+            if encoder.config.latent_channels != wanted:
+                raise ModelError(f"the EfficientNet encoder gives {encoder.config.latent_channels}-channel latents; "
+                                 f"this prior samples {wanted}")
+            self._effnet = encoder
         return self._effnet
 
     def encode_image(self, image: Image.Image, width: int, height: int) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -307,3 +308,13 @@ def test_on_a_gpu_the_encoder_runs_there_and_lives_where_the_mode_says(tiny_sour
     assert (latent - fp32).abs().mean() < 0.05 * fp32.abs().mean()  # bf16 on the GPU, fp32 on the CPU
     engine.unload()
     assert engine.effnet is None
+
+
+def test_an_encoder_of_another_latent_width_is_refused(tiny_source, tmp_path):
+    from sote_ui.engine.effnet import save_effnet
+
+    path = save_effnet(EfficientNetEncoder(dataclasses.replace(TINY, latent_channels=8)), tmp_path / "eight.safetensors")
+    other = Engine(tiny_source, mode="fp32", device="cpu", effnet=str(path))
+    with pytest.raises(ModelError, match="gives 8-channel latents; this prior samples 16"):
+        other.encode_image(picture(256, 256), 256, 256)
+    assert other.effnet is None
