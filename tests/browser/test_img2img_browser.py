@@ -4,9 +4,21 @@ line follows the hi-res fix; a sampler picked in Advanced comes back through a p
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from PIL import Image
-from support import dropdown_text, expect_dropdown, generate_and_wait, make_studio, pick, set_number, small_settings
+from support import (
+    SMALL,
+    dropdown_text,
+    expect_dropdown,
+    expect_value,
+    generate_and_wait,
+    make_studio,
+    pick,
+    set_number,
+    small_settings,
+)
 
 from sote_ui.core.metadata import parse_parameters, read_parameters
 
@@ -116,3 +128,48 @@ def test_samplers_and_shift_come_back_through_a_preset(page):
     page.locator("#final_size").filter(has_text="hi-res fix").wait_for()
     assert page.locator("#hires_on input").is_checked()
     assert dropdown_text(page, "prior_sampler") == "DPM++ 2M (SGM uniform)"
+
+
+def test_png_info_sends_the_samplers_denoise_and_hi_res_fix_to_generate(page, tmp_path):
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("parameters", "1girl, solo\nNegative prompt: lowres\nSteps: 20, Sampler: DPM++ 2M, "
+                                "Schedule type: SGM Uniform, CFG scale: 7, Seed: 78, Size: 512x768, "
+                                "Decoder sampler: LCM, Prior shift: 2, Denoising strength: 0.35, Resize mode: fit, "
+                                "Init image: cat.png sha256:abc123, Hires upscale: 1.5, Hires steps: 12, "
+                                "Hires denoising strength: 0.45")
+    path = tmp_path / "refined.png"
+    Image.new("RGB", (64, 64), "white").save(path, pnginfo=info)
+    page.get_by_role("tab", name="PNG info").click()
+    page.locator("#png_upload input[type=file]").set_input_files(str(path))
+    expect_value(page.locator("#png_raw textarea"), "Hires upscale: 1.5")
+    page.locator("#send_to_generate").click()
+    note = page.locator("#image_note")
+    note.filter(has_text="applied the settings read from the image").wait_for()
+    # The start image itself is not in the PNG: the note names it, the panel stays empty.
+    assert "its start image was 'cat.png'" in note.inner_text()
+    page.get_by_text("Advanced", exact=True).click()
+    open_panel(page)
+    expect_dropdown(page, "prior_sampler", "DPM++ 2M (SGM uniform)")
+    expect_dropdown(page, "decoder_sampler", "LCM")
+    page.locator("#final_size").filter(has_text="Final size: 768x1152 (hi-res fix: first pass 512x768").wait_for()
+    assert page.locator("#hires_on input").is_checked()
+    for label, value in (("Denoise", "0.35"), ("Hi-res denoise", "0.45"), ("Prior shift", "2"),
+                         ("Hi-res prior steps (0 = as many as the prior's)", "12")):
+        assert page.get_by_label(f"number input for {label}", exact=True).input_value() == value, label
+    assert page.locator("#resize_mode input[value=fit]").is_checked()
+    assert page.locator("#init_image img").count() == 0
+
+
+def test_the_outputs_tab_sends_an_image_to_image_to_image(page, app):
+    shots, _ = app.studio.generate({**SMALL, "prior_steps": 2, "decoder_steps": 1, "seed": 811})
+    page.get_by_role("tab", name="Outputs").click()
+    page.locator("#outputs_gallery .grid-container .thumbnail-item").first.wait_for()
+    page.locator("#outputs_gallery .grid-container .thumbnail-item").first.click()
+    page.locator("#outputs_info").filter(has_text="selected: seed 811").wait_for()
+    page.locator("#outputs_to_img2img").click()
+    # Generate opens with the panel open and the image in it.
+    page.locator("#init_image img").wait_for(state="visible")
+    assert page.locator("#init_image img").first.get_attribute("src").endswith(Path(shots[0].path).name)
+    page.locator("#init_note").filter(has_text="the 256x256 start image is cropped to fill").wait_for()
