@@ -10,6 +10,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from sote_ui.core.errors import ModelError
+from sote_ui.core.memory import EFFNET_PARAMS
 from sote_ui.engine import Engine
 from sote_ui.engine.builders import build_full_effnet, build_tiny_effnet
 from sote_ui.engine.effnet import HUB_FILE, HUB_REPO, TINY, V2_S, EfficientNetEncoder, load_effnet
@@ -89,6 +90,8 @@ def test_the_full_size_module_has_stabilitys_keys_and_shapes():
     assert "backbone.1.0.block.0.1.num_batches_tracked" in ours
     assert "mapper.1.weight" not in ours
     assert sum(p.numel() for p in model.backbone.parameters()) == V2_S_FEATURE_PARAMS
+    # what the memory estimates count for it
+    assert sum(p.numel() for p in model.parameters()) == EFFNET_PARAMS
 
 
 def test_the_norms_have_torchvisions_and_stabilitys_eps():
@@ -250,3 +253,27 @@ def test_a_bad_encoder_file_fails_encode_image_with_one_line(tiny_source, tmp_pa
     assert "'effnet_encoder.safetensors' is not a readable safetensors file" in str(caught.value)
     assert str(tmp_path) not in str(caught.value)
     assert other.loaded and other.effnet is None  # the model stays usable; the next try reads the file again
+
+
+# 4. On a GPU: where the encoder lives ----------------------------------------------------------------
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA or ROCm GPU")
+@pytest.mark.parametrize("mode, home", [("bf16", "cuda"), ("offload-bf16", "cpu")])
+def test_on_a_gpu_the_encoder_runs_there_and_lives_where_the_mode_says(tiny_source, mode, home):
+    engine = Engine(tiny_source, mode=mode)
+    engine.load()
+    ran_on = []
+    engine.load_effnet().mapper.register_forward_pre_hook(lambda module, args: ran_on.append(args[0].device.type))
+    latent = engine.encode_image(picture(256, 256), 256, 256)
+    assert ran_on == ["cuda"]  # encoded on the device in every mode
+    assert engine.effnet.device.type == home  # and kept there between uses only when the models are
+    assert engine.effnet.dtype == torch.bfloat16 and latent.device.type == "cpu"
+    fp32 = load_effnet(engine.folders.prior.parent / HUB_FILE).encode(picture(256, 256).resize((192, 192),
+                                                                                               Image.BICUBIC))
+    assert (latent - fp32).abs().mean() < 0.05 * fp32.abs().mean()  # bf16 on the GPU, fp32 on the CPU
+    engine.unload()
+    assert engine.effnet is None
