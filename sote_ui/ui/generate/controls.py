@@ -22,7 +22,7 @@ from .img2img_box import HiresBox, Img2ImgBox, build_hires_box, build_img2img_bo
 RANDOM_SEED_LABEL = "Seed (-1 = random)"
 PADDING_CHOICES = [("unmasked: as the model was trained (default)", PROMPT_PADDINGS[0]),
                    ("masked: as diffusers and the model card's script", PROMPT_PADDINGS[1])]
-SAMPLER_LABELS = {"ddpm": "DDPM (default: the model card's script)", "dpmpp_2m": "DPM++ 2M (SGM uniform)",
+SAMPLER_LABELS = {"ddpm": "DDPM (default)", "dpmpp_2m": "DPM++ 2M (SGM uniform)",
                   "euler_a": "Euler a", "lcm": "LCM"}
 
 
@@ -145,18 +145,17 @@ def build_controls(studio: Studio, defaults: GenerationRequest,
         prompt_padding = gr.Radio(PADDING_CHOICES, value=defaults.prompt_padding, label="Prompt padding",
                                   info="How the text encoder sees the padding after your prompt's end",
                                   elem_id="prompt_padding")
-        shift_info = "1 = none; Stability's own code samples stage C with 2"
         with gr.Row(equal_height=True):
             prior_sampler = gr.Dropdown(sampler_choices(PRIOR_SAMPLERS), value=defaults.prior_sampler,
                                         label="Prior sampler (stage C)", elem_id="prior_sampler", min_width=200)
             prior_shift = gr.Slider(SHIFTS[0], SHIFTS[1], value=defaults.prior_shift, step=0.05,
-                                    label="Prior shift", info=shift_info, elem_id="prior_shift", min_width=200)
+                                    label="Prior shift", info="1 = none; Stability's code: 2", elem_id="prior_shift", min_width=200)
         with gr.Row(equal_height=True):
             decoder_sampler = gr.Dropdown(sampler_choices(DECODER_SAMPLERS), value=defaults.decoder_sampler,
                                           label="Decoder sampler (stage B)", elem_id="decoder_sampler",
                                           min_width=200)
             decoder_shift = gr.Slider(SHIFTS[0], SHIFTS[1], value=defaults.decoder_shift, step=0.05,
-                                      label="Decoder shift", info="1 = none, as Stability's code samples stage B",
+                                      label="Decoder shift", info="1 = none, as Stability's code",
                                       elem_id="decoder_shift", min_width=200)
     random_seed.click(lambda: -1, None, seed, api_visibility="private", queue=False, show_progress="hidden")
     resolution.input(_resolution_to_size, resolution, [width, height, size_note], api_visibility="private",

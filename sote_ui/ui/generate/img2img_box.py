@@ -83,7 +83,7 @@ def build_hires_box(defaults: GenerationRequest, limits: Limits) -> HiresBox:
             hires_denoise = gr.Slider(0, 1, value=defaults.hires_denoise, step=0.01, label="Hi-res denoise",
                                       elem_id="hires_denoise", min_width=160)
             hires_steps = gr.Slider(0, min(limits.max_prior_steps, 80), value=defaults.hires_steps, step=1,
-                                    label="Hi-res prior steps (0 = as many as the prior's)", elem_id="hires_steps",
+                                    label="Hi-res steps", info="0 = as many as the prior's", elem_id="hires_steps",
                                     min_width=160)
     return HiresBox(enabled, factor, hires_scale, hires_denoise, hires_steps, final_line)
 
