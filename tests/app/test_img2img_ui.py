@@ -99,3 +99,12 @@ def test_the_grid_offers_denoise_hi_res_samplers_and_shifts(tmp_path):
     Image.new("RGB", (64, 64)).save(start)
     with_image = build_request({"prompt": "1girl", "init_image": str(start)})
     assert parse_values("denoise", "0.3, 0.6", base=with_image) == [0.3, 0.6]
+
+
+def test_a_reload_brings_back_a_hi_res_factor_that_fits_the_stored_size():
+    # 512x512 at 2.0 is 1024x1024: fine, though the default 1024x1536 at 2.0 would be past the limit.
+    stored = {"width": 512, "height": 512, "hires_scale": 2.0, "hires_denoise": 0.3, "decoder_sampler": "lcm"}
+    assert restorable(stored, DEFAULT_LIMITS) == stored
+    # Past the limit at the stored size, the factor alone is left out (the fix is off after the reload).
+    too_big = {"width": 2048, "height": 2048, "hires_scale": 1.5}
+    assert restorable(too_big, DEFAULT_LIMITS) == {"width": 2048, "height": 2048}

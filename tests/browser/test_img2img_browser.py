@@ -173,3 +173,22 @@ def test_the_outputs_tab_sends_an_image_to_image_to_image(page, app):
     page.locator("#init_image img").wait_for(state="visible")
     assert page.locator("#init_image img").first.get_attribute("src").endswith(Path(shots[0].path).name)
     page.locator("#init_note").filter(has_text="the 256x256 start image is cropped to fill").wait_for()
+
+
+def test_a_reload_keeps_the_hi_res_fix_and_the_samplers(page):
+    page.locator("#hires_on input").check()
+    set_number(page, "Upscale by", 1.25)
+    page.locator("#final_size").filter(has_text="Final size: 1280x1920").wait_for()
+    page.get_by_text("Advanced", exact=True).click()
+    stored = "() => localStorage.getItem('sote-studio-form')"
+    before = page.evaluate(stored)
+    pick(page, "decoder_sampler", "LCM")
+    # The form is written to the browser's storage as it changes: wait for the sampler's write to land.
+    page.wait_for_function(f"(before) => ({stored})() !== before", arg=before)
+    page.wait_for_timeout(1000)
+    page.reload(wait_until="domcontentloaded")
+    page.locator("#status").filter(has_text="ready on").wait_for(timeout=180_000)
+    page.locator("#final_size").filter(has_text="Final size: 1280x1920 (hi-res fix").wait_for()
+    assert page.locator("#hires_on input").is_checked()
+    page.get_by_text("Advanced", exact=True).click()
+    expect_dropdown(page, "decoder_sampler", "LCM")

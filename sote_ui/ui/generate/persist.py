@@ -78,7 +78,9 @@ def restorable(stored: Any, limits) -> dict[str, Any]:
                 kept[name] = value
             continue
         try:
-            build_request({name: value}, limits=limits)
+            # Checked at the stored size (kept before it, in field order): the hi-res factor's limit depends on it.
+            sizes = {key: kept[key] for key in ("width", "height") if key in kept and name != key}
+            build_request({**sizes, name: value}, limits=limits)
         except (InputError, TypeError, ValueError):
             continue
         kept[name] = value
