@@ -42,10 +42,11 @@ from .models import ModelSource, default_source, recorded_name
 from .placement.offload import held_on_device, send_back
 from .placement.oom import forget_frames, is_oom
 from .placement.pipelines import apply_mode, torch_dtype
-from .previews import PREVIEW_EVERY, clean_latents, watch_clean_latents
+from .previews import PREVIEW_EVERY
 from .references import ReferenceEmbeddings, reference_strengths
 from .results import Draft, GeneratedImage, GenerationResult, Preview, PriorOutput, Progress, StepCounters
 from .runner import PriorRun, PriorStopped, RunContext, expand, planned_steps, run_in_turn, run_priors_first
+from .sampling import decoder_scheduler, run_prior
 
 
 class Engine:
@@ -316,7 +317,12 @@ class Engine:
             if path is None and self.folders is not None and (self.folders.prior.parent / HUB_FILE).is_file():
                 path = self.folders.prior.parent / HUB_FILE
             home = self.device.torch_device if self.plan.mode.placement == Placement.DEVICE else "cpu"
-            self._effnet = load_effnet(path, home, torch_dtype(self.plan.compute_dtype))
+            encoder = load_effnet(path, home, torch_dtype(self.plan.compute_dtype))
+            wanted = self._prior_pipe.prior.config.in_channels
+            if encoder.config.latent_channels != wanted:
+                raise ModelError(f"the EfficientNet encoder gives {encoder.config.latent_channels}-channel latents; "
+                                 f"this prior samples {wanted}")
+            self._effnet = encoder
         return self._effnet
 
     def encode_image(self, image: Image.Image, width: int, height: int) -> torch.Tensor:
@@ -369,12 +375,19 @@ class Engine:
 
     # 3. The stages of one image (the runner calls these) ------------------------------
 
-    def prior(self, job: GenerationRequest, index: int, embeds: PromptEmbeds, run: RunContext) -> PriorRun:
-        """The image's prior, or its cached one; with Stop and finish, what it reached (never cached)."""
+    def prior(self, job: GenerationRequest, index: int, embeds: PromptEmbeds, run: RunContext, *,
+              init_latents: torch.Tensor | None = None, run_steps: int | None = None, key: tuple | None = None
+              ) -> PriorRun:
+        """The image's prior, or its cached one; with Stop and finish, what it reached (never cached).
+
+        With ``init_latents`` (a stage-C latent of width x height) only the last
+        ``run_steps`` of the job's ``prior_steps`` run, from that latent noised to
+        their level; ``key`` is then what decides the result (the cache key).
+        """
         run.stop_if_asked("prior")
         started = time.perf_counter()
         self.stage_order.append(f"prior {index}")
-        key = self._prior_key(job)
+        key = key if key is not None else self._prior_key(job)
         cached = self._priors.get(key)
         if cached is not None:
             self.counters.prior_cache_hits += 1
@@ -382,31 +395,32 @@ class Engine:
         self._stage = "prior"
         self._switch_to("prior")
         generator = torch.Generator("cpu").manual_seed(job.seed)
-        watch_clean_latents(self._prior_pipe)  # previews draw the predicted clean latent
         guided = job.prior_cfg > 1
         stopped = None
         try:
             with reference_strengths(self._prior_pipe.prior, self._references.strengths(job), guided):
-                output = self._prior_pipe(
-                    **embeds.conditioning(guided=guided),
-                    image_embeds=self._references.conditioning(job, self._prior_pipe._execution_device,
-                                                               self._prior_pipe.prior.dtype),
-                    width=job.width,
-                    height=job.height,
-                    num_inference_steps=job.prior_steps,
+                latents = run_prior(
+                    self._prior_pipe,
+                    embeds.conditioning(guided=guided),
+                    self._references.conditioning(job, self._prior_pipe._execution_device,
+                                                  self._prior_pipe.prior.dtype),
+                    job.width,
+                    job.height,
+                    steps=job.prior_steps,
                     guidance_scale=job.prior_cfg,
                     generator=generator,
-                    output_type="pt",
-                    callback_on_step_end=self._stepper("prior", job.prior_steps, index, run),
+                    sampler=job.prior_sampler,
+                    shift=job.prior_shift,
+                    init_latents=init_latents,
+                    run_steps=run_steps,
+                    on_step=self._prior_stepper(index, run),
                 )
         except PriorStopped as exc:
             stopped = exc
         if stopped is not None:
-            # The pipeline ended in its step callback, before it could offload its models itself.
+            # The loop ended in its step callback, before it could offload its models itself.
             self._release_models()
             latents = stopped.latents
-        else:
-            latents = output.image_embeddings
         if not torch.isfinite(latents).all():
             raise GenerationError(
                 "the prior produced NaN values; this happens in fp16, or when a GPU emulates bf16 badly: "
@@ -428,15 +442,22 @@ class Engine:
         self._switch_to("decoder")
         generator = torch.Generator("cpu")
         generator.set_state(prior.output.generator_state)  # the image's one generator, where the prior left it
-        output = self._decoder_pipe(
-            image_embeddings=prior.output.latents,
-            **embeds.conditioning(guided=job.decoder_cfg > 1),
-            num_inference_steps=job.decoder_steps,
-            guidance_scale=job.decoder_cfg,
-            generator=generator,
-            output_type="np",
-            callback_on_step_end=self._stepper("decoder", job.decoder_steps, index, run),
-        )
+        pipe = self._decoder_pipe
+        own = pipe.scheduler
+        if (job.decoder_sampler, job.decoder_shift) != ("ddpm", 1.0):  # else diffusers' own scheduler, as today
+            pipe.scheduler = decoder_scheduler(job.decoder_sampler, job.decoder_shift, own.config)
+        try:
+            output = pipe(
+                image_embeddings=prior.output.latents,
+                **embeds.conditioning(guided=job.decoder_cfg > 1),
+                num_inference_steps=job.decoder_steps,
+                guidance_scale=job.decoder_cfg,
+                generator=generator,
+                output_type="np",
+                callback_on_step_end=self._decoder_stepper(job.decoder_steps, index, run),
+            )
+        finally:
+            pipe.scheduler = own
         pixels = output.images[0]
         if not np.isfinite(pixels).all():
             raise GenerationError(
@@ -469,26 +490,32 @@ class Engine:
             self.counters.stage_switches += 1
         self._last_run = stage
 
-    def _stepper(self, stage: str, steps: int, index: int, run: RunContext):
-        """The step callback of one stage of one image: counters, previews, progress and stop."""
+    def _prior_stepper(self, index: int, run: RunContext):
+        """The prior loop's step callback: counters, previews of the predicted clean latent, progress and stop."""
 
-        def callback(pipe, i, t, kwargs):
-            if stage == "prior":
-                self.counters.prior_steps += 1
-                if run.on_preview and ((i + 1) % self.preview_every == 0 or i + 1 == steps):
-                    preview = self._preview(clean_latents(pipe, kwargs["latents"]), i + 1, steps, index)
-                    if preview is not None:
-                        run.on_preview(preview)
-            else:
-                self.counters.decoder_steps += 1
-                if i + 1 == steps:
-                    self._stage = "VQGAN"
+        def on_step(step: int, steps: int, latents: torch.Tensor, predicted: torch.Tensor) -> None:
+            self.counters.prior_steps += 1
+            if run.on_preview and (step % self.preview_every == 0 or step == steps):
+                preview = self._preview(predicted, step, steps, index)
+                if preview is not None:
+                    run.on_preview(preview)
             try:
-                run.step_done(stage, i + 1, steps, index)
+                run.step_done("prior", step, steps, index)
             except PriorStopped as exc:
                 # The decoder gets the prior's best guess of its result so far, not the noisy latent.
-                exc.latents = clean_latents(pipe, kwargs["latents"]).clone()
+                exc.latents = predicted.to(latents.dtype).clone()
                 raise
+
+        return on_step
+
+    def _decoder_stepper(self, steps: int, index: int, run: RunContext):
+        """The decoder's step callback: counters, progress and stop."""
+
+        def callback(pipe, i, t, kwargs):
+            self.counters.decoder_steps += 1
+            if i + 1 == steps:
+                self._stage = "VQGAN"
+            run.step_done("decoder", i + 1, steps, index)
             return {}
 
         return callback
@@ -501,7 +528,8 @@ class Engine:
         references = tuple((digest, ref.strength) for ref, digest in self._references.active(request))
         return (request.composed_prompt(), request.negative_prompt if guided else None, request.prompt_padding,
                 request.width, request.height, request.seed, request.prior_steps,
-                float(request.prior_cfg) if guided else None, references)
+                float(request.prior_cfg) if guided else None, references, request.prior_sampler,
+                float(request.prior_shift))
 
     # 4. Generation ----------------------------------------------------------------
 
