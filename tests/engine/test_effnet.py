@@ -286,6 +286,16 @@ def test_a_bad_encoder_file_fails_encode_image_with_one_line(tiny_source, tmp_pa
     assert other.loaded and other.effnet is None  # the model stays usable; the next try reads the file again
 
 
+def test_an_encoder_of_another_latent_width_is_refused(tiny_source, tmp_path):
+    from sote_ui.engine.effnet import save_effnet
+
+    path = save_effnet(EfficientNetEncoder(dataclasses.replace(TINY, latent_channels=8)), tmp_path / "eight.safetensors")
+    other = Engine(tiny_source, mode="fp32", device="cpu", effnet=str(path))
+    with pytest.raises(ModelError, match="gives 8-channel latents; this prior samples 16"):
+        other.encode_image(picture(256, 256), 256, 256)
+    assert other.effnet is None
+
+
 # 4. On a GPU: where the encoder lives ----------------------------------------------------------------
 
 HAS_CUDA = torch.cuda.is_available()
@@ -309,12 +319,3 @@ def test_on_a_gpu_the_encoder_runs_there_and_lives_where_the_mode_says(tiny_sour
     engine.unload()
     assert engine.effnet is None
 
-
-def test_an_encoder_of_another_latent_width_is_refused(tiny_source, tmp_path):
-    from sote_ui.engine.effnet import save_effnet
-
-    path = save_effnet(EfficientNetEncoder(dataclasses.replace(TINY, latent_channels=8)), tmp_path / "eight.safetensors")
-    other = Engine(tiny_source, mode="fp32", device="cpu", effnet=str(path))
-    with pytest.raises(ModelError, match="gives 8-channel latents; this prior samples 16"):
-        other.encode_image(picture(256, 256), 256, 256)
-    assert other.effnet is None
