@@ -21,7 +21,7 @@ from ..core.request import MAX_SEED
 from ..service.studio import Studio
 from .form import form_updates
 from .generate import GenerateTab
-from .summaries import Eta, seconds_text, seeds_text
+from .summaries import Eta, PassLabels, seconds_text, seeds_text
 from .wiring import named_api, session_id, user_error, wire, wire_stoppable
 
 FROM_PRESET = "(from each preset)"
@@ -165,11 +165,11 @@ def build_compare_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs, gene
                after=("sent",), prefix="current_")
     def run_compare(preset_a, preset_b, prompt, seed, seeds, aesthetic, quality, date, rating, width, height,
                     prior_steps, decoder_steps, current, sent, request: gr.Request, progress=gr.Progress()):
-        eta = Eta(_clock)
+        eta, passes = Eta(_clock), PassLabels()
 
         def on_progress(p):
             which = "A" if p.image % 2 == 0 else "B"
-            progress((p.done, p.total), desc=f"seed {p.image // 2 + 1}, side {which} · {p.stage} "
+            progress((p.done, p.total), desc=f"seed {p.image // 2 + 1}, side {which} · {passes.stage(p)} "
                                              f"{p.step}/{p.steps} · {eta.text(p.done, p.total)}")
 
         try:

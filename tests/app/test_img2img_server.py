@@ -6,17 +6,11 @@ from __future__ import annotations
 
 import pytest
 from PIL import Image
-from support import SMALL, make_studio
+from support import SMALL
 
 from sote_ui.core.metadata import parse_parameters, read_parameters
 
 FAST = {**SMALL, "prompt": "1girl", "width": 128, "height": 128, "prior_steps": 4, "decoder_steps": 1}
-
-
-@pytest.fixture(scope="module")
-def served_studio(tiny_pair, tiny_effnet, studio_home):
-    """The studio on the tiny pair with the tiny EfficientNet encoder."""
-    return make_studio(tiny_pair, studio_home, effnet=str(tiny_effnet))
 
 
 @pytest.fixture

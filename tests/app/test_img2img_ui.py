@@ -108,3 +108,24 @@ def test_a_reload_brings_back_a_hi_res_factor_that_fits_the_stored_size():
     # Past the limit at the stored size, the factor alone is left out (the fix is off after the reload).
     too_big = {"width": 2048, "height": 2048, "hires_scale": 1.5}
     assert restorable(too_big, DEFAULT_LIMITS) == {"width": 2048, "height": 2048}
+
+
+def test_progress_names_the_hi_res_pass_of_each_image():
+    from types import SimpleNamespace
+
+    from sote_ui.ui.summaries import PassLabels
+
+    def report(image, stage, step):
+        return SimpleNamespace(image=image, stage=stage, step=step)
+
+    # Image 0: its first pass (prior 1-2, decoder 1), then the hi-res pass; image 1's first prior was cached.
+    run = [(0, "prior", 1), (0, "prior", 2), (0, "decoder", 1), (0, "prior", 1), (0, "decoder", 1),
+           (1, "decoder", 1), (1, "prior", 1), (1, "prior", 2), (1, "decoder", 1)]
+    labels = PassLabels()
+    assert [labels.stage(report(*item)) for item in run] == [
+        "prior", "prior", "decoder", "hi-res prior", "hi-res decoder",
+        "decoder", "hi-res prior", "hi-res prior", "hi-res decoder"]
+    # Without the hi-res fix nothing is named a second pass.
+    plain = PassLabels()
+    assert [plain.stage(report(i, s, k)) for i in (0, 1) for s, k in (("prior", 1), ("prior", 2), ("decoder", 1))] \
+        == ["prior", "prior", "decoder"] * 2

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from PIL import Image
 from support import (
     SMALL,
@@ -14,19 +13,12 @@ from support import (
     expect_dropdown,
     expect_value,
     generate_and_wait,
-    make_studio,
     pick,
     set_number,
     small_settings,
 )
 
 from sote_ui.core.metadata import parse_parameters, read_parameters
-
-
-@pytest.fixture(scope="module")
-def served_studio(tiny_pair, tiny_effnet, studio_home):
-    """The demo studio on the tiny pair, with the tiny EfficientNet encoder for image to image."""
-    return make_studio(tiny_pair, studio_home, demo=True, effnet=str(tiny_effnet))
 
 
 def newest_parameters(app) -> str:
