@@ -242,11 +242,11 @@ def _init_image_path(value: Any) -> str | None:
 
 def final_size(request: GenerationRequest) -> tuple[int, int]:
     """The image's size: width x height, or with the hi-res fix on, each side times ``hires_scale``
-    snapped to the nearest multiple of 128 (the one place that computes it)."""
+    snapped to the nearest multiple of 128, halves up (the one place that computes it)."""
     if not request.hires:
         return request.width, request.height
-    return (max(128, round(request.width * request.hires_scale / 128) * 128),
-            max(128, round(request.height * request.hires_scale / 128) * 128))
+    return (max(128, math.floor(request.width * request.hires_scale / 128 + 0.5) * 128),
+            max(128, math.floor(request.height * request.hires_scale / 128 + 0.5) * 128))
 
 
 def check_start_image(path: str) -> tuple[int, int]:
