@@ -78,8 +78,8 @@ def test_compare_starts_both_sides_from_the_start_image(client, start):
     sides = {"preset_a": "card-recommended", "preset_b": "secondary-cfg-1.2", "prompt": "1girl", "seed": 44,
              "seeds": 1, "width": 128, "height": 128, "prior_steps": 4, "decoder_steps": 1}
     sides.update({key: "(from each preset)" for key in ("aesthetic", "quality", "date", "rating")})
-    _, _, _, _, report, _ = client.predict(**sides, **current, current_init_image=handle_file(str(start)),
-                                           current_denoise=0.5, sent={}, api_name="/compare")
+    _, _, _, _, report = client.predict(**sides, **current, current_init_image=handle_file(str(start)),
+                                           current_denoise=0.5, api_name="/compare")
     for side in ("a", "b"):
         values = stored(report["files"][side][0])
         assert values["init_image_note"].startswith("start.png sha256:"), side
