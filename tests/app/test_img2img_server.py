@@ -83,3 +83,23 @@ def test_compare_starts_both_sides_from_the_start_image(client, start):
     for side in ("a", "b"):
         values = stored(report["files"][side][0])
         assert values["init_image_note"].startswith("start.png sha256:"), side
+
+
+def test_progress_and_its_time_left_cover_the_hi_res_pass(app):
+    from sote_ui.ui.summaries import PassLabels
+
+    reports, labels = [], PassLabels()
+
+    def on_progress(p):
+        reports.append((labels.stage(p), p.step, p.steps, p.done, p.total))
+
+    shots, _ = app.studio.generate({**FAST, "seed": 45, "prior_steps": 3, "hires_scale": 2.0, "hires_denoise": 0.5},
+                                   on_progress=on_progress)
+    with Image.open(shots[0].path) as image:
+        assert image.size == (256, 256)
+    # Prior 3 and decoder 1 steps, then the hi-res pass: round(3 x 0.5) = 2 prior steps and the decoder's 1.
+    assert [(stage, step) for stage, step, *_ in reports] == [
+        ("prior", 1), ("prior", 2), ("prior", 3), ("decoder", 1), ("hi-res prior", 1), ("hi-res prior", 2),
+        ("hi-res decoder", 1)]
+    assert {total for *_, total in reports} == {7}  # the total the time left is counted on knows every pass
+    assert [done for *_, done, _ in reports] == list(range(1, 8))
