@@ -184,3 +184,15 @@ def test_a_reload_keeps_the_hi_res_fix_and_the_samplers(page):
     assert page.locator("#hires_on input").is_checked()
     page.get_by_text("Advanced", exact=True).click()
     expect_dropdown(page, "decoder_sampler", "LCM")
+
+
+def test_a_refused_start_image_leaves_the_panel_with_its_reason(page, tmp_path):
+    dot = tmp_path / "dot.png"
+    Image.new("RGB", (1, 1), (0, 0, 0)).save(dot)
+    open_panel(page)
+    page.locator("#init_image input[type=file]").set_input_files(str(dot))
+    page.locator("#init_note").filter(has_text="start image 'dot.png' is 1x1; it needs at least 16 pixels").wait_for()
+    page.locator(".toast-body").filter(has_text="is 1x1").first.wait_for()
+    page.wait_for_function("() => !document.querySelector('#init_image img')")
+    page.wait_for_timeout(500)  # the panel's own change has run: the reason is still there
+    assert "1x1" in page.locator("#init_note").inner_text()

@@ -159,21 +159,27 @@ def check_start_upload(path: str) -> tuple[int, int]:
 
 
 def wire_img2img(box: Img2ImgBox, width: gr.Slider, height: gr.Slider, prior_steps: gr.Slider) -> None:
-    """The preview and the note follow the image, the size, the mode and the denoise."""
-    inputs = [box.init_image, width, height, box.resize_mode, box.denoise, prior_steps]
+    """The preview follows the image, the size and the mode; the note also the denoise and the prior's steps."""
 
-    def shown(path, width_v, height_v, mode, denoise, steps):
-        if not path:
-            return None, ""
+    def preview(path, width_v, height_v, mode):
         try:
-            note = start_note(path, width_v, height_v, mode, denoise, steps)
-            return fit_preview(path, width_v, height_v, mode), note
-        except Exception as exc:  # an unreadable file: say so, the run refuses it with the same line
-            return None, f"⚠️ {describe_error(exc)}"
+            return fit_preview(path, width_v, height_v, mode) if path else None
+        except Exception:  # an unreadable file: the note says why
+            return None
 
-    gr.on([box.init_image.change, width.change, height.change, box.resize_mode.change, box.denoise.change,
-           prior_steps.change], shown, inputs, [box.preview, box.note], api_visibility="private", queue=False,
-          show_progress="hidden", trigger_mode="always_last")
+    def note(path, width_v, height_v, mode, denoise, steps, shown):
+        if not path and (shown or "").startswith("⚠️"):
+            return gr.update()  # a refused upload's reason stays until the next image
+        try:
+            return start_note(path, width_v, height_v, mode, denoise, steps)
+        except Exception as exc:  # the run refuses it with the same line
+            return f"⚠️ {describe_error(exc)}"
+
+    shape = [box.init_image, width, height, box.resize_mode]
+    options = {"api_visibility": "private", "queue": False, "show_progress": "hidden", "trigger_mode": "always_last"}
+    gr.on([control.change for control in shape], preview, shape, box.preview, **options)
+    gr.on([control.change for control in shape + [box.denoise, prior_steps]], note,
+          shape + [box.denoise, prior_steps, box.note], box.note, **options)
 
     def checked(path):
         """A refused start image leaves the panel at once (its upload is deleted), with the reason."""
