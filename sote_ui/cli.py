@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .core import tags
 from .core.errors import InputError
-from .core.request import MAX_REFERENCES, MAX_STRENGTH
+from .core.request import DECODER_SAMPLERS, MAX_REFERENCES, MAX_STRENGTH, PRIOR_SAMPLERS, RESIZE_MODES
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -49,6 +49,16 @@ REQUEST_FLAGS = {
     "--decoder-cfg": "decoder_cfg",
     "--count": "count",
     "--prompt-padding": "prompt_padding",
+    "--init-image": "init_image",
+    "--denoise": "denoise",
+    "--resize-mode": "resize_mode",
+    "--hires-scale": "hires_scale",
+    "--hires-denoise": "hires_denoise",
+    "--hires-steps": "hires_steps",
+    "--prior-sampler": "prior_sampler",
+    "--decoder-sampler": "decoder_sampler",
+    "--prior-shift": "prior_shift",
+    "--decoder-shift": "decoder_shift",
 }
 
 _HELP = {
@@ -70,6 +80,19 @@ _HELP = {
     "count": "images in this run (default 1)",
     "prompt_padding": "unmasked (default: the text encoder sees the padding, as in training) or masked (as "
                       "diffusers and the model card's script encode)",
+    "init_image": "image to image: start from this image (resized to width x height by --resize-mode)",
+    "denoise": "image to image: how much of the start image is redrawn, 0 (none: no prior step) to 1 (all: the "
+               "image is ignored); the prior runs round(steps x denoise) steps (default 0.75)",
+    "resize_mode": "how the start image meets width x height: " + ", ".join(RESIZE_MODES) + " (default crop)",
+    "hires_scale": "hi-res fix: 1 (off, default) or 1.25 to 2; width and height are the first pass, the image is "
+                   "that times the factor, each side snapped to a multiple of 128",
+    "hires_denoise": "hi-res fix: denoise of the second pass (default 0.5)",
+    "hires_steps": "hi-res fix: prior steps of the second pass, of which round(N x hires denoise) run (default 0: "
+                   "as many as --prior-steps)",
+    "prior_sampler": "prior sampler: " + ", ".join(PRIOR_SAMPLERS) + " (default ddpm, the model card's)",
+    "decoder_sampler": "decoder sampler: " + ", ".join(DECODER_SAMPLERS) + " (default ddpm)",
+    "prior_shift": "prior noise schedule shift (default 1.0: the model card's; Stability's code uses 2.0)",
+    "decoder_shift": "decoder noise schedule shift (default 1.0)",
 }
 
 
@@ -82,6 +105,9 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--decoder", help="decoder (stage B + VQGAN) folder or Hub id")
     group.add_argument("--mode", default="auto", help="memory mode: " + ", ".join(m.value for m in Mode))
     group.add_argument("--device", default=None, help="auto (default), cuda, cuda:N, xpu, mps or cpu")
+    group.add_argument("--effnet", default=None, metavar="PATH",
+                       help="image to image's EfficientNet encoder: a local effnet_encoder.safetensors (default: "
+                            "the model's own, else downloaded from stabilityai/stable-cascade on first use)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,7 +198,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .engine.models import resolve_source
 
     source = resolve_source(args.model, args.prior, args.decoder)
-    engine = Engine(source, mode=args.mode, device=args.device)
+    engine = Engine(source, mode=args.mode, device=args.device, effnet=args.effnet)
 
     def status(message: str) -> None:
         if not args.quiet:

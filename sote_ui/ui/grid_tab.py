@@ -12,12 +12,12 @@ from typing import Any
 import gradio as gr
 
 from ..core.errors import Cancelled
-from ..core.request import FIELD_NAMES, GenerationRequest
+from ..core.request import DECODER_SAMPLERS, FIELD_NAMES, PRIOR_SAMPLERS, GenerationRequest
 from ..service.compare import AXIS_LABELS
 from ..service.studio import Studio
 from .form import form_updates
 from .generate import GenerateTab
-from .summaries import Eta, seconds_text
+from .summaries import Eta, PassLabels, seconds_text
 from .wiring import named_api, page_action, session_id, user_error, values_of, wire_stoppable
 
 NO_AXIS = "(none)"
@@ -37,6 +37,13 @@ EXAMPLES = {
     "quality": "best quality, high quality, normal quality",
     "date": "newest, recent, mid, early, old",
     "rating": "general, sensitive",
+    "denoise": "0.4, 0.6, 0.8",
+    "hires_scale": "1, 1.5, 2",
+    "hires_denoise": "0.3, 0.5, 0.7",
+    "prior_sampler": ", ".join(PRIOR_SAMPLERS),
+    "decoder_sampler": ", ".join(DECODER_SAMPLERS),
+    "prior_shift": "1, 2, 3",
+    "decoder_shift": "1, 2",
 }
 
 
@@ -128,10 +135,10 @@ def build_grid_tab(studio: Studio, generate: GenerateTab, tab: gr.Tab, tabs: gr.
 
     @named_api(before=("x_key", "x_values", "y_key", "y_values"))
     def run_grid(x_key_v, x_text, y_key_v, y_text, current, request: gr.Request, progress=gr.Progress()):
-        eta = Eta(_clock)
+        eta, passes = Eta(_clock), PassLabels()
 
         def on_progress(p):
-            progress((p.done, p.total), desc=f"cell {p.image + 1}/{p.images} · {p.stage} {p.step}/{p.steps} · "
+            progress((p.done, p.total), desc=f"cell {p.image + 1}/{p.images} · {passes.stage(p)} {p.step}/{p.steps} · "
                                              f"{eta.text(p.done, p.total)}")
 
         started = _clock()

@@ -1,4 +1,4 @@
-"""One-line summaries of runs, and the elapsed and remaining time of one."""
+"""One-line summaries of runs, the elapsed and remaining time of one, and which pass each step belongs to."""
 
 from __future__ import annotations
 
@@ -54,3 +54,26 @@ class Eta:
             return f"{seconds_text(elapsed)} elapsed"
         left = elapsed / done * max(total - done, 0)
         return f"{seconds_text(elapsed)} elapsed, ~{seconds_text(left)} left"
+
+
+class PassLabels:
+    """Names the stage of each progress report, telling the hi-res fix's second pass from the first.
+
+    The engine reports both passes' stages alike ("prior", "decoder"); its
+    step total already counts both, so the time left covers every pass. An
+    image whose prior starts again (after its decoder, or back at an earlier
+    step) is in its hi-res pass.
+    """
+
+    def __init__(self):
+        self._last: dict[int, tuple[str, int]] = {}  # image -> (stage, step) of its last report
+        self._hires: set[int] = set()
+
+    def stage(self, progress) -> str:
+        """``prior`` / ``decoder``, or ``hi-res prior`` / ``hi-res decoder`` in an image's second pass."""
+        image, stage, step = progress.image, progress.stage, progress.step
+        last = self._last.get(image)
+        if stage == "prior" and last is not None and (last[0] != "prior" or step <= last[1]):
+            self._hires.add(image)
+        self._last[image] = (stage, step)
+        return f"hi-res {stage}" if image in self._hires else stage

@@ -42,7 +42,8 @@ def named_api(before: tuple[str, ...] = (), after: tuple[str, ...] = (), prefix:
     Gradio names API parameters after the function's signature, so the
     endpoint gets explicit names in the request's vocabulary (``prompt``,
     ``width``, ``prior_cfg``...), optionally prefixed, instead of ``param_N``.
-    ``optional`` names come last and default to None, so API clients may leave them out.
+    ``optional`` names come last; like the fields, they default to None, so API clients may leave out
+    those whose controls hold no value.
     """
     names = (*before, *(prefix + name for name in FIELD_NAMES), *after, *optional)
 
@@ -64,10 +65,12 @@ def named_api(before: tuple[str, ...] = (), after: tuple[str, ...] = (), prefix:
                 return fn(*positional, **named)
 
         kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-        params = [inspect.Parameter(name, kind) for name in names[:len(names) - len(optional)]]
-        params += [inspect.Parameter(name, kind, default=None) for name in optional]
-        params += [inspect.Parameter("request", kind, annotation=gr.Request, default=None if optional else
-                                     inspect.Parameter.empty),
+        # The fields (and what follows them) default to None: a control without a value of its own (the start
+        # image) is then one API clients may leave out, as Gradio reads a None default; the others keep
+        # their controls' values as defaults. Python wants defaults on every later parameter too.
+        params = [inspect.Parameter(name, kind) for name in before]
+        params += [inspect.Parameter(name, kind, default=None) for name in names[len(before):]]
+        params += [inspect.Parameter("request", kind, annotation=gr.Request, default=None),
                    inspect.Parameter("progress", kind, default=gr.Progress())]
         endpoint.__signature__ = inspect.Signature(params)
         endpoint.__annotations__ = {"request": gr.Request}

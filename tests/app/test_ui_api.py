@@ -24,7 +24,7 @@ from PIL import Image
 from support import ROOT, SMALL, make_studio, pixels
 
 from sote_ui.core.metadata import parse_parameters, read_parameters, split_parameters
-from sote_ui.core.request import FIELD_NAMES, MAX_SEED
+from sote_ui.core.request import FIELD_NAMES, MAX_SEED, GenerationRequest
 from sote_ui.service.compare import compose_grid
 
 # SMALL without its seed: each call names the seed it uses, and presets carry none.
@@ -236,7 +236,9 @@ def test_zero_prior_steps_is_refused_then_good_request_works(client):
 def test_nan_cfg_sent_over_raw_http_is_refused_then_good_request_works(app, client):
     # gradio_client won't serialise NaN; Gradio's REST API (/gradio_api/call/...) accepts it as JSON.
     url = app.url
-    values = {**{name: None for name in FIELD_NAMES}, "prompt": "1girl", "negative_prompt": "",
+    # A raw client sends every field; sliders take no null, so the others go at their defaults.
+    defaults = GenerationRequest().to_dict()
+    values = {**{name: defaults[name] for name in FIELD_NAMES}, "prompt": "1girl", "negative_prompt": "",
               "aesthetic": "none", "quality": "none", "date": "none", "custom": "none", "rating": "none",
               "artist": "", "width": 256, "height": 256, "seed": 108, "prior_steps": 3, "prior_cfg": float("nan"),
               "decoder_steps": 2, "decoder_cfg": 1.0, "count": 1}

@@ -19,7 +19,7 @@ import gradio as gr
 from ...core.errors import InputError
 from ...core.request import FIELD_NAMES, build_request
 from ...service.studio import Shot, Studio
-from ..form import RESOLUTION_VALUES
+from ..form import FILE_FIELDS, RESOLUTION_VALUES
 from ..session import SessionState
 from ..wiring import session_id
 from .controls import Controls
@@ -71,14 +71,16 @@ def restorable(stored: Any, limits) -> dict[str, Any]:
     kept = {}
     for name in FIELD_NAMES:
         value = stored.get(name)
-        if value is None:
+        if value is None or name in FILE_FIELDS:  # a path in the visitor's storage must not name a server file
             continue
         if name in TEXT_FIELDS:
             if isinstance(value, str) and len(value) <= MAX_TEXT:
                 kept[name] = value
             continue
         try:
-            build_request({name: value}, limits=limits)
+            # Checked at the stored size (kept before it, in field order): the hi-res factor's limit depends on it.
+            sizes = {key: kept[key] for key in ("width", "height") if key in kept and name != key}
+            build_request({**sizes, name: value}, limits=limits)
         except (InputError, TypeError, ValueError):
             continue
         kept[name] = value

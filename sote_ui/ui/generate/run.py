@@ -22,7 +22,7 @@ import gradio as gr
 
 from ...service.studio import Studio
 from ..session import SessionState
-from ..summaries import Eta, run_summary
+from ..summaries import Eta, PassLabels, run_summary
 from ..wiring import named_api, page_action, session_id, user_error
 from .controls import RANDOM_SEED_LABEL, Controls
 from .gallery import Gallery, caption, gallery_items, keep_shots, shown
@@ -154,11 +154,11 @@ def wire_run(studio: Studio, controls: Controls, inputs: RunInputs, panel: RunPa
             raise user_error(exc) from None
         if not studio.settled():
             progress(0, desc=f"waiting for the model: {studio.status()}")
-        eta = Eta(time.monotonic)
+        eta, passes = Eta(time.monotonic), PassLabels()
 
         def on_progress(p):
-            progress((p.done, p.total), desc=f"image {p.image + 1}/{p.images} · {p.stage} step {p.step}/{p.steps}"
-                                             f" · {eta.text(p.done, p.total)}")
+            progress((p.done, p.total), desc=f"image {p.image + 1}/{p.images} · {passes.stage(p)} step "
+                                             f"{p.step}/{p.steps} · {eta.text(p.done, p.total)}")
 
         def work(report_progress, report_preview, report_shot):
             return studio.generate(values, session=session_id(request), on_progress=report_progress,
