@@ -59,7 +59,7 @@ def _num(value: float) -> str:
 
 def format_parameters(request: GenerationRequest, seed: int, model: ModelInfo, extra: dict | None = None) -> str:
     """The A1111-style ``parameters`` text for one image of ``request``."""
-    prompt = request.composed_prompt()
+    prompt = request.written_prompt()  # what was encoded, with its <lora:...> tags (A1111)
     pairs = {
         "Steps": request.prior_steps,
         "Sampler": SAMPLER,
