@@ -27,6 +27,7 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from .errors import InputError
+from .loras import parse_hashes
 from .request import MAX_SEED, PROMPT_PADDINGS, GenerationRequest
 from .tags import decompose_prompt
 
@@ -237,6 +238,8 @@ def parse_parameters(text: str) -> dict[str, Any]:
         values["decoder"] = pairs["Decoder"]
     if "Memory mode" in pairs:
         values["mode"] = pairs["Memory mode"]
+    if "Lora hashes" in pairs:  # A1111's: which LoRA files the prompt's <lora:...> tags meant
+        values["lora_hashes"] = parse_hashes(pairs["Lora hashes"])
     if "Reference images" in pairs:  # shown, not applied: the images themselves are not in the file
         values["references"] = parse_references(pairs["Reference images"])
     unused = {key: value.strip()[:80] for key, value in pairs.items()
@@ -247,7 +250,7 @@ def parse_parameters(text: str) -> dict[str, Any]:
 
 
 # Keys this module reads above, and those that only describe the file (no setting to apply).
-_READ = set(_NUMERIC) | {"Size", "Prompt padding", "Model", "Decoder", "Memory mode", "Reference images",
+_READ = set(_NUMERIC) | {"Size", "Prompt padding", "Model", "Decoder", "Memory mode", "Reference images", "Lora hashes",
                          "Grid X", "Grid Y", "Prior stopped at", "Version", "Model hash", "VAE hash", "TI hashes"}
 
 
