@@ -71,6 +71,7 @@ def build_pnginfo_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs, gene
         if not values:
             raise gr.Error("drop an image with stored settings first", print_exception=False)
         settings = {k: v for k, v in values.items() if k in FIELD_NAMES}
+        settings.setdefault("loras", [])  # an image names its LoRAs as <lora:...> tags in its prompt
         updates, notes = form_updates(settings)
         unused = not_applied_note(values)
         missing = loras.missing_note(values.get("prompt", ""), values.get("lora_hashes"))

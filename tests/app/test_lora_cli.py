@@ -119,3 +119,40 @@ def test_loras_lists_the_folder(cli, lora_dir):
     assert [line.split()[0] for line in lines] == ["flat-color", "ink"]
     assert lines[1].split()[1] == addnet_hash(lora_dir / "ink.safetensors")[:12]
     assert "2 LoRA(s) in" in err
+
+
+# The API: /generate's ``loras`` key --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def api_loras(studio_home):
+    """LoRAs in the served user folder's loras/ (the default place when SOTE_LORA_DIR is not set)."""
+    folder = studio_home / "loras"
+    folder.mkdir(exist_ok=True)
+    write_kohya(folder / "ink.safetensors", 1)
+    return folder
+
+
+def _api_generate(client, **values):
+    from support import SMALL
+
+    return client.predict(**{**SMALL, "seed": 31, "prior_steps": 2, "decoder_steps": 2, **values},
+                          api_name="/generate")
+
+
+def test_the_api_takes_loras_and_names_a_missing_one(api_loras, client, monkeypatch):
+    monkeypatch.delenv("SOTE_LORA_DIR", raising=False)
+    plain, _, _, _, _ = _api_generate(client, loras=[])
+    adapted, summary, report, _, _ = _api_generate(client, loras=["ink:0.8"])
+    assert report["seeds"] == [31]
+    with Image.open(adapted[0]["image"]) as image:
+        text = read_parameters(image)
+        adapted_pixels = np.asarray(image.convert("RGB"))
+    with Image.open(plain[0]["image"]) as image:
+        plain_pixels = np.asarray(image.convert("RGB"))
+    assert "<lora:ink:0.8>" in text.splitlines()[0]
+    assert f'Lora hashes: "ink: {addnet_hash(api_loras / "ink.safetensors")[:12]}"' in text
+    assert np.abs(adapted_pixels.astype(int) - plain_pixels.astype(int)).mean() > 1.0
+    with pytest.raises(Exception) as info:
+        _api_generate(client, loras=["gone:1"])
+    assert str(info.value) == "LoRA 'gone' is not in the loras folder (put gone.safetensors there, or set SOTE_LORA_DIR)"

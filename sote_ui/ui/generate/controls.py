@@ -16,6 +16,7 @@ from ...core import tags
 from ...core.request import FIELD_NAMES, PROMPT_PADDINGS, GenerationRequest
 from ...service.studio import Studio
 from ..form import RESOLUTIONS, size_to_resolution, snap_side
+from .lora_box import LoraBox, build_lora_box
 
 RANDOM_SEED_LABEL = "Seed (-1 = random)"
 PADDING_CHOICES = [("unmasked: as the model was trained (default)", PROMPT_PADDINGS[0]),
@@ -52,6 +53,12 @@ class Controls:
     random_seed: gr.Button
     reuse_seed: gr.Button
     size_note: gr.Markdown
+    # LoRA: the request's ``loras`` control lives in the picker's box
+    lora_box: LoraBox | None = None
+
+    @property
+    def loras(self) -> gr.Dropdown:
+        return self.lora_box.value
 
     def as_list(self) -> list:
         return [getattr(self, name) for name in FIELD_NAMES]
@@ -92,6 +99,7 @@ def build_controls(studio: Studio, defaults: GenerationRequest,
                                 min_width=200)
         negative_prompt = gr.Textbox(label="Negative prompt", value=defaults.negative_prompt, lines=2,
                                      elem_id="negative_prompt")
+    lora_box = build_lora_box(defaults.loras)
     with gr.Accordion("Size, steps, CFG and seed", open=True, elem_id="size_steps"):
         resolution = gr.Dropdown(RESOLUTIONS, value=size_to_resolution(defaults.width, defaults.height),
                                  label="Resolution", elem_id="resolution")
@@ -134,7 +142,7 @@ def build_controls(studio: Studio, defaults: GenerationRequest,
                    queue=False, show_progress="hidden")
     return Controls(prompt, negative_prompt, aesthetic, quality, date, custom, rating, artist, width, height,
                     seed, prior_steps, prior_cfg, decoder_steps, decoder_cfg, count, prompt_padding, resolution,
-                    composed, random_seed, reuse_seed, size_note)
+                    composed, random_seed, reuse_seed, size_note, lora_box=lora_box)
 
 
 def _snap(key: str, value: float, width: float, height: float):
