@@ -78,9 +78,9 @@ def unsupported_syntax(prompt: str) -> str:
         here = loras.available()
         missing = [loras.tag_text(ref) for ref in refs if ref.name not in here]
         if missing:
-            notes.append(f"{', '.join(missing[:3])}: no such LoRA in the loras folder")
+            notes.append(f"{', '.join(f'`{tag}`' for tag in missing[:3])}: no such LoRA in the loras folder")
     if found:
-        notes.append(f"{', '.join(found[:3])}: LyCORIS, hypernetwork and embedding tags are not supported here; "
+        notes.append(f"{', '.join(f'`{tag}`' for tag in found[:3])}: LyCORIS, hypernetwork and embedding tags are not supported here; "
                      "they are sent as plain text, so remove them")
     return "; ".join(notes)
 
