@@ -84,7 +84,6 @@ class LoraLayer:
     down: torch.Tensor  # (rank, in) or (rank, in, kh, kw)
     up: torch.Tensor  # (out, rank) or (out, rank, 1, 1)
     scale: float
-    _placed: dict = field(default_factory=dict, repr=False)
 
     def delta(self) -> torch.Tensor:
         """``scale * up @ down`` in the layer's weight shape (fp32)."""
@@ -94,12 +93,6 @@ class LoraLayer:
             return torch.einsum("or,rihw->oihw", up, down) * self.scale
         return (up @ down.flatten(1)) * self.scale
 
-    def placed(self, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """down and up on ``device`` in ``dtype``, made once (the model may move between calls)."""
-        key = (str(device), dtype)
-        if key not in self._placed:
-            self._placed[key] = (self.down.to(device, dtype), self.up.to(device, dtype))
-        return self._placed[key]
 
 
 @dataclass
@@ -422,27 +415,33 @@ def math_prod(values) -> int:
 
 
 class _Hook:
-    """The forward hook of one layer: its output plus each active LoRA's ``factor * up(down(x))``."""
+    """The forward hook of one layer: its output plus ``up(down(x))``, where the active LoRAs' matrices are
+    stacked along the rank with each one's weight and scale folded into its ``up``: two small matmuls per
+    layer however many LoRAs are on."""
 
     def __init__(self, module, entries: list[tuple[LoraLayer, float]]):
         self.conv = isinstance(module, torch.nn.Conv2d)
         self.stride, self.padding, self.dilation = ((module.stride, module.padding, module.dilation) if self.conv
                                                     else (None, None, None))
-        self.entries = entries
+        self.down = torch.cat([layer.down.float() for layer, _ in entries])
+        self.up = torch.cat([layer.up.float() * (weight * layer.scale) for layer, weight in entries], dim=1)
+        self._placed: dict = {}
+
+    def placed(self, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (str(device), dtype)
+        if key not in self._placed:
+            self._placed.clear()  # the model moved (offload) or changed dtype: one copy at a time
+            self._placed[key] = (self.down.to(device, dtype), self.up.to(device, dtype))
+        return self._placed[key]
 
     def __call__(self, module, args, output):
         x = args[0]
-        total = None
-        for layer, weight in self.entries:
-            down, up = layer.placed(x.device, x.dtype)
-            if self.conv:
-                hidden = F.conv2d(x, down, None, self.stride, self.padding, self.dilation)
-                part = F.conv2d(hidden, up)
-            else:
-                part = F.linear(F.linear(x, down), up)
-            part = part * (weight * layer.scale)
-            total = part if total is None else total + part
-        return output + total.to(output.dtype)
+        down, up = self.placed(x.device, x.dtype)
+        if self.conv:
+            part = F.conv2d(F.conv2d(x, down, None, self.stride, self.padding, self.dilation), up)
+        else:
+            part = F.linear(F.linear(x, down), up)
+        return output + part.to(output.dtype)
 
 
 class _EmbeddingHook:
