@@ -66,3 +66,15 @@ def test_a_lora_added_while_the_page_is_open_shows_after_refresh(page, studio_ho
     pick(page, "lora_name", "new-style")
     page.locator("#lora_add").click()
     expect(page.locator("#loras")).to_contain_text("new-style:1")
+
+
+def test_typing_lora_suggests_the_folders_loras_and_tab_inserts_the_tag(page):
+    prompt = page.locator("#prompt textarea")
+    prompt.click()
+    prompt.press_sequentially("1girl, <lora:fl", delay=30)
+    first = page.locator("#tag_suggestions .sote-suggestion").first
+    first.wait_for(state="visible")
+    assert first.locator(".sote-suggestion-text").inner_text() == "<lora:flat-color:1>"
+    assert first.locator(".sote-suggestion-category").inner_text() == "lora"
+    prompt.press("Tab")
+    assert prompt.input_value() == "1girl, <lora:flat-color:1>, "

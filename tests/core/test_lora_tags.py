@@ -156,3 +156,13 @@ def test_the_fixer_leaves_loras_that_are_here_and_flags_the_rest(lora_dir):
     assert "no such LoRA in the loras folder" in flagged["<lora:gone:1>"]
     assert "not supported here" in flagged["<lyco:thing:1>"]
     assert fixer.fix_all("1girl, <lora:ink:0.8>, <lora:gone:1>, smile") == "1girl, <lora:ink:0.8>, smile"
+
+
+def test_typing_a_lora_tag_suggests_the_folders_names(lora_dir):
+    from sote_ui.core.suggestions import suggest_tags
+
+    assert [s["text"] for s in suggest_tags("1girl, <lora")] == ["<lora:flat color:1>, ", "<lora:ink:1>, "]
+    assert [s["tag"] for s in suggest_tags("1girl, <LoRA: in")] == ["ink"]
+    assert [s["tag"] for s in suggest_tags("1girl, <lora:color")] == ["flat color"]  # inside a name too
+    assert suggest_tags("1girl, <lora:zz") == []
+    assert suggest_tags("1girl, long h")[0]["text"] == "long hair, "  # tags as before
