@@ -418,3 +418,25 @@ def test_full_size_key_table_maps_every_layer_of_the_published_prior(tmp_path):
     lora = read_lora(tmp_path / "full.safetensors", prior, text_encoder)
     assert sorted(layer.module for layer in lora.layers) == [
         "clip_txt_mapper", "down_blocks.1.23.attention.to_q", "text_model.encoder.layers.31.mlp.fc1"]
+
+
+# 6. The X/Y grid: LoRA weight on an axis ------------------------------------------------------------------
+
+
+def test_a_grid_axis_of_lora_weights_runs_a_prior_per_weight_and_weight_zero_is_the_plain_image(engine, lora_dir):
+    from sote_ui.service.compare import parse_values, run_grid
+
+    write_lora(lora_dir / "ink.safetensors", engine, "kohya")
+    base = build_request({**SMALL, "loras": ["ink:1"]})
+    values = parse_values("lora", "0, 0.5, 1", base=base)
+    assert [v[0].weight for v in values] == [0.0, 0.5, 1.0]
+    grid = run_grid(engine, base, "lora", values, "decoder_cfg", [1.0, 1.5], x_terms=["0", "0.5", "1"])
+    assert grid.counters.prior_runs == 3 and grid.counters.decoder_runs == 6
+    plain = engine.generate(build_request({**SMALL, "seed": base.seed}))
+    assert np.array_equal(pixels(grid.cells[0][0].image), pixels(plain))
+    assert not np.array_equal(pixels(grid.cells[0][2].image), pixels(plain))
+    assert "<lora:ink:0.5>" in grid.cells[1][1].parameters.splitlines()[0]
+    with pytest.raises(InputError, match="name the LoRA"):
+        parse_values("lora", "0, 1", base=build_request(SMALL))
+    with pytest.raises(InputError, match="tag would win over the axis"):
+        parse_values("lora", "ink:0, ink:1", base=build_request({**SMALL, "prompt": "1girl, <lora:ink:1>"}))
