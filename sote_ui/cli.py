@@ -4,6 +4,8 @@ Example::
 
     python -m sote_ui generate --prompt "1girl, solo, smile" --seed 42 --out smile.png
     python -m sote_ui generate --preset fast --count 4 --out outputs/
+    python -m sote_ui generate --prompt "1girl, <lora:ink:0.8>" --lora flat-color:0.5 --out ink.png
+    python -m sote_ui loras                 # the LoRAs of the loras folder
     python -m sote_ui info smile.png
     python -m sote_ui fix-prompt "masterpiece, 1girl, lnog hair"   # -> best quality, 1girl, long hair
     python -m sote_ui cache info            # the fp8 weight cache; `cache clear` empties it
@@ -122,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--image-strength", dest="image_strengths", default=None, metavar="S",
                      help=f"strength of the reference images, 0 to {MAX_STRENGTH:g} (default 1): one for all, "
                           "or a comma-separated list, one per image")
+    gen.add_argument("--lora", dest="loras", action="append", default=None, metavar="NAME[:W[:TE_W]]",
+                     help="a LoRA from the loras folder ($SOTE_LORA_DIR, else ~/.sote-studio/loras) at weight W "
+                          "(default 1; TE_W: its own text-encoder weight); repeatable. <lora:NAME:W> in the prompt "
+                          "works too")
     gen.add_argument("--preset", help="start from this preset (flags given override it)")
     gen.add_argument("--presets-dir", default=None, help="user presets folder (default ~/.sote-studio/presets)")
     gen.add_argument("--from-image", help="start from the settings stored in a PNG")
@@ -145,13 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     fix.add_argument("prompt")
     fix.add_argument("--json", action="store_true", help='print {"fixed": ..., "findings": [...]} instead')
 
+    commands.add_parser("loras", help="list the LoRAs of the loras folder (name, A1111 hash, size)")
+
     pre = commands.add_parser("presets", help="list presets")
     pre.add_argument("--presets-dir", default=None)
     return parser
 
 
 def _request_values(args: argparse.Namespace) -> dict:
-    keys = (*REQUEST_FLAGS.values(), "images", "image_strengths")
+    keys = (*REQUEST_FLAGS.values(), "images", "image_strengths", "loras")
     return {key: getattr(args, key) for key in keys if getattr(args, key, None) is not None}
 
 
@@ -189,6 +197,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         found = parse_parameters(text)
         values.update({k: v for k, v in found.items() if k in FIELD_NAMES})
         if note := not_applied_note(found):
+            print(f"note: {note}", file=sys.stderr)
+        from .core.loras import missing_note
+
+        if note := missing_note(found.get("prompt", ""), found.get("lora_hashes")):
             print(f"note: {note}", file=sys.stderr)
     values.update(_request_values(args))
     request = build_request(values, base=base).with_seed()
@@ -239,6 +251,16 @@ def cmd_presets(args: argparse.Namespace) -> int:
         print(f"{name:24} {where:8} {preset.description}")
     for error in errors:
         print(f"skipped: {error}", file=sys.stderr)
+    return 0
+
+
+def cmd_loras(args: argparse.Namespace) -> int:
+    from .core import loras
+
+    found = loras.available()
+    for name, path in found.items():
+        print(f"{name:32} {loras.short_hash(path)}  {path.stat().st_size / 1e6:8.1f} MB")
+    print(f"{len(found)} LoRA(s) in {loras.lora_dir()} (set {loras.ENV} to use another folder)", file=sys.stderr)
     return 0
 
 
@@ -302,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     handler = {"generate": cmd_generate, "info": cmd_info, "presets": cmd_presets,
-               "make-tiny": cmd_make_tiny, "cache": cmd_cache, "fix-prompt": cmd_fix_prompt}[args.command]
+               "make-tiny": cmd_make_tiny, "cache": cmd_cache, "fix-prompt": cmd_fix_prompt,
+               "loras": cmd_loras}[args.command]
     from .core.errors import Cancelled, GenerationError
 
     try:

@@ -15,7 +15,8 @@ list, :mod:`.tagindex`, and :mod:`.tags`) the fixer finds, per tag of a prompt:
   spellings; mapped to the card's tag where it has one, dropped otherwise;
 - ``duplicate``: a tag already earlier in the prompt (any spelling), dropped;
 - ``past_chunks``: tags past the third 75-token chunk (with the encoder's chunk counter), dropped;
-- ``lora``: ``<lora:...>`` and kin, which this app does not load, dropped.
+- ``lora``: ``<lora:name>`` naming no LoRA of the loras folder, and ``<lyco:...>`` and kin, which this app
+  does not load, dropped (a LoRA that is here is left alone).
 
 Fixes replace a tag's text inside its emphasis, so ``(lnog_hair:1.2)`` becomes ``(long hair:1.2)``.
 Pure data and logic: no torch, no gradio.
@@ -37,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Callable, Iterable
 
+from . import loras as lora_files
 from . import tagindex, tags
 from .suggestions import tags_past_trained
 
@@ -333,6 +335,28 @@ def _judge(core: str, last: bool) -> tuple[str, str | None, str, tuple[str, ...]
     return "unknown", None, f"{shown} is not a Danbooru tag, and none is close to it", (), key
 
 
+def _lora_message(found: list[str]) -> str:
+    """What is wrong with a piece's ``<lora:...>``-like tags ('' when each names a LoRA that is here)."""
+    here = None
+    missing, other = [], []
+    for tag in found:
+        match = lora_files.TAG.fullmatch(tag.strip())
+        if match is None:
+            other.append(tag)
+            continue
+        here = lora_files.available() if here is None else here
+        if match.group(1) not in here:
+            missing.append(tag)
+    parts = []
+    if missing:
+        parts.append(f"{', '.join(f'`{x}`' for x in missing)}: no such LoRA in the loras folder: add the file or "
+                     "drop the tag")
+    if other:
+        parts.append(f"{', '.join(f'`{x}`' for x in other)}: LyCORIS, hypernetwork and embedding tags are not "
+                     "supported here: drop them")
+    return "; ".join(parts)
+
+
 # 3. A prompt -------------------------------------------------------------------------------------
 
 
@@ -354,10 +378,10 @@ def analyze(text: str, chunk_counts: ChunkCounter | None = None, typing: bool = 
             continue
         loras = _LORA.findall(core)
         if loras:
-            rest = " ".join(_LORA.sub(" ", core).split())
-            findings.append(Finding("lora", core, number, rest,
-                                    f"{', '.join(f'`{x}`' for x in loras)}: LoRA and embedding tags are not "
-                                    "supported here: drop them"))
+            message = _lora_message(loras)
+            if message:
+                rest = " ".join(_LORA.sub(" ", core).split())
+                findings.append(Finding("lora", core, number, rest, message))
             continue
         kind, fix, message, options, canonical = _judge(core, typing and number == last and not piece.sep)
         weighted = bool(piece.prefix.strip() or piece.suffix.strip())
@@ -474,7 +498,8 @@ def rewrite_a1111(text: str) -> tuple[str, list[str]]:
         if finding.fix is None:
             continue
         change = f"dropped `{finding.tag}`" if finding.fix == "" else f"`{finding.tag}` → `{finding.fix}`"
-        reason = {"lora": "LoRA tags are not supported here", "duplicate": "a repeat",
+        reason = {"lora": "no such LoRA here" if finding.tag.lstrip("( ").lower().startswith("<lora")
+                  else "not supported here", "duplicate": "a repeat",
                   "untrained": "not trained with" if finding.fix == "" else None}.get(finding.kind)
         notes.append(f"{change} ({reason})" if reason else change)
     return fixed, notes

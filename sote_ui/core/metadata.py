@@ -27,6 +27,7 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from .errors import InputError
+from .loras import parse_hashes
 from .request import HIRES_SCALES, MAX_SEED, PROMPT_PADDINGS, RESIZE_MODES, GenerationRequest
 from .tags import decompose_prompt
 
@@ -64,7 +65,7 @@ def _num(value: float) -> str:
 
 def format_parameters(request: GenerationRequest, seed: int, model: ModelInfo, extra: dict | None = None) -> str:
     """The A1111-style ``parameters`` text for one image of ``request``."""
-    prompt = request.composed_prompt()
+    prompt = request.written_prompt()  # what was encoded, with its <lora:...> tags (A1111)
     pairs = {
         "Steps": request.prior_steps,
         "Sampler": SAMPLER,
@@ -286,6 +287,8 @@ def parse_parameters(text: str) -> dict[str, Any]:
         values["decoder"] = pairs["Decoder"]
     if "Memory mode" in pairs:
         values["mode"] = pairs["Memory mode"]
+    if "Lora hashes" in pairs:  # A1111's: which LoRA files the prompt's <lora:...> tags meant
+        values["lora_hashes"] = parse_hashes(pairs["Lora hashes"])
     if "Reference images" in pairs:  # shown, not applied: the images themselves are not in the file
         values["references"] = parse_references(pairs["Reference images"])
     applied = values.pop("_applied")
@@ -328,7 +331,7 @@ def _read_refine(pairs: dict[str, str], values: dict[str, Any]) -> None:
 
 
 # Keys this module reads above, and those that only describe the file (no setting to apply).
-_READ = set(_NUMERIC) | {"Size", "Prompt padding", "Model", "Decoder", "Memory mode", "Reference images",
+_READ = set(_NUMERIC) | {"Size", "Prompt padding", "Model", "Decoder", "Memory mode", "Reference images", "Lora hashes",
                          "Grid X", "Grid Y", "Prior stopped at", "Version", "Model hash", "VAE hash", "TI hashes"}
 
 

@@ -23,6 +23,8 @@ from PIL import Image
 from . import tags
 from .emphasis import check_weights
 from .errors import InputError
+from .loras import MAX_LORAS, LoraRef, merge, parse_ref, ref_text, split_tags, tag_text
+from .loras import find as find_lora
 from .wildcards import check_request
 
 MAX_SEED = 2**32 - 1
@@ -117,12 +119,31 @@ class GenerationRequest:
     decoder_sampler: str = DECODER_SAMPLERS[0]
     prior_shift: float = 1.0
     decoder_shift: float = 1.0
+    # LoRA (stage C and its text encoder): the picker's LoRAs; ``<lora:...>`` tags in the prompt add to them.
+    loras: tuple[LoraRef, ...] = ()
 
     def composed_prompt(self) -> str:
+        """The prompt the text encoder reads: tag pickers composed in, ``<lora:...>`` tags left out."""
         return tags.compose_prompt(
-            self.prompt, aesthetic=self.aesthetic, quality=self.quality, date=self.date,
+            split_tags(self.prompt)[0], aesthetic=self.aesthetic, quality=self.quality, date=self.date,
             custom=self.custom, rating=self.rating, artist=self.artist,
         )
+
+    # LoRA ------------------------------------------------------------------------------------------
+    def active_loras(self) -> tuple[LoraRef, ...]:
+        """The prompt's tags, then the picker's LoRAs: one per name (a tag's weight wins), in the order
+        :meth:`written_prompt` names them."""
+        tagged = split_tags(self.prompt)[1]
+        return merge(tagged, tuple(ref for ref in self.loras if ref.name not in {t.name for t in tagged}))
+
+    def written_prompt(self) -> str:
+        """The prompt as an image records it (A1111's way): the prompt's own ``<lora:...>`` tags where they
+        were, and a tag for each LoRA that came from the picker."""
+        prompt = tags.compose_prompt(self.prompt, aesthetic=self.aesthetic, quality=self.quality, date=self.date,
+                                     custom=self.custom, rating=self.rating, artist=self.artist)
+        in_prompt = {ref.name for ref in split_tags(self.prompt)[1]}
+        extra = [tag_text(ref) for ref in self.loras if ref.name not in in_prompt]
+        return ", ".join([prompt, *extra]) if extra else prompt
 
     def with_seed(self, rng: random.Random | None = None) -> "GenerationRequest":
         """Return a copy whose seed is concrete (a random one replaces -1)."""
@@ -138,6 +159,7 @@ class GenerationRequest:
         references = data.pop("references")
         data["images"] = [ref["path"] for ref in references]
         data["image_strengths"] = [ref["strength"] for ref in references]
+        data["loras"] = [ref_text(ref) for ref in self.loras]
         return data
 
     @property
@@ -157,7 +179,7 @@ REFERENCE_KEYS = ("images", "image_strengths")
 REQUEST_KEYS: tuple[str, ...] = FIELD_NAMES + REFERENCE_KEYS
 PRIOR_KEYS = ("prompt", "negative_prompt", "aesthetic", "quality", "date", "custom", "rating", "artist",
               "width", "height", "seed", "prior_steps", "prior_cfg", "prompt_padding", "init_image", "denoise",
-              "resize_mode", "hires_scale", "hires_denoise", "hires_steps", "prior_sampler", "prior_shift")
+              "resize_mode", "hires_scale", "hires_denoise", "hires_steps", "prior_sampler", "prior_shift", "loras")
 DECODER_KEYS = ("decoder_steps", "decoder_cfg", "decoder_sampler", "decoder_shift")
 _INT_FIELDS = {"width", "height", "seed", "prior_steps", "decoder_steps", "count", "hires_steps"}
 _FLOAT_FIELDS = {"prior_cfg", "decoder_cfg", "denoise", "hires_scale", "hires_denoise", "prior_shift",
@@ -265,6 +287,25 @@ def check_start_image(path: str) -> tuple[int, int]:
         raise InputError(f"start image {name!r} is {size[0]}x{size[1]}; it needs at least {MIN_START_SIDE} pixels "
                          "on each side")
     return size
+def _loras(value: Any) -> tuple[LoraRef, ...]:
+    """LoRAs from the vocabulary: a list of ``name`` / ``name:weight`` strings (or one string of them, comma
+    separated), or LoraRefs."""
+    if isinstance(value, str):
+        value = [part for part in value.split(",") if part.strip()]
+    elif isinstance(value, LoraRef):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise InputError("loras must be a list of NAME or NAME:WEIGHT")
+    refs = []
+    for item in value:
+        if isinstance(item, LoraRef):
+            refs.append(item)
+        elif isinstance(item, str):
+            if item.strip():
+                refs.append(parse_ref(item))
+        else:
+            raise InputError("loras must be a list of NAME or NAME:WEIGHT")
+    return merge((), tuple(refs))
 
 
 def build_request(values: dict[str, Any] | None = None, *, base: GenerationRequest | None = None,
@@ -294,6 +335,8 @@ def build_request(values: dict[str, Any] | None = None, *, base: GenerationReque
             merged[key] = value.strip().lower() if isinstance(value, str) else value
         elif key == "init_image":
             merged[key] = _init_image_path(value)
+        elif key == "loras":
+            merged[key] = _loras(value)
         elif key in _CHOICE_FIELDS:
             try:
                 merged[key] = tags.check_choice(key, str(value))
@@ -303,6 +346,8 @@ def build_request(values: dict[str, Any] | None = None, *, base: GenerationReque
             if not isinstance(value, str):
                 raise InputError(f"{key} must be text")
             merged[key] = value
+    if isinstance(merged.get("loras"), list):  # the base's own, in the vocabulary's form
+        merged["loras"] = _loras(merged["loras"])
     request = GenerationRequest(**merged)
     validate(request, limits)
     return request
@@ -356,6 +401,12 @@ def validate(request: GenerationRequest, limits: Limits = DEFAULT_LIMITS) -> Non
             raise InputError(f"image strength must be between 0 and {MAX_STRENGTH:g}, got {ref.strength:g}")
         if "\x00" in ref.path or not Path(ref.path).expanduser().is_file():
             raise InputError(f"reference image {Path(ref.path.replace(chr(0), '')).name[:80]!r} does not exist")
+    # LoRA: the picker's and the prompt's, each a file here with a sane weight.
+    loras = request.active_loras()
+    if len(loras) > MAX_LORAS:
+        raise InputError(f"{len(loras)} LoRAs; at most {MAX_LORAS} at once")
+    for ref in loras:
+        find_lora(ref.name)
     check_request(request)  # a bad template or missing wildcard file fails here, before any work
     composed = request.composed_prompt()
     if not composed.strip():
@@ -416,6 +467,7 @@ __all__ = [
     "FIELD_NAMES",
     "GenerationRequest",
     "Limits",
+    "LoraRef",
     "PRIOR_KEYS",
     "PRIOR_SAMPLERS",
     "PROMPT_PADDINGS",

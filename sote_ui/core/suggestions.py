@@ -11,10 +11,11 @@ Example::
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any, Callable
 
-from . import tagindex, tags, wildcards
+from . import loras, tagindex, tags, wildcards
 from .errors import InputError
 
 
@@ -33,6 +34,9 @@ def suggest_tags(text: str, category: str | None = "") -> list[dict[str, Any]]:
     if category not in ("", "artist"):
         raise InputError(f"category must be '' (all tags) or 'artist', got {str(category)[:20]!r}")
     text = str(text or "")[-500:]
+    lora = _LORA_TYPED.search(re.split(r"[,\n|{]", text)[-1]) if category == "" else None
+    if lora is not None:
+        return lora_suggestions(lora.group(1) or "")
     typed = wildcards.typed_name(text) if category == "" else None
     if typed is not None:
         found = wildcard_suggestions(typed)
@@ -41,6 +45,20 @@ def suggest_tags(text: str, category: str | None = "") -> list[dict[str, Any]]:
     query = tagindex.query_of(text) if category == "" else tagindex.normalize(text)
     group = tagindex.ARTIST if category == "artist" else None
     return [s.to_dict() for s in tagindex.suggest(query, category=group)]
+
+
+# ``<lora``, ``<lora:`` or ``<lora:na`` at the end of the tag being typed
+_LORA_TYPED = re.compile(r"<\s*lora(?:\s*:\s*([^:<>]*))?\Z", re.IGNORECASE)
+
+
+def lora_suggestions(typed: str, limit: int = tagindex.DEFAULT_LIMIT) -> list[dict[str, Any]]:
+    """LoRAs of the loras folder whose name starts with (then contains) ``typed``, inserted as ``<lora:name:1>, ``."""
+    typed = typed.strip().lower()
+    names = loras.names()
+    ranked = [n for n in names if n.lower().startswith(typed)] + [n for n in names if typed in n.lower()
+                                                                   and not n.lower().startswith(typed)]
+    return [{"text": f"<lora:{name}:1>, ", "tag": name, "category": "lora", "count": 0, "alias": ""}
+            for name in ranked[:limit]]
 
 
 def wildcard_suggestions(typed: str, limit: int = tagindex.DEFAULT_LIMIT) -> list[dict[str, Any]]:

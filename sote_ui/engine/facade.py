@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from .. import __version__
+from ..core import loras as lora_files
 from ..core import memory
 from ..core.errors import Cancelled, GenerationError, InputError, ModelError
 from ..core.memory import Mode, Placement, Plan, choose_mode, parse_mode, smaller_mode, unsupported_reason
@@ -40,6 +41,7 @@ from . import devices
 from .caches import LruCache
 from .encoding import TRAINED_CHUNKS, PromptEmbeds, check_chunks, chunk_token_counts, count_tokens, encode_pair
 from .loading import Components, Folders, component_sizes, fetch, load_components
+from .lora import Adapters, LoraFile, read_lora
 from .models import ModelSource, default_source, recorded_name
 from .placement.offload import held_on_device, send_back
 from .placement.oom import forget_frames, is_oom
@@ -89,6 +91,8 @@ class Engine:
         self._last_run = ""  # the stage that ran last in this call, to count switches
         self._preview_decoder = None
         self._preview_kind_loaded = None
+        self._adapters = Adapters()  # the LoRAs hooked into the prior and text encoder now
+        self._lora_files = LruCache(16)  # (file hash, name) -> LoraFile
 
     # 1. Loading and memory modes -------------------------------------------------
 
@@ -196,6 +200,7 @@ class Engine:
         self._priors.clear()
         self._references.clear()
         self._starts.clear()
+        self._lora_files.clear()
 
     def cache_counts(self) -> dict[str, int]:
         """How many prompt encodings (``texts``), priors and reference embeddings (``images``) are cached."""
@@ -206,6 +211,8 @@ class Engine:
         return self._priors.values()
 
     def _drop(self) -> None:
+        self._adapters.clear()
+        self._lora_files.clear()
         self._prior_pipe = None
         self._decoder_pipe = None
         self._image_encoder = None
@@ -264,13 +271,14 @@ class Engine:
 
     def encode(self, job: GenerationRequest) -> PromptEmbeds:
         """The job's prompt and negative prompt, encoded (or from the cache)."""
-        key = (job.composed_prompt(), job.negative_prompt, job.prompt_padding)
+        key = (job.composed_prompt(), job.negative_prompt, job.prompt_padding, self._lora_key(job, text=True))
         embeds = self._texts.get(key)
         if embeds is not None:
             self.counters.text_cache_hits += 1
             return embeds
         self._stage = "text encoder"
         pipe = self._prior_pipe
+        self.use_loras(job)
         embeds = encode_pair(pipe.tokenizer, pipe.text_encoder, job.composed_prompt(), job.negative_prompt,
                              pipe._execution_device, mask_padding=job.prompt_padding == "masked")
         if self.plan.mode.placement == Placement.OFFLOAD:
@@ -401,6 +409,7 @@ class Engine:
             run_steps = steps_for(job.prior_steps, job.denoise)
         self._stage = "prior"
         self._switch_to("prior")
+        self.use_loras(job)
         generator = torch.Generator("cpu").manual_seed(job.seed)
         guided = job.prior_cfg > 1
         stopped = None
@@ -476,6 +485,9 @@ class Engine:
         extra = {"Reference images": self._references.note(job)} if job.references else {}
         if job.init_image is not None:
             extra["Init image"] = init_image_note(Path(job.init_image).name, self._start_digest(job.init_image)[:16])
+        if job.active_loras():
+            extra["Lora hashes"] = lora_files.hashes_value([(lora.name, lora.digest[:lora_files.SHORT_HASH])
+                                                            for lora, _, _ in self._loras(job, every=True)])
         if prior.stopped_at:
             extra["Prior stopped at"] = "{}/{}".format(*prior.stopped_at)
         extra["Version"] = f"sote-studio {__version__}"
@@ -542,7 +554,7 @@ class Engine:
         return (request.composed_prompt(), request.negative_prompt if guided else None, request.prompt_padding,
                 request.width, request.height, request.seed, request.prior_steps,
                 float(request.prior_cfg) if guided else None, references, request.prior_sampler,
-                float(request.prior_shift), start)
+                float(request.prior_shift), start, self._lora_key(request))
 
     def _hires_key(self, job: GenerationRequest) -> tuple:
         """What decides the hi-res fix's second prior: the first pass's prior, its decoder, and the fix."""
@@ -622,6 +634,44 @@ class Engine:
             raise
         return replace(image, seconds=image.seconds + first.seconds)
 
+    # 3c. LoRA ------------------------------------------------------------------------------------
+
+    def _loras(self, job: GenerationRequest, every: bool = False) -> list[tuple[LoraFile, float, float]]:
+        """The job's LoRAs, read (or from the cache) and mapped onto this prior: (file, weight, text weight) each.
+
+        LoRAs at weight 0 on both models are left out (they change nothing)
+        unless ``every``.
+        """
+        found = []
+        for ref in job.active_loras():
+            if not every and not ref.weight and not ref.text_weight:
+                continue
+            path = lora_files.find(ref.name)
+            key = (lora_files.file_hash(path), ref.name)
+            lora = self._lora_files.get(key)
+            if lora is None:
+                pipe = self._prior_pipe
+                lora = read_lora(path, pipe.prior, pipe.text_encoder, name=ref.name)
+                self._lora_files.put(key, lora)
+            found.append((lora, float(ref.weight), float(ref.text_weight)))
+        return found
+
+    def _lora_key(self, job: GenerationRequest, text: bool = False) -> tuple:
+        """What the job's LoRAs change: (name, file hash, weight, text weight) each; for the prompt encoding
+        only those with text-encoder layers, by their text weight."""
+        if not job.active_loras():
+            return ()
+        if text:
+            return tuple((lora.name, lora.digest, te_weight) for lora, _, te_weight in self._loras(job)
+                         if lora.has_text and te_weight)
+        return tuple((lora.name, lora.digest, weight if lora.has_prior else 0.0, te_weight if lora.has_text else 0.0)
+                     for lora, weight, te_weight in self._loras(job))
+
+    def use_loras(self, job: GenerationRequest) -> None:
+        """Hook the job's LoRAs into the prior and text encoder (none: the plain models)."""
+        pipe = self._prior_pipe
+        self._adapters.use(pipe.prior, pipe.text_encoder, self._loras(job))
+
     # 4. Generation ----------------------------------------------------------------
 
     def generate(self, request: GenerationRequest, on_progress: Callable[[Progress], None] | None = None,
@@ -663,6 +713,9 @@ class Engine:
             self.load()
             jobs = expand(requests)
             warnings = self._check_prompts(jobs)
+            for job in jobs:  # every LoRA read and mapped before any step runs; what a file lacks, said once
+                for lora, _, _ in self._loras(job):
+                    warnings += [note for note in lora.notes if note not in warnings]
             encoded = self._references.prepare(jobs, self.load_image_encoder, self.device.torch_device)
             self.counters.image_encodes += encoded
             run = RunContext(len(jobs), planned_steps(jobs, self.prior_passes, self._priors.__contains__, prior_only),
@@ -692,6 +745,7 @@ class Engine:
                 forget_frames(exc)  # the failed step's activations live in these frames
             finally:
                 self._stage = ""
+                self._adapters.clear()  # the models stay as loaded between calls
             if oom_stage is not None:
                 # Out of the handler: the exception and its frames are gone, so this frees the activations
                 # too, before the message goes out.

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..core import loras
 from ..core.errors import Cancelled, InputError
 from ..core.metadata import format_parameters
 from ..core.request import DECODER_KEYS, DEFAULT_LIMITS, PRIOR_KEYS, GenerationRequest, Limits, build_request
@@ -48,6 +49,7 @@ AXIS_LABELS = {
     "decoder_sampler": "Decoder sampler",
     "prior_shift": "Prior shift",
     "decoder_shift": "Decoder shift",
+    "lora": "LoRA",  # values NAME:WEIGHT (or bare weights for the request's only LoRA)
 }
 GRID_KEYS = tuple(AXIS_LABELS)
 MAX_GRID_CELLS = 64
@@ -119,7 +121,7 @@ def compare(engine, a: GenerationRequest, b: GenerationRequest, seeds: list[int]
 
 def axis_field(key: str) -> str:
     """The request field an axis sets."""
-    return "prompt" if key == "prompt_sr" else key
+    return {"prompt_sr": "prompt", "lora": "loras"}.get(key, key)
 
 
 def axis_terms(key: str, text: str, limits: Limits = DEFAULT_LIMITS) -> list[str]:
@@ -180,6 +182,8 @@ def parse_values(key: str, text: str, limits: Limits = DEFAULT_LIMITS,
                 raise InputError(f"Prompt S/R: replacing {find[:40]!r} with {term[:40]!r} makes a prompt of {length} "
                                  f"characters; the limit is {limits.max_prompt_chars}")
         parts = [prompt.replace(find, term) for term in parts]
+    if key == "lora":
+        return [_lora_axis_value(part, base or GenerationRequest(), limits) for part in parts]
     values = []
     for part in parts:
         request = build_request({axis_field(key): part}, base=base, limits=limits)
@@ -187,6 +191,24 @@ def parse_values(key: str, text: str, limits: Limits = DEFAULT_LIMITS,
             raise InputError("a seed axis needs concrete seeds (0 or more), not -1")
         values.append(getattr(request, axis_field(key)))
     return values
+
+
+def _lora_axis_value(term: str, base: GenerationRequest, limits: Limits) -> tuple:
+    """The ``loras`` of a cell: ``base``'s with ``NAME:WEIGHT`` in place of that LoRA's entry (a bare weight
+    is for the request's only LoRA)."""
+    active = base.active_loras()
+    if ":" not in term:
+        if len(active) != 1:
+            raise InputError(f"LoRA axis: name the LoRA of {term!r}, e.g. ink:{term} "
+                             f"({'the request has none' if not active else 'the request has several'})")
+        term = f"{active[0].name}:{term}"
+    ref = loras.parse_ref(term)
+    if ref.name in {tag.name for tag in loras.split_tags(base.prompt)[1]}:
+        raise InputError(f"LoRA axis: the prompt's <lora:{ref.name}> tag would win over the axis; take it out of "
+                         "the prompt (the axis adds the LoRA)")
+    value = tuple(r for r in base.loras if r.name != ref.name) + (ref,)
+    build_request({"loras": [loras.ref_text(r) for r in value]}, base=base, limits=limits)
+    return value
 
 
 @dataclass

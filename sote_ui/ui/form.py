@@ -9,6 +9,8 @@ from typing import Any
 
 import gradio as gr
 
+from ..core import loras
+from ..core.errors import InputError
 from ..core.request import FIELD_NAMES
 
 SIDE_STEP = 128
@@ -66,12 +68,24 @@ def settings_for_form(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]
 
 
 def unsupported_syntax(prompt: str) -> str:
-    """A note naming A1111 syntax (``<lora:...>`` and kin) this app sends as plain text, or ''."""
-    found = sorted({m.group(0) for m in _UNSUPPORTED.finditer(prompt or "")})
-    if not found:
-        return ""
-    return (f"{', '.join(found[:3])}: LoRA and embedding tags are not supported here; "
-            "they are sent as plain text, so remove them")
+    """A note on the prompt's ``<lora:...>`` tags naming no LoRA here (or with a bad weight), and on A1111
+    syntax this app sends as plain text (``<lyco:...>`` and kin); '' when there is none."""
+    found = sorted({m.group(0) for m in _UNSUPPORTED.finditer(prompt or "") if m.group(1).lower() != "lora"})
+    notes = []
+    try:
+        refs = loras.split_tags(prompt or "")[1]
+    except InputError as exc:
+        notes.append(str(exc))
+        refs = ()
+    if refs:
+        here = loras.available()
+        missing = [loras.tag_text(ref) for ref in refs if ref.name not in here]
+        if missing:
+            notes.append(f"{', '.join(f'`{tag}`' for tag in missing[:3])}: no such LoRA in the loras folder")
+    if found:
+        notes.append(f"{', '.join(f'`{tag}`' for tag in found[:3])}: LyCORIS, hypernetwork and embedding tags are not supported here; "
+                     "they are sent as plain text, so remove them")
+    return "; ".join(notes)
 
 
 def form_updates(values: dict[str, Any], with_resolution: bool = True) -> tuple[list, list[str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..core import fixer, tags
+from ..core import fixer, loras, tags
 from ..core.metadata import not_applied_note
 from ..core.request import FIELD_NAMES
 from ..service.studio import Studio
@@ -61,7 +61,8 @@ def build_pnginfo_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs, gene
         except gr.Error as exc:
             gr.Warning(exc.message)
             return None, "", None, f"⚠️ {exc.message}"
-        return preview_path, text, values, ""
+        missing = loras.missing_note(values.get("prompt", ""), values.get("lora_hashes"))
+        return preview_path, text, values, f"⚠️ {missing}" if missing else ""
 
     upload.change(read_in_page, upload, [preview, raw, parsed, note], api_visibility="private")
     gr.Button(visible=False).click(read, upload, [preview, raw, parsed], api_name="png_info")
@@ -70,12 +71,15 @@ def build_pnginfo_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs, gene
         if not values:
             raise gr.Error("drop an image with stored settings first", print_exception=False)
         settings = {k: v for k, v in values.items() if k in FIELD_NAMES}
+        settings.setdefault("loras", [])  # an image names its LoRAs as <lora:...> tags in its prompt
         updates, notes = form_updates(settings)
         unused = not_applied_note(values)
         if values.get("init_image_note"):  # the file itself is not in the PNG: the panel keeps its image
             notes.append(f"its start image was {values['init_image_note'].split(' sha256:')[0]!r}: drop that image in "
                          "Image to image to start from it again")
-        message = " · ".join(["applied the settings read from the image"] + notes + ([unused] if unused else []))
+        missing = loras.missing_note(values.get("prompt", ""), values.get("lora_hashes"))
+        message = " · ".join(["applied the settings read from the image"] + notes + ([unused] if unused else [])
+                             + ([missing] if missing else []))
         return (*updates, message, message, gr.Tabs(selected=generate_tab_id))
 
     def rewrite_in_page(values: dict | None):

@@ -62,7 +62,7 @@ def test_an_a1111_prompt_is_rewritten_for_this_model_in_the_png_info_tab(page, t
     page.locator("#png_rewrite").click()
     note = page.locator("#png_note")
     expect(note).to_contain_text("masterpiece → best quality", timeout=30_000)
-    expect(note).to_contain_text("dropped <lora:style:0.8> (LoRA tags are not supported here)")
+    expect(note).to_contain_text("dropped <lora:style:0.8> (no such LoRA here)")
     page.locator("#send_to_generate").click()
     expect(page.locator("#prompt textarea")).to_have_value("(best quality:1.2), 1girl, (long hair:1.1)",
                                                            timeout=30_000)

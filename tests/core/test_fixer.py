@@ -154,7 +154,7 @@ def test_an_a1111_prompt_is_rewritten_with_its_emphasis_kept():
     text, notes = fixer.rewrite_a1111(a1111)
     assert text == "(best quality:1.2), 1girl, (long hair:1.1), blue eyes, [smile]"
     assert "`masterpiece` → `best quality`" in notes
-    assert "dropped `<lora:add_detail:0.8>` (LoRA tags are not supported here)" in notes
+    assert "dropped `<lora:add_detail:0.8>` (no such LoRA here)" in notes
     build_request({"prompt": text})  # what it writes is a valid prompt
 
 

@@ -18,6 +18,7 @@ from ...core.request import DECODER_SAMPLERS, FIELD_NAMES, PRIOR_SAMPLERS, PROMP
 from ...service.studio import Studio
 from ..form import RESOLUTIONS, size_to_resolution, snap_side
 from .img2img_box import HiresBox, Img2ImgBox, build_hires_box, build_img2img_box, wire_hires, wire_img2img
+from .lora_box import LoraBox, build_lora_box
 
 RANDOM_SEED_LABEL = "Seed (-1 = random)"
 PADDING_CHOICES = [("unmasked: as the model was trained (default)", PROMPT_PADDINGS[0]),
@@ -72,6 +73,12 @@ class Controls:
     size_note: gr.Markdown
     img2img: Img2ImgBox  # the start image's panel: its preview and note besides the fields above
     hires: HiresBox  # the hi-res fix's checkbox, factor and final size line
+    # LoRA: the request's ``loras`` control lives in the picker's box
+    lora_box: LoraBox | None = None
+
+    @property
+    def loras(self) -> gr.Dropdown:
+        return self.lora_box.value
 
     def as_list(self) -> list:
         return [getattr(self, name) for name in FIELD_NAMES]
@@ -112,6 +119,7 @@ def build_controls(studio: Studio, defaults: GenerationRequest,
                                 min_width=200)
         negative_prompt = gr.Textbox(label="Negative prompt", value=defaults.negative_prompt, lines=2,
                                      elem_id="negative_prompt")
+    lora_box = build_lora_box(defaults.loras)
     with gr.Accordion("Size, steps, CFG and seed", open=True, elem_id="size_steps"):
         resolution = gr.Dropdown(RESOLUTIONS, value=size_to_resolution(defaults.width, defaults.height),
                                  label="Resolution", elem_id="resolution")
@@ -176,7 +184,8 @@ def build_controls(studio: Studio, defaults: GenerationRequest,
         resize_mode=img2img.resize_mode, hires_scale=hires.hires_scale, hires_denoise=hires.hires_denoise,
         hires_steps=hires.hires_steps, prior_sampler=prior_sampler, decoder_sampler=decoder_sampler,
         prior_shift=prior_shift, decoder_shift=decoder_shift, resolution_picker=resolution, composed=composed,
-        random_seed=random_seed, reuse_seed=reuse_seed, size_note=size_note, img2img=img2img, hires=hires)
+        random_seed=random_seed, reuse_seed=reuse_seed, size_note=size_note, img2img=img2img, hires=hires,
+        lora_box=lora_box)
 
 
 def _snap(key: str, value: float, width: float, height: float):

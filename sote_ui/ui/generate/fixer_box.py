@@ -68,7 +68,7 @@ def counter_for(studio: Studio, picks: tuple) -> Callable[[str], list[int] | Non
 
 WHY = {"unknown": "not a Danbooru tag", "spelling": "as the model was trained", "alias": "Danbooru's alias",
        "untrained": "not trained with", "duplicate": "a repeat", "past_chunks": "past the third chunk",
-       "lora": "not supported here"}
+       "lora": "no such LoRA here, or not supported"}
 
 
 def row_text(finding: fixer.Finding) -> str:

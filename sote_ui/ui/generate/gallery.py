@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from ...core import loras
 from ...core.request import GenerationRequest
 from ..form import form_updates
 from ..session import SessionState
@@ -25,6 +26,7 @@ def gallery_order(state: SessionState) -> list[int]:
 def caption(request: GenerationRequest, width: int = 90) -> str:
     """The seed and the image's own prompt (with its wildcards picked)."""
     prompt = " ".join(request.prompt.split())
+    prompt = ", ".join([prompt] * bool(prompt) + [loras.tag_text(ref) for ref in request.loras])  # picker's LoRAs
     prompt = prompt if len(prompt) <= width else prompt[:width - 1] + "…"
     return f"seed {request.seed} · {prompt}" if prompt else f"seed {request.seed}"
 

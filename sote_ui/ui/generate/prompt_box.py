@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ...core import suggestions, tags
+from ...core import loras, suggestions, tags
 from ...core.tags import MAX_CHUNKS, OVER_CHUNK_LIMIT, TRAINED_CHUNKS, over_char_limit
 from ...service.studio import Studio
 from ..form import unsupported_syntax
@@ -53,7 +53,7 @@ def composer(studio: Studio) -> Callable[..., str]:
 
     def compose(prompt, aesthetic, quality, date, custom, rating, artist) -> str:
         try:
-            text = tags.compose_prompt(prompt, aesthetic=aesthetic, quality=quality, date=date, custom=custom,
+            text = tags.compose_prompt(loras.split_tags(prompt or "")[0], aesthetic=aesthetic, quality=quality, date=date, custom=custom,
                                        rating=rating, artist=artist)
         except ValueError as exc:
             return f"⚠️ {exc}"

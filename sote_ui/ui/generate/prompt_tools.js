@@ -14,7 +14,7 @@
   };
   const COLORS = {
     general: "#3b82f6", artist: "#dc2626", copyright: "#a21caf", character: "#16a34a", meta: "#ea580c",
-    wildcard: "#0d9488",
+    wildcard: "#0d9488", lora: "#7c3aed",
   };
   const MIN_CHARS = 2;
   const DELAY_MS = 40;
@@ -106,7 +106,7 @@
       const count = document.createElement("span");
       count.className = "sote-suggestion-count";
       count.textContent = item.category === "wildcard" ? item.count + " options"
-        : item.count ? formatCount(item.count) : "model tag";
+        : item.category === "lora" ? "file" : item.count ? formatCount(item.count) : "model tag";
       count.style.cssText = "font-size:12px;opacity:.75;min-width:4.5em;text-align:right";
       row.append(name, alias, kind, count);
       row.addEventListener("mousedown", (event) => {
