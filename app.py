@@ -3,6 +3,7 @@
     python app.py                 # the real model, downloaded from the Hugging Face Hub on first use
     python app.py --demo          # a tiny random-weight model: try the whole UI with no download
     python app.py --mode fp8 --device cuda:1 --port 7861
+    python app.py --devices all   # one engine per GPU, one queue: as many jobs at once as GPUs
 
 The page is served at once; the model loads in the background.
 """
@@ -32,6 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--outputs", default="outputs", help="where images are saved ('' to keep none)")
     parser.add_argument("--demo", action="store_true", help="run on the tiny random-weight model (images are noise)")
     parser.add_argument("--queue-size", type=int, default=20, help="jobs allowed to wait for the GPU")
+    parser.add_argument("--devices", default=None,
+                        help="serve one queue with an engine on each device: cuda:0,cuda:1 (or all; cpu,cpu "
+                             "for two CPU engines); each device's memory mode is chosen on its own")
     return parser.parse_args(argv)
 
 
@@ -71,12 +75,19 @@ def main(argv: list[str] | None = None) -> None:
     from sote_ui.core.errors import InputError
     from sote_ui.core.memory import parse_mode
     from sote_ui.service import hosting
+    from sote_ui.service.pool import parse_devices
     from sote_ui.service.studio import Studio, StudioConfig, stop_on_sigterm
     from sote_ui.ui.app import build_demo, launch_options
 
+    if args.devices and args.device:
+        sys.exit("error: give --device or --devices, not both")
+    try:
+        devices = parse_devices(args.devices)
+    except InputError as exc:
+        sys.exit(f"error: {exc}")
     config = StudioConfig(model=args.model, prior=args.prior, decoder=args.decoder, mode=args.mode,
-                          device=args.device, outputs=args.outputs or None, presets_dir=args.presets_dir,
-                          demo=args.demo)
+                          device=args.device, devices=devices, outputs=args.outputs or None,
+                          presets_dir=args.presets_dir, demo=args.demo)
     if args.demo:
         folder = tiny_model_dir()
         config.prior, config.decoder, config.model = str(folder / "prior"), str(folder / "decoder"), None
