@@ -131,13 +131,15 @@ class JobRunner:
 
     def run(self, task: str, args: tuple, kwargs: dict, seconds: int, session: str, engine: Callable[[], Any],
             on_progress: Callable | None = None, pool: EnginePool | None = None,
-            on_engine: Callable[[Any, str | None], None] | None = None) -> Any:
+            on_engine: Callable[[Any, str | None], None] | None = None, remote: Callable | None = None) -> Any:
         """Run ``task`` for ``session`` on the engine ``engine()`` gives (it may wait for loading).
 
         With a ``pool`` of several engines, ``engine()`` only waits for
         loading and the job runs on a free engine of the pool, all its images
         on that one. ``on_engine(engine, label)`` hears which engine the job
-        got (label None without a pool) before it starts. Stop works from the
+        got (label None without a pool) before it starts. With ``remote``
+        (a Ray Serve backend's ``run``) the job runs there instead, and hears
+        Stop, Skip and Stop and finish through it. Stop works from the
         moment the job is asked for, also while the model is still loading.
         Raises :class:`Cancelled` if Stop came first.
         """
@@ -157,6 +159,8 @@ class JobRunner:
             if self._gpu is not None:
                 register_engine(loaded)
                 return self._gpu(task, args, kwargs, seconds)
+            if remote is not None:
+                return remote(task, args, kwargs, on_progress, signals, on_engine)
             if pool is None:
                 if on_engine is not None:
                     on_engine(loaded, None)

@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import shutil
 import tempfile
@@ -43,6 +44,7 @@ class StudioConfig:
     mode: str = "auto"
     device: str | None = None
     devices: list[str] = field(default_factory=list)  # several: one engine each, one queue (see pool.py)
+    ray: Any = None  # a ray_backend.RayOptions: jobs run on Ray Serve replicas instead of engines here
     outputs: str | None = "outputs"  # None: keep images in a temporary folder only
     presets_dir: str | None = field(default_factory=lambda: str(default_user_dir()))
     shipped_presets: str | None = str(SHIPPED_DIR)
@@ -81,6 +83,9 @@ class Studio:
         self._loader: threading.Thread | None = None
         self._pool: EnginePool | None = None
         self._pool_lock = threading.Lock()
+        self.ray = None  # the Ray Serve backend, made by start_loading when config.ray is set
+        if config.ray is not None:
+            config.mode_switch = False  # each replica keeps the mode it loaded in
         self.jobs = JobRunner()
         self.presets.clean_orphans()  # temporary files of a save that was interrupted
         remove_stale_temp_folders()
@@ -98,8 +103,11 @@ class Studio:
         return self.jobs.on_zero_gpu
 
     def close(self) -> None:
-        """Remove this server's temporary folder (the images kept only there go with it)."""
+        """Remove this server's temporary folder (the images kept only there go with it), and the Ray
+        Serve deployment it made."""
         shutil.rmtree(self._tmp, ignore_errors=True)
+        if self.ray is not None:
+            self.ray.close()
 
     # 1. The engine, loaded in the background ---------------------------------------
 
@@ -134,6 +142,8 @@ class Studio:
     @property
     def device_count(self) -> int:
         """How many jobs run at once: one per device (before torch loads, ``all`` counts as it will be)."""
+        if self.config.ray is not None:
+            return self.config.ray.replicas[1]
         names = list(self.config.devices or [])
         if self.on_zero_gpu or len(names) < 2 and names != [ALL]:
             return 1
@@ -162,6 +172,14 @@ class Studio:
     def _load_all(self) -> None:
         """Load each device's engine in turn: the first builds the fp8 cache, the others read it back, and
         the host holds one model's weights in transit at a time."""
+        if self.config.ray is not None:
+            if self.ray is None:
+                from .ray_backend import RayBackend
+
+                self.ray = RayBackend(self.source, self.config.mode, self.config.ray, self.config.device)
+            if not self.ray.ready:
+                self.ray.start(self._say)
+            return
         pool = self.pool
         if pool is None:
             self.engine.load(self._say)
@@ -194,6 +212,8 @@ class Studio:
     def wait_loaded(self, timeout: float | None = None) -> bool:
         if self._loader is not None:
             self._loader.join(timeout)
+        if self.config.ray is not None:
+            return self.ray is not None and self.ray.ready
         return self._engine is not None and all(engine.loaded for engine in self._made_engines())
 
     def _made_engines(self) -> list:
@@ -204,6 +224,8 @@ class Studio:
 
     def settled(self) -> bool:
         """True once loading has finished, well or not (the page stops polling then)."""
+        if self.config.ray is not None:
+            return self._engine_error is not None or (self.ray is not None and self.ray.ready)
         made = self._made_engines()
         if self._engine_error is not None or any(engine.state == "error" for engine in made):
             return True
@@ -217,7 +239,9 @@ class Studio:
         with self._status_lock:
             status = self._status
         engine = self._engine
-        if self._pool is not None:
+        if self.ray is not None and self.ray.ready:
+            status = self.ray.status()
+        elif self._pool is not None:
             if all(each.loaded and each.plan is not None for each in self._pool.engines):
                 status = "ready on {} devices: {}".format(len(self._pool), "; ".join(
                     f"{label} {each.device.describe()} in {each.plan.mode.value}"
@@ -243,6 +267,10 @@ class Studio:
     def _ensure_engine(self):
         if self._loader is not None and self._loader.is_alive():
             self._loader.join()
+        if self.config.ray is not None:
+            if self.ray is None or not self.ray.ready:
+                self._load_all()
+            return None
         if not all(engine.loaded for engine in self.engines):
             self._load_all()
         return self.engine
@@ -411,13 +439,24 @@ class Studio:
         With several devices the job runs on a free one; ``used`` gets its ``device`` and ``mode``.
         """
         def on_engine(engine, label):
-            if preview_kind:  # set on the engine this job holds, so another device's job can't change it
-                engine.preview_kind = preview_kind
+            if isinstance(engine, dict):  # a Ray Serve replica: what it said when the job started there
+                mode, started = engine["mode"], engine["started"]
+            else:
+                if preview_kind:  # set on the engine this job holds, so another device's job can't change it
+                    engine.preview_kind = preview_kind
+                mode, started = (engine.plan.mode.value if engine.plan else ""), time.time()
             if used is not None and label:
-                used.update(device=label, mode=engine.plan.mode.value if engine.plan else "", started=time.time())
+                used.update(device=label, mode=mode, started=started)
 
+        if self.config.ray is not None:
+            remote = functools.partial(self._ray_run, preview_kind=preview_kind)
+            return self.jobs.run(task, args, kwargs, seconds, session, self._ensure_engine, on_progress,
+                                 on_engine=on_engine, remote=remote)
         return self.jobs.run(task, args, kwargs, seconds, session, self._ensure_engine, on_progress,
                              pool=self.pool, on_engine=on_engine)
+
+    def _ray_run(self, *args, **kwargs):
+        return self.ray.run(*args, **kwargs)
 
     @staticmethod
     def _where(used: dict) -> dict[str, Any]:
