@@ -152,7 +152,7 @@ class Studio:
     @property
     def pool(self) -> EnginePool | None:
         """The engines of several devices, one job each at a time; None with one device (jobs use :attr:`engine`)."""
-        if self._pool is None and self.device_count > 1:
+        if self._pool is None and self.config.ray is None and self.device_count > 1:
             with self._pool_lock:
                 if self._pool is None:
                     from ..engine import Engine
