@@ -161,6 +161,7 @@ class EngineReplica:
                 events.put(("error", ("GenerationError", errors.describe_error(exc))))
             finally:
                 finished.set()
+                board.drop.remote(job)
 
         threading.Thread(target=listen, name="sote-board", daemon=True).start()
         threading.Thread(target=work, name="sote-job", daemon=True).start()
@@ -287,6 +288,7 @@ class RayBackend:
 
         threading.Thread(target=forward, name="sote-forward", daemon=True).start()
         images: list = []
+        ended = False  # the replica said how the job ended (and drops its board entry itself)
         try:
             response = self._handle.options(stream=True).run.remote(task, args, sent, tuple(callbacks), board, job,
                                                                     preview_kind)
@@ -305,7 +307,9 @@ class RayBackend:
                 elif event == "image":
                     images.append(payload)
                     callbacks["on_image"](payload)
-                elif event == "done":
+                elif event in ("done", "cancelled", "error"):
+                    ended = True
+                if event == "done":
                     if images and hasattr(payload, "images"):
                         payload = replace(payload, images=images)
                     return payload
@@ -323,10 +327,11 @@ class RayBackend:
             done.set()
             with self._lock:
                 self._running.pop(job, None)
-            try:
-                board.drop.remote(job)
-            except Exception:
-                pass
+            if not ended:  # the answer broke off here (a failed save, say): the replica stops the job
+                try:
+                    board.set.remote(job, True, 0, False)
+                except Exception:
+                    pass
 
     def close(self) -> None:
         """Remove the deployment (and stop the local cluster this front end started)."""

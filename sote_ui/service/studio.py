@@ -299,6 +299,8 @@ class Studio:
 
     def device_word(self) -> str:
         """'GPU' or 'CPU', for messages about what was freed."""
+        if self.config.ray is not None:
+            return "replica"
         engine = self._engine
         device = engine.device if engine is not None else None
         return "CPU" if device is None or device.kind == "cpu" else "GPU"
