@@ -52,6 +52,7 @@ def test_two_visitors_run_at_once_on_two_replicas_with_the_lone_engines_pixels(l
     assert report_a["device"] != report_b["device"]
     assert max(report_a["started"], report_b["started"]) < min(report_a["ended"], report_b["ended"])
     assert f"on {report_a['device']}" in summary_a and report_a["mode"] == "fp32"
+    # A replica computes on its one CPU's thread, the lone engine on two: a pixel moves by 1 at most.
     for images, report, seed in ((images_a, report_a, 801), (images_b, report_b, 802)):
         assert report["seeds"] == [seed] and len(report["files"]) == 1
         lone = pixels(loaded_engine.generate(build_request({**LONG, "seed": seed})))
