@@ -95,9 +95,9 @@ def main(argv=None) -> None:
     rows = []
     folder = Path(tempfile.mkdtemp(prefix="bench-devices-"))
     names = parse_devices(args.devices)
-    setups = [("1 engine", {"device": names[0]}, None)]
-    for threads in (args.threads.split(",") if args.threads else [None]):
-        setups.append((f"{len(names)} engines", {"devices": names}, int(threads) if threads else None))
+    counts = [int(threads) for threads in args.threads.split(",")] if args.threads else [None]
+    setups = [("1 engine", {"device": names[0]}, threads) for threads in counts]
+    setups += [(f"{len(names)} engines", {"devices": names}, threads) for threads in counts]
     if args.ray:
         from sote_ui.service.ray_backend import RayOptions
 
@@ -107,8 +107,12 @@ def main(argv=None) -> None:
     for name, config, threads in setups:
         studio = make_studio(args, folder, **config)
         try:
-            if threads is not None:
+            if threads is not None and studio.pool is not None:
                 studio.pool.threads = threads
+            elif threads is not None:  # one engine: the visitors' threads start with torch's process-wide count
+                import torch
+
+                torch.set_num_threads(threads)
             row = {"setup": name, "threads_per_engine": threads or (studio.pool.threads if studio.pool else None),
                    **serve(studio, args)}
         finally:
@@ -117,6 +121,9 @@ def main(argv=None) -> None:
         print(f"{name:>16}  threads/engine {str(row['threads_per_engine'] or 'default'):>7}  "
               f"{row['images']} images in {row['seconds']:6.1f} s  {row['images_per_min']:6.1f} images/min  "
               f"{row['by_device']}", flush=True)
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
     base = rows[0]["images_per_min"]
     for row in rows:
         row["ratio"] = round(row["images_per_min"] / base, 2)
