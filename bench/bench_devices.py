@@ -77,14 +77,35 @@ def serve(studio, args) -> dict:
             with lock:
                 devices[report.get("device", "the engine")] = devices.get(report.get("device", "the engine"), 0) + 1
 
+    replicas = {item["pid"] for item in studio.ray.replicas} if studio.ray is not None else set()
+    cpu_before = cpu_seconds(replicas)
     started = time.perf_counter()
     visitors = [threading.Thread(target=visitor, args=(i,)) for i in range(args.clients)]
     [t.start() for t in visitors]
     [t.join() for t in visitors]
     seconds = time.perf_counter() - started
     images = args.clients * args.images
+    cpu = cpu_seconds(replicas) - cpu_before
     return {"images": images, "seconds": round(seconds, 2), "images_per_min": round(images * 60 / seconds, 1),
-            "by_device": devices}
+            "cpu_s_per_image": round(cpu / images, 3), "by_device": devices}
+
+
+def cpu_seconds(pids: set[int]) -> float:
+    """CPU time (user + system) of this process and of the replica processes ``pids``.
+
+    On a busy machine the wall clock measures the share of the CPU each setup wins from the rest (the
+    kernel shares it per session, and every Ray worker is a session of its own); CPU time per image does
+    not depend on that.
+    """
+    import psutil
+
+    total = sum(psutil.Process().cpu_times()[:2])
+    for pid in pids:
+        try:
+            total += sum(psutil.Process(pid).cpu_times()[:2])
+        except psutil.Error:
+            pass
+    return total
 
 
 def main(argv=None) -> None:
@@ -120,6 +141,7 @@ def main(argv=None) -> None:
         rows.append(row)
         print(f"{name:>16}  threads/engine {str(row['threads_per_engine'] or 'default'):>7}  "
               f"{row['images']} images in {row['seconds']:6.1f} s  {row['images_per_min']:6.1f} images/min  "
+              f"{row['cpu_s_per_image']:5.2f} CPU s/image  "
               f"{row['by_device']}", flush=True)
     import torch
 
