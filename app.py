@@ -3,6 +3,8 @@
     python app.py                 # the real model, downloaded from the Hugging Face Hub on first use
     python app.py --demo          # a tiny random-weight model: try the whole UI with no download
     python app.py --mode fp8 --device cuda:1 --port 7861
+    python app.py --devices all   # one engine per GPU, one queue: as many jobs at once as GPUs
+    python app.py --backend ray --ray-address HEAD:6379 --replicas 1:4   # replicas on a Ray cluster
 
 The page is served at once; the model loads in the background.
 """
@@ -32,6 +34,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--outputs", default="outputs", help="where images are saved ('' to keep none)")
     parser.add_argument("--demo", action="store_true", help="run on the tiny random-weight model (images are noise)")
     parser.add_argument("--queue-size", type=int, default=20, help="jobs allowed to wait for the GPU")
+    parser.add_argument("--devices", default=None,
+                        help="serve one queue with an engine on each device: cuda:0,cuda:1 (or all; cpu,cpu "
+                             "for two CPU engines); each device's memory mode is chosen on its own")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local",
+                        help="where jobs run: engines in this process (local) or Ray Serve replicas, one GPU "
+                             "each (ray; pip install -r requirements-ray.txt)")
+    parser.add_argument("--ray-address", default=None,
+                        help="the Ray cluster to join (HEAD:6379 of `ray start --head`); default: start a local one")
+    parser.add_argument("--replicas", default="1",
+                        help="Ray Serve replicas: N, or MIN:MAX to add replicas while jobs wait (default 1)")
     return parser.parse_args(argv)
 
 
@@ -73,12 +85,30 @@ def main(argv: list[str] | None = None) -> None:
     from sote_ui.core.errors import InputError
     from sote_ui.core.memory import parse_mode
     from sote_ui.service import hosting
+    from sote_ui.service.pool import parse_devices
     from sote_ui.service.studio import Studio, StudioConfig, stop_on_sigterm
     from sote_ui.ui.app import build_demo, launch_options
 
+    if args.devices and args.device:
+        sys.exit("error: give --device or --devices, not both")
+    ray_options = None
+    try:
+        devices = parse_devices(args.devices)
+        if args.backend == "ray":
+            from sote_ui.service.ray_backend import RayOptions, installed, parse_replicas
+
+            if devices:
+                sys.exit("error: --devices is for the local backend; Ray gives each replica its own GPU")
+            if not installed():
+                sys.exit("error: --backend ray needs Ray Serve: pip install -r requirements-ray.txt")
+            ray_options = RayOptions(address=args.ray_address, replicas=parse_replicas(args.replicas))
+        elif args.ray_address or args.replicas != "1":
+            sys.exit("error: --ray-address and --replicas go with --backend ray")
+    except InputError as exc:
+        sys.exit(f"error: {exc}")
     config = StudioConfig(model=args.model, prior=args.prior, decoder=args.decoder, mode=args.mode,
-                          device=args.device, effnet=args.effnet, outputs=args.outputs or None,
-                          presets_dir=args.presets_dir, demo=args.demo)
+                          device=args.device, devices=devices, effnet=args.effnet, outputs=args.outputs or None,
+                          presets_dir=args.presets_dir, demo=args.demo, ray=ray_options)
     if args.demo:
         folder = tiny_model_dir()
         config.prior, config.decoder, config.model = str(folder / "prior"), str(folder / "decoder"), None

@@ -184,3 +184,28 @@ def free_memory(device: DeviceInfo | None = None) -> None:
 def refresh(device: DeviceInfo) -> DeviceInfo:
     """The same device with its free memory read again."""
     return detect_device(device.torch_device if device.kind != "cpu" else "cpu")
+
+
+def all_devices() -> list[str]:
+    """Every accelerator torch sees (``cuda:0``, ``cuda:1``... or ``xpu:0``...; ``mps``), else ``["cpu"]``."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.device_count():
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if hasattr(torch, "xpu") and torch.xpu.is_available() and torch.xpu.device_count():
+        return [f"xpu:{i}" for i in range(torch.xpu.device_count())]
+    if hasattr(torch.backends, "mps") and torch.backends.mps.is_available():
+        return ["mps"]
+    return ["cpu"]
+
+
+def use_threads(count: int) -> None:
+    """Run this thread's CPU work on ``count`` intra-op threads.
+
+    torch keeps the count per thread (OpenMP's setting of the calling thread),
+    so two CPU engines driven from two threads each get their share of the cores.
+    """
+    import torch
+
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)

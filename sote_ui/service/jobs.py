@@ -8,7 +8,8 @@ also hears Skip (drop the image in progress, go on with the next) and Stop
 and finish (end the batch after the image in progress, finishing it from
 what its prior reached). On ZeroGPU the job
 runs inside ``spaces.GPU`` in a worker process, its duration estimated from
-steps, size and image count.
+steps, size and image count. With several devices, a job takes a free engine
+of an :class:`~.pool.EnginePool` and keeps it to the end.
 
 No torch, no gradio: the engine is handed in.
 
@@ -30,6 +31,7 @@ from typing import Any, Callable
 from ..core.errors import Cancelled
 from ..core.request import GenerationRequest
 from . import hosting
+from .pool import EnginePool
 
 MAX_GPU_SECONDS = 300
 WAITING_CANCELLED = "stopped before it started"
@@ -116,7 +118,8 @@ class JobRunner:
     """Runs GPU jobs for browser sessions, with Stop per session."""
 
     def __init__(self):
-        self._stops: dict[str, Signals] = {}
+        # A session's running jobs: one, or more where several engines serve one queue.
+        self._stops: dict[str, list[Signals]] = {}
         self._cancel_waiting: dict[str, int] = {}  # jobs of a session to drop when they leave the queue
         self._lock = threading.Lock()
         self._gpu = gpu_runner()  # spaces.GPU on ZeroGPU, None elsewhere
@@ -127,11 +130,18 @@ class JobRunner:
         return self._gpu is not None
 
     def run(self, task: str, args: tuple, kwargs: dict, seconds: int, session: str, engine: Callable[[], Any],
-            on_progress: Callable | None = None) -> Any:
+            on_progress: Callable | None = None, pool: EnginePool | None = None,
+            on_engine: Callable[[Any, str | None], None] | None = None, remote: Callable | None = None) -> Any:
         """Run ``task`` for ``session`` on the engine ``engine()`` gives (it may wait for loading).
 
-        Stop works from the moment the job is asked for, also while the model
-        is still loading. Raises :class:`Cancelled` if Stop came first.
+        With a ``pool`` of several engines, ``engine()`` only waits for
+        loading and the job runs on a free engine of the pool, all its images
+        on that one. ``on_engine(engine, label)`` hears which engine the job
+        got (label None without a pool) before it starts. With ``remote``
+        (a Ray Serve backend's ``run``) the job runs there instead, and hears
+        Stop, Skip and Stop and finish through it. Stop works from the
+        moment the job is asked for, also while the model is still loading.
+        Raises :class:`Cancelled` if Stop came first.
         """
         signals = Signals(task)
         stop = signals.stop
@@ -141,7 +151,7 @@ class JobRunner:
                 if not self._cancel_waiting[session]:
                     del self._cancel_waiting[session]
                 raise Cancelled(WAITING_CANCELLED)
-            self._stops[session] = signals
+            self._stops.setdefault(session, []).append(signals)
         try:
             loaded = engine()
             if stop.is_set():
@@ -149,10 +159,25 @@ class JobRunner:
             if self._gpu is not None:
                 register_engine(loaded)
                 return self._gpu(task, args, kwargs, seconds)
-            return run_task(task, args, kwargs, loaded, on_progress, stop.is_set, signals)
+            if remote is not None:
+                return remote(task, args, kwargs, on_progress, signals, on_engine)
+            if pool is None:
+                if on_engine is not None:
+                    on_engine(loaded, None)
+                return run_task(task, args, kwargs, loaded, on_progress, stop.is_set, signals)
+            with pool.take(session) as (picked, label):
+                if stop.is_set():  # pressed while the job waited for a free engine
+                    raise Cancelled()
+                if on_engine is not None:
+                    on_engine(picked, label)
+                return run_task(task, args, kwargs, picked, on_progress, stop.is_set, signals)
         finally:
             with self._lock:
-                self._stops.pop(session, None)
+                running = self._stops.get(session, [])
+                if signals in running:
+                    running.remove(signals)
+                if not running:
+                    self._stops.pop(session, None)
 
     def stop(self, session: str, waiting: int = 0) -> bool:
         """Stop the session's running job after the current step, and drop its ``waiting`` queued jobs.
@@ -165,10 +190,10 @@ class JobRunner:
         with self._lock:
             if waiting > 0:
                 self._cancel_waiting[session] = self._cancel_waiting.get(session, 0) + waiting
-            signals = self._stops.get(session)
-        if signals is not None:
+            running = list(self._stops.get(session, []))
+        for signals in running:
             signals.stop.set()
-        return signals is not None or waiting > 0
+        return bool(running) or waiting > 0
 
     def skip(self, session: str) -> bool:
         """Drop the image the session's job is making and go on with the next (generate jobs).
@@ -184,11 +209,13 @@ class JobRunner:
 
     def _signal(self, session: str, which: str) -> bool:
         with self._lock:
-            signals = self._stops.get(session)
+            running = list(self._stops.get(session, []))
         # Compare and grid jobs hear Stop only; nothing reaches a job inside ZeroGPU's worker.
-        if signals is None or signals.task != "generate" or self._gpu is not None:
+        generating = [signals for signals in running if signals.task == "generate"]
+        if not generating or self._gpu is not None:
             return False
-        getattr(signals, which).set()
+        for signals in generating:
+            getattr(signals, which).set()
         return True
 
     def running_sessions(self) -> list[str]:

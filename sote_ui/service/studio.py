@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import shutil
 import tempfile
@@ -30,6 +31,7 @@ from ..core.outputs import open_image, save_png
 from ..core.presets import SHIPPED_DIR, PresetStore, default_user_dir
 from ..core.request import DEFAULT_LIMITS, MAX_SEED, REQUEST_KEYS, GenerationRequest, Limits, build_request
 from .jobs import WAITING_CANCELLED, JobRunner, gpu_seconds
+from .pool import ALL, EnginePool, threads_per_engine
 
 DEMO_PREFIX = "DEMO MODE: tiny random-weight model, images are noise. "
 
@@ -42,6 +44,8 @@ class StudioConfig:
     mode: str = "auto"
     device: str | None = None
     effnet: str | None = None  # image to image's EfficientNet encoder file (None: the model's own, else the Hub's)
+    devices: list[str] = field(default_factory=list)  # several: one engine each, one queue (see pool.py)
+    ray: Any = None  # a ray_backend.RayOptions: jobs run on Ray Serve replicas instead of engines here
     outputs: str | None = "outputs"  # None: keep images in a temporary folder only
     presets_dir: str | None = field(default_factory=lambda: str(default_user_dir()))
     shipped_presets: str | None = str(SHIPPED_DIR)
@@ -78,6 +82,11 @@ class Studio:
         self._status = "the model is not loaded yet; it loads on start or on the first Generate"
         self._status_lock = threading.Lock()
         self._loader: threading.Thread | None = None
+        self._pool: EnginePool | None = None
+        self._pool_lock = threading.Lock()
+        self.ray = None  # the Ray Serve backend, made by start_loading when config.ray is set
+        if config.ray is not None:
+            config.mode_switch = False  # each replica keeps the mode it loaded in
         self.jobs = JobRunner()
         self.presets.clean_orphans()  # temporary files of a save that was interrupted
         remove_stale_temp_folders()
@@ -95,8 +104,11 @@ class Studio:
         return self.jobs.on_zero_gpu
 
     def close(self) -> None:
-        """Remove this server's temporary folder (the images kept only there go with it)."""
+        """Remove this server's temporary folder (the images kept only there go with it), and the Ray
+        Serve deployment it made."""
         shutil.rmtree(self._tmp, ignore_errors=True)
+        if self.ray is not None:
+            self.ray.close()
 
     # 1. The engine, loaded in the background ---------------------------------------
 
@@ -111,12 +123,76 @@ class Studio:
 
     @property
     def engine(self):
+        """The engine (with several devices: the first one's, which answers token counts and the memory panel)."""
         if self._engine is None:
             from ..engine import Engine  # torch and diffusers load here, not at start
 
-            self._engine = Engine(self.source, mode=self.config.mode, device=self.config.device,
-                                  effnet=self.config.effnet)
+            names = self.device_names()
+            self._engine = Engine(self.source, mode=self.config.mode,
+                                  device=names[0] if names else self.config.device, **self.engine_options())
         return self._engine
+
+    def engine_options(self) -> dict[str, Any]:
+        """What every engine of this studio is built with besides model, mode and device (the file options)."""
+        return {"effnet": self.config.effnet}
+
+    def device_names(self) -> list[str]:
+        """The devices of ``config.devices`` (``all`` counted once torch is loaded); [] for the one-device default."""
+        names = list(self.config.devices or [])
+        if names == [ALL]:
+            from ..engine.devices import all_devices
+
+            names = self.config.devices = all_devices()
+        return names
+
+    @property
+    def device_count(self) -> int:
+        """How many jobs run at once: one per device (before torch loads, ``all`` counts as it will be)."""
+        if self.config.ray is not None:
+            return self.config.ray.replicas[1]
+        names = list(self.config.devices or [])
+        if self.on_zero_gpu or len(names) < 2 and names != [ALL]:
+            return 1
+        return len(self.device_names())
+
+    @property
+    def pool(self) -> EnginePool | None:
+        """The engines of several devices, one job each at a time; None with one device (jobs use :attr:`engine`)."""
+        if self._pool is None and self.config.ray is None and self.device_count > 1:
+            with self._pool_lock:
+                if self._pool is None:
+                    from ..engine import Engine
+
+                    names = self.device_names()
+                    engines = [self.engine] + [Engine(self.source, mode=self.config.mode, device=name,
+                                                      **self.engine_options()) for name in names[1:]]
+                    self._pool = EnginePool(engines, names, threads_per_engine(names))
+        return self._pool
+
+    @property
+    def engines(self) -> list:
+        """Every engine: one per device."""
+        pool = self.pool
+        return pool.engines if pool is not None else [self.engine]
+
+    def _load_all(self) -> None:
+        """Load each device's engine in turn: the first builds the fp8 cache, the others read it back, and
+        the host holds one model's weights in transit at a time."""
+        if self.config.ray is not None:
+            if self.ray is None:
+                from .ray_backend import RayBackend
+
+                self.ray = RayBackend(self.source, self.config.mode, self.config.ray, self.config.device,
+                                      self.engine_options())
+            if not self.ray.ready:
+                self.ray.start(self._say)
+            return
+        pool = self.pool
+        if pool is None:
+            self.engine.load(self._say)
+            return
+        for engine, label in zip(pool.engines, pool.labels):
+            engine.load(lambda message, label=label: self._say(f"{label}: {message}"))
 
     def _say(self, message: str) -> None:
         with self._status_lock:
@@ -129,7 +205,7 @@ class Studio:
 
         def run():
             try:
-                self.engine.load(self._say)
+                self._load_all()
             except InputError as exc:  # ModelError too: bad folder, no network
                 self._engine_error = str(exc)
                 self._say(f"model load failed: {exc}")
@@ -143,22 +219,41 @@ class Studio:
     def wait_loaded(self, timeout: float | None = None) -> bool:
         if self._loader is not None:
             self._loader.join(timeout)
-        return self._engine is not None and self._engine.loaded
+        if self.config.ray is not None:
+            return self.ray is not None and self.ray.ready
+        return self._engine is not None and all(engine.loaded for engine in self._made_engines())
+
+    def _made_engines(self) -> list:
+        """The engines made so far (none before the first is asked for)."""
+        if self._pool is not None:
+            return self._pool.engines
+        return [self._engine] if self._engine is not None else []
 
     def settled(self) -> bool:
         """True once loading has finished, well or not (the page stops polling then)."""
-        engine = self._engine
-        return self._engine_error is not None or (engine is not None and engine.state in ("ready", "error"))
+        if self.config.ray is not None:
+            return self._engine_error is not None or (self.ray is not None and self.ray.ready)
+        made = self._made_engines()
+        if self._engine_error is not None or any(engine.state == "error" for engine in made):
+            return True
+        return bool(made) and all(engine.state == "ready" for engine in made) and \
+            (self._pool is not None or self.device_count == 1)
 
     def load_failed(self) -> bool:
-        engine = self._engine
-        return self._engine_error is not None or (engine is not None and engine.state == "error")
+        return self._engine_error is not None or any(engine.state == "error" for engine in self._made_engines())
 
     def status(self) -> str:
         with self._status_lock:
             status = self._status
         engine = self._engine
-        if engine is not None and engine.loaded and engine.plan is not None:
+        if self.ray is not None and self.ray.ready:
+            status = self.ray.status()
+        elif self._pool is not None:
+            if all(each.loaded and each.plan is not None for each in self._pool.engines):
+                status = "ready on {} devices: {}".format(len(self._pool), "; ".join(
+                    f"{label} {each.device.describe()} in {each.plan.mode.value}"
+                    for label, each in zip(self._pool.labels, self._pool.engines)))
+        elif engine is not None and engine.loaded and engine.plan is not None:
             status = f"ready on {engine.device.describe()} in {engine.plan.mode.value}: {engine.plan.reason}"
         if self.config.demo:
             status = DEMO_PREFIX + status
@@ -179,10 +274,13 @@ class Studio:
     def _ensure_engine(self):
         if self._loader is not None and self._loader.is_alive():
             self._loader.join()
-        engine = self.engine
-        if not engine.loaded:
-            engine.load(self._say)
-        return engine
+        if self.config.ray is not None:
+            if self.ray is None or not self.ray.ready:
+                self._load_all()
+            return None
+        if not all(engine.loaded for engine in self.engines):
+            self._load_all()
+        return self.engine
 
     # 2. Generation ---------------------------------------------------------------
 
@@ -208,6 +306,8 @@ class Studio:
 
     def device_word(self) -> str:
         """'GPU' or 'CPU', for messages about what was freed."""
+        if self.config.ray is not None:
+            return "replica"
         engine = self._engine
         device = engine.device if engine is not None else None
         return "CPU" if device is None or device.kind == "cpu" else "GPU"
@@ -237,7 +337,9 @@ class Studio:
         requests = [replace(request, seed=seed, count=1) for seed in self._finishing(seeds)] if seeds else [request]
         started = time.perf_counter()
         waited = False
-        options = self._preview_options(on_preview, preview)
+        kind = self._preview_kind(preview) if on_preview is not None else None
+        options = {"on_preview": on_preview} if kind else {}
+        used: dict[str, Any] = {}  # the engine the job ran on
         kept: dict[int, Shot] = {}  # id of the engine's image -> its saved shot
 
         def keep(item) -> Shot:
@@ -251,7 +353,7 @@ class Studio:
             options["on_image"] = keep
         try:
             result = self._run("generate", (requests,), options, gpu_seconds(requests), session,
-                               on_progress)
+                               on_progress, kind, used)
             images, counters, stopped, warnings = result.images, result.counters, False, result.warnings
         except Cancelled as exc:  # images finished before Stop are kept
             images, counters, stopped, warnings = getattr(exc, "images", []), None, True, []
@@ -261,9 +363,10 @@ class Studio:
         report = {
             "seeds": [s.request.seed for s in shots],
             "seconds": round(time.perf_counter() - started, 3),
-            "mode": self.engine.plan.mode.value if self.engine.plan else "",
+            "mode": used.get("mode") or (self.engine.plan.mode.value if self.engine.plan else ""),
             "prior_reused": [s.prior_reused for s in shots],
             "prompt": request.composed_prompt(),
+            **self._where(used),
         }
         if counters is not None:
             report.update(prior_steps_run=counters.prior_steps, decoder_steps_run=counters.decoder_steps)
@@ -296,22 +399,16 @@ class Studio:
                 raise InputError(f"seed must be 0..{MAX_SEED}, got {seed}")
         return unique
 
-    def _preview_options(self, on_preview: Callable | None, preview: str) -> dict[str, Any]:
-        """The engine's preview arguments: none inside a ZeroGPU worker (nothing streams out of it)."""
-        if on_preview is None or not self._use_preview_kind(preview):
-            return {}
-        return {"on_preview": on_preview}
-
-    def _use_preview_kind(self, preview: str) -> bool:
-        """Set how the engine draws stage C; False where no preview is drawn (off, or on ZeroGPU)."""
+    def _preview_kind(self, preview: str) -> str | None:
+        """How the job's engine is to draw stage C; None where no preview is drawn (off, or on ZeroGPU,
+        where nothing streams out of the worker)."""
         if preview == "off" or self.on_zero_gpu:
-            return False
+            return None
         from ..engine.previews import KINDS
 
         if preview not in KINDS:
             raise InputError(f"unknown preview kind {preview!r}; choose one of: {', '.join(KINDS)}")
-        self.engine.preview_kind = preview
-        return True
+        return preview
 
     def draft(self, values: dict[str, Any], session: str = "", on_progress: Callable | None = None,
               preview: str = "auto") -> tuple[list[tuple[str, int]], dict[str, Any]]:
@@ -321,17 +418,19 @@ class Studio:
         with the same settings runs only the decoder.
         """
         request = self.request_from(values).with_seed()
-        self._use_preview_kind(preview)
+        kind = self._preview_kind(preview)
         started = time.perf_counter()
+        used: dict[str, Any] = {}
         result = self._run("generate", ([request],), {"prior_only": True}, gpu_seconds([request]), session,
-                           on_progress)
+                           on_progress, kind, used)
         drafts = []
         for draft in result.drafts:
             path = self._tmp / f"draft-{draft.request.seed}-{time.strftime('%H%M%S')}.png"
             draft.preview.save(path)
             drafts.append((str(path), draft.request.seed))
         report = {"seeds": [seed for _, seed in drafts], "seconds": round(time.perf_counter() - started, 3),
-                  "prior_steps_run": result.counters.prior_steps, "decoder_steps_run": result.counters.decoder_steps}
+                  "prior_steps_run": result.counters.prior_steps, "decoder_steps_run": result.counters.decoder_steps,
+                  **self._where(used)}
         return drafts, report
 
     def _keep(self, item, side: str = "") -> Shot:
@@ -343,9 +442,38 @@ class Studio:
         return Shot(str(path), item.parameters, item.request, item.seconds, item.prior_reused)
 
     def _run(self, task: str, args: tuple, kwargs: dict, seconds: int, session: str,
-             on_progress: Callable | None):
-        """Run a GPU job for ``session`` once the engine is loaded (see :class:`JobRunner`)."""
-        return self.jobs.run(task, args, kwargs, seconds, session, self._ensure_engine, on_progress)
+             on_progress: Callable | None, preview_kind: str | None = None, used: dict | None = None):
+        """Run a GPU job for ``session`` once the engines are loaded (see :class:`JobRunner`).
+
+        With several devices the job runs on a free one; ``used`` gets its ``device`` and ``mode``.
+        """
+        def on_engine(engine, label):
+            if isinstance(engine, dict):  # a Ray Serve replica: what it said when the job started there
+                mode, started = engine["mode"], engine["started"]
+            else:
+                if preview_kind:  # set on the engine this job holds, so another device's job can't change it
+                    engine.preview_kind = preview_kind
+                mode, started = (engine.plan.mode.value if engine.plan else ""), time.time()
+            if used is not None and label:
+                used.update(device=label, mode=mode, started=started)
+
+        if self.config.ray is not None:
+            remote = functools.partial(self._ray_run, preview_kind=preview_kind)
+            return self.jobs.run(task, args, kwargs, seconds, session, self._ensure_engine, on_progress,
+                                 on_engine=on_engine, remote=remote)
+        return self.jobs.run(task, args, kwargs, seconds, session, self._ensure_engine, on_progress,
+                             pool=self.pool, on_engine=on_engine)
+
+    def _ray_run(self, *args, **kwargs):
+        return self.ray.run(*args, **kwargs)
+
+    @staticmethod
+    def _where(used: dict) -> dict[str, Any]:
+        """The report's ``device`` that ran a job of several devices' queue, and when it ``started`` and
+        ``ended`` there (Unix seconds); nothing with one device."""
+        if not used.get("device"):
+            return {}
+        return {"device": used["device"], "started": round(used["started"], 3), "ended": round(time.time(), 3)}
 
     def set_mode(self, mode: str) -> str:
         """Switch memory mode without restarting: the old mode's memory is freed first."""
@@ -353,8 +481,13 @@ class Studio:
             raise InputError("the memory mode is fixed on this server")
         if self._loader is not None and self._loader.is_alive():
             self._loader.join()
-        plan = self.engine.set_mode(mode, self._say)
-        return plan.reason
+        pool = self.pool
+        if pool is None:
+            return self.engine.set_mode(mode, self._say).reason
+        with pool.take_all() as engines:  # once every device's job has finished
+            plans = [engine.set_mode(mode, lambda message, label=label: self._say(f"{label}: {message}"))
+                     for engine, label in zip(engines, pool.labels)]
+        return "; ".join(f"{label}: {plan.reason}" for label, plan in zip(pool.labels, plans))
 
     def count_tokens(self, text: str) -> int | None:
         engine = self._engine
@@ -384,13 +517,15 @@ class Studio:
         """Generate both sides for every seed; return saved pairs, the report, and a side-by-side sheet."""
         from .compare import compose_grid
 
+        used: dict[str, Any] = {}
         report = self._run("compare", (a, b, seeds), {}, gpu_seconds([a, b] * len(seeds)), session,
-                           on_progress)
+                           on_progress, used=used)
         pairs = [(self._keep(item_a, "A"), self._keep(item_b, "B")) for item_a, item_b in report.pairs]
         sheet = compose_grid([[x.image, y.image] for x, y in report.pairs], ["A", "B"],
                              [f"seed {x.request.seed}" for x, _ in report.pairs])
         sheet_path = save_png(sheet, pairs[0][0].parameters, self._output_path(seeds[0]).with_suffix(".ab.png"))
-        return pairs, report.as_dict(), str(sheet_path)
+        return pairs, {**report.as_dict(), **self._where(used)}, \
+            str(sheet_path)
 
     def grid(self, base: GenerationRequest, x_key: str, x_text: str, y_key: str | None, y_text: str,
              session: str = "", on_progress: Callable | None = None) -> tuple[str, dict[str, Any]]:
@@ -407,8 +542,9 @@ class Studio:
         if y_key == "prompt_sr":
             terms["y_terms"] = axis_terms(y_key, y_text, limits)
         cells = len(x_values) * max(1, len(y_values))
+        used: dict[str, Any] = {}
         grid = self._run("grid", (base, x_key, x_values, y_key, y_values), {"limits": limits, **terms},
-                         gpu_seconds([base] * cells), session, on_progress)
+                         gpu_seconds([base] * cells), session, on_progress, used=used)
         path = save_png(grid.image, grid.parameters, self._output_path(base.seed).with_suffix(".grid.png"))
         report = {
             "cells": cells,
@@ -420,6 +556,7 @@ class Studio:
             "prior_steps_run": grid.counters.prior_steps,
             "decoder_steps_run": grid.counters.decoder_steps,
             "size": list(grid.image.size),
+            **self._where(used),
         }
         return str(path), report
 

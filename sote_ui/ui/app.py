@@ -26,7 +26,7 @@ from .grid_tab import build_grid_tab
 from .keyboard import keyboard_head, shortcuts_html
 from .outputs_tab import build_outputs_tab
 from .pnginfo_tab import build_pnginfo_tab
-from .wiring import queued_jobs
+from .wiring import queued_jobs, share_gpu
 
 TITLE = "Sote Studio"
 INTRO = (
@@ -173,6 +173,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
                     holder.time_last_used.pop(session, None)
 
         demo.unload(closed)
+    share_gpu(demo, studio.device_count)
     return demo
 
 

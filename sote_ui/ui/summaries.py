@@ -29,6 +29,8 @@ def run_summary(report: dict[str, Any], device_word: str = "GPU") -> str:
              f"seed{'s' if images != 1 else ''} {seeds_text(seeds)}"]
     if report.get("mode"):
         parts.append(report["mode"])
+    if report.get("device"):  # several devices serve the queue: which one ran this
+        parts.append(f"on {report['device']}")
     if reused:
         parts.append(f"prior reused for {reused}")
     line = " · ".join(parts)

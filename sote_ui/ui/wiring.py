@@ -147,6 +147,20 @@ def wire_stoppable(run: gr.Button, stop: gr.Button, fn: Callable, inputs, output
     return job
 
 
+def share_gpu(blocks: gr.Blocks, slots: int, concurrency_id: str = "gpu") -> int:
+    """Let ``slots`` events of ``concurrency_id`` run at once (one per device); how many events share it.
+
+    Gradio's queue gives a shared ``concurrency_id`` the smallest limit of its
+    events, so every one of them gets the same limit. One slot is today's one
+    job at a time.
+    """
+    shared = [fn for fn in blocks.fns.values() if fn.concurrency_id == concurrency_id]
+    if slots > 1:  # one device keeps the queue's default (one at a time), as it always was
+        for fn in shared:
+            fn.concurrency_limit = slots
+    return len(shared)
+
+
 def queued_jobs(blocks: gr.Blocks, session: str, concurrency_id: str = "gpu") -> int:
     """How many of ``session``'s jobs wait (not yet running) in the queue of ``concurrency_id``.
 
