@@ -28,10 +28,13 @@
     return null;
   }
 
-  function apiUrl(name) {
+  // The plain suggestion route beside the app (prompt_tools.py): no queue, so it answers at once,
+  // also while a run is going.
+  function suggestUrl(typed, category) {
     const config = window.gradio_config;
     const root = (config && config.root) || window.location.href.split(/[?#]/)[0];
-    return root.replace(/\/$/, "") + "/gradio_api/run/" + name;
+    const query = new URLSearchParams({ text: typed, category: category || "" });
+    return root.replace(/\/$/, "") + "/sote_api/suggest_tags?" + query;
   }
 
   // Tell Gradio the box changed, as typing would.
@@ -134,14 +137,9 @@
     const seq = ++state.seq;
     let items;
     try {
-      const reply = await fetch(apiUrl("suggest_tags"), {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ data: [typed, box.category || ""] }),
-        credentials: "same-origin",
-      });
+      const reply = await fetch(suggestUrl(typed, box.category), { credentials: "same-origin" });
       if (!reply.ok) return;
-      items = (await reply.json()).data[0];
+      items = await reply.json();
     } catch (error) {
       return; // suggestions are a convenience: typing goes on without them
     }
