@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import random
 import shutil
 import tempfile
 import threading
@@ -367,7 +368,7 @@ class Studio:
 
         ``path`` is the PNG (this server's file, or a copy of it: the latent
         is found by the PNG's name in the outputs folder). The image keeps its
-        composition; ``decoder_seed`` (None or -1: the image's own noise),
+        composition; ``decoder_seed`` (None: the image's own noise; -1: a random seed),
         ``decoder_steps`` and ``decoder_cfg`` (None: the image's own) change
         the details. The new PNG says ``Re-decoded from`` and ``Decoder seed``
         and gets its own copy of the latent. Raises InputError (no stored
@@ -377,9 +378,12 @@ class Studio:
         if not str(path or "").strip():
             raise InputError("pick an image to re-decode first")
         record = self._latent_of(png)
-        if decoder_seed is not None and int(decoder_seed) != -1 and not 0 <= int(decoder_seed) <= MAX_SEED:
-            raise InputError(f"decoder seed must be -1 (the image's own) or 0..{MAX_SEED}, got {int(decoder_seed)}")
-        seed = None if decoder_seed is None or int(decoder_seed) == -1 else int(decoder_seed)
+        seed = None if decoder_seed is None or decoder_seed == "" else int(decoder_seed)
+        if seed is not None and seed != -1 and not 0 <= seed <= MAX_SEED:
+            raise InputError(f"decoder seed must be -1 (a random one), 0..{MAX_SEED}, or left empty (the image's "
+                             f"own), got {seed}")
+        if seed == -1:
+            seed = random.SystemRandom().randint(0, MAX_SEED)
         stored = json.loads(record.meta.get("request", "{}"))
         changes = {k: v for k, v in (("decoder_steps", decoder_steps), ("decoder_cfg", decoder_cfg)) if v is not None}
         request = self.request_from({**stored, **changes, "count": 1})

@@ -19,7 +19,7 @@ from ..session import SessionState
 from .controls import Controls, build_controls
 from .drafts import build_drafts_box, wire_drafts
 from .fixer_box import FixerBox, build_fixer_box, wire_fixer_box
-from .gallery import SESSION_TTL, Gallery, build_gallery, drop_session, selected_shot, wire_gallery
+from .gallery import SESSION_TTL, Gallery, build_gallery, drop_session, selected_shot, wire_gallery, wire_redecode
 from .history_panel import HistoryPanel
 from .memory_box import MemoryBox, build_memory_box, device_markdown, mode_choices, wire_memory_box
 from .persist import attach_persistence
@@ -129,6 +129,7 @@ def build_generate_tab(studio: Studio, waiting: Callable[[str], int] | None = No
     events = wire_run(studio, controls, inputs, panel, gallery, waiting)
     wire_drafts(studio, drafts, inputs.after(controls), state, gallery, [panel.status, panel.summary])
     wire_gallery(gallery, controls, state, status)
+    wire_redecode(studio, gallery, state, status)
     preset_events = wire_presets_box(studio, presets, controls)
     wire_memory_box(studio, memory, status)
     # Tag suggestions, keyboard habits and the prompt history (below the tab's two columns).
