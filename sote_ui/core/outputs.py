@@ -30,7 +30,7 @@ from .metadata import png_bytes
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 64 * 1024 * 1024
 LATENT_FOLDER = ".latents"
-# A 1024x1536 latent with its generator state is about 60 KB in fp32 (32 KB in bf16): the caps keep the
+# A 1024x1536 latent with its generator state is about 60 KB in fp32 (33 KB in bf16): the caps keep the
 # latest thousand images re-decodable in at most 128 MB.
 MAX_LATENTS = 1000
 MAX_LATENT_BYTES = 128 * 1024 * 1024

@@ -113,3 +113,21 @@ def test_a_png_without_a_stored_latent_gets_one_line(studio, tmp_path):
     shots, _ = studio.generate({**REQUEST})
     with pytest.raises(InputError, match="decoder_steps"):
         studio.redecode(shots[0].path, decoder_steps=0)
+
+
+def test_an_image_finished_from_a_stopped_prior_re_decodes_from_what_the_prior_reached(engine):
+    from sote_ui.core.errors import Cancelled
+
+    asked = []
+
+    def progress(p):
+        asked.append(p)
+
+    with pytest.raises(Cancelled) as stopped:
+        engine.generate_many([build_request({**REQUEST, "prior_steps": 4})], on_progress=progress,
+                             should_finish=lambda: bool(asked) and asked[-1].stage == "prior" and asked[-1].step >= 2)
+    finished = stopped.value.images[0]
+    assert finished.prior_stopped_at == (2, 4)
+    again = engine.redecode(finished.request, latent_record(finished.prior, {}))
+    assert again.counters.prior_runs == 0
+    assert np.array_equal(pixels(again), pixels(finished.image))
