@@ -1,5 +1,6 @@
 // Sote Studio prompt tools, in the page: Danbooru tag suggestions while typing, Ctrl+Enter to
-// generate, Ctrl+Up / Ctrl+Down to change a tag's weight. Loaded once through launch(head=...);
+// generate, Ctrl+Up / Ctrl+Down to change a tag's weight, and the tags of the prompt as sent, each a
+// button for a with/without A/B in Compare. Loaded once through launch(head=...);
 // it listens on the document, so it works on boxes Gradio renders later.
 (() => {
   if (window.soteStudioPromptTools) return;
@@ -225,6 +226,80 @@
     el.setSelectionRange(innerStart, innerStart + inner.length);
     changed(el);
   }
+
+  // ---- 2b. A/B a tag: the prompt as sent, one button per tag -------------------------------------
+
+  // The composed line under the prompt box reads "... sent: `tags`"; its tags (the prompt's and the
+  // pickers') become buttons under it. A click asks Compare for A = as is, B = without that tag.
+  function sentTags() {
+    const line = document.getElementById("composed");
+    if (!line) return null;
+    for (const code of line.querySelectorAll("code")) {
+      const before = code.previousSibling;
+      if (before && /sent:\s*$/.test(before.textContent || "")) {
+        return code.textContent.split(",").map((t) => t.trim()).filter(Boolean);
+      }
+    }
+    return [];
+  }
+
+  let shownTags = "";
+  function renderTagButtons() {
+    const line = document.getElementById("composed");
+    const found = sentTags();
+    if (!line || found === null) return;
+    let row = document.getElementById("ab_tags");
+    if (!row || row.previousElementSibling !== line) {
+      if (row) row.remove();
+      row = document.createElement("div");
+      row.id = "ab_tags";
+      row.style.cssText = "display:flex;flex-wrap:wrap;gap:4px;align-items:center;font-size:12px;margin:2px 0 4px";
+      line.insertAdjacentElement("afterend", row);
+      shownTags = null;
+    }
+    const key = found.join("\n");
+    if (key === shownTags) return;
+    shownTags = key;
+    row.replaceChildren();
+    row.style.display = found.length ? "flex" : "none";
+    const label = document.createElement("span");
+    label.textContent = "A/B a tag:";
+    label.title = "With and without the tag, at the same seed, in Compare";
+    label.style.opacity = ".75";
+    row.appendChild(label);
+    for (const tag of found) {
+      const chip = document.createElement("button");
+      chip.type = "button";
+      chip.className = "sote-ab-tag";
+      chip.textContent = tag;
+      chip.title = "Compare with and without " + tag + " at the same seed";
+      chip.style.cssText = "border:1px solid var(--border-color-primary,#ccc);border-radius:10px;padding:0 8px;" +
+        "background:var(--background-fill-secondary,#f5f5f5);color:inherit;cursor:pointer;line-height:1.7";
+      chip.addEventListener("click", () => abTag(tag));
+      row.appendChild(chip);
+    }
+  }
+
+  // The tag goes to a hidden box of the Compare tab, whose contents exist once the tab is shown.
+  function abTag(tag) {
+    const tab = [...document.querySelectorAll("button[role=tab]")].find((b) => b.textContent.trim() === "Compare");
+    if (tab) tab.click();
+    let tries = 0;
+    const send = () => {
+      const box = document.querySelector("#ab_tag_value textarea, #ab_tag_value input");
+      const run = document.getElementById("ab_tag_run");
+      if (!box || !run) {
+        if (++tries < 50) setTimeout(send, 100);
+        return;
+      }
+      box.value = tag;
+      changed(box);
+      setTimeout(() => run.click(), 30); // once Gradio has the box's new value
+    };
+    send();
+  }
+
+  setInterval(renderTagButtons, 400);
 
   // ---- 3. Keys -------------------------------------------------------------------------------------
 
