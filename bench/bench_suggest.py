@@ -3,6 +3,7 @@
     python bench/bench_suggest.py              # index build, in-process lookups, both routes, the page index
     python bench/bench_suggest.py --no-http    # in-process only
     python bench/bench_suggest.py --busy       # the routes again while torch keeps the CPU busy, as a run does
+    python bench/bench_suggest.py --page       # also keystroke to popup in Chromium (Playwright, /usr/bin/chromium)
 
 Queries are what a person types, one keystroke at a time, for a set of common and rare tags,
 plus 2000 random 1-5 letter prefixes (the worst case for short prefixes). The HTTP part serves the
@@ -14,6 +15,9 @@ times, request by request, in alternating rounds:
 
 The other candidate, the whole index shipped in the page (as A1111's tagcomplete does), is sized:
 the bytes every page load would carry (names, categories, counts, aliases as JSON, raw and gzipped).
+
+With ``--page`` the page itself is timed in headless Chromium: from a keystroke in the prompt box to the
+popup showing its first suggestion (the script waits 40 ms after the last keystroke before it asks).
 """
 
 from __future__ import annotations
@@ -94,6 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-http", action="store_true")
     parser.add_argument("--busy", action="store_true", help="time the routes again while torch keeps the CPU busy")
+    parser.add_argument("--page", action="store_true", help="time keystroke to popup in Chromium too")
     args = parser.parse_args()
 
     from sote_ui.core import tagindex
@@ -151,9 +156,42 @@ def main() -> None:
                     if stop:
                         stop.set()
                         worker.join()
+        if args.page:
+            print(summary("page: keystroke to popup (Chromium)", keystroke_to_popup(url, [q for q in queries[:170] if len(q.strip()) >= 2])))
     finally:
         demo.close()
         studio.close()
+
+
+def keystroke_to_popup(url: str, queries: list[str]) -> list[float]:
+    """Seconds from a keystroke to the popup, for each query that has suggestions."""
+    from playwright.sync_api import sync_playwright
+
+    times = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            page.locator("#prompt textarea").wait_for()
+            for query in queries:
+                # isTrusted is false for a scripted event: the page's script only answers real typing, so each
+                # query's last letter is a real key press.
+                page.locator("#prompt textarea").fill(query[:-1])
+                page.wait_for_timeout(150)  # the answer for the text before this key has come and gone
+                page.evaluate("() => { const p = document.getElementById('tag_suggestions'); "
+                              "if (p) p.style.display = 'none'; }")
+                started = time.perf_counter()
+                page.locator("#prompt textarea").press_sequentially(query[-1])
+                try:
+                    page.locator("#tag_suggestions .sote-suggestion").first.wait_for(state="visible", timeout=1000)
+                except Exception:  # no suggestion for this text
+                    continue
+                times.append(time.perf_counter() - started)
+        finally:
+            browser.close()
+    return times
 
 
 if __name__ == "__main__":
