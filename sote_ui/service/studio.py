@@ -378,7 +378,10 @@ class Studio:
         if not str(path or "").strip():
             raise InputError("pick an image to re-decode first")
         record = self._latent_of(png)
-        seed = None if decoder_seed is None or decoder_seed == "" else int(decoder_seed)
+        try:
+            seed = None if decoder_seed is None or decoder_seed == "" else int(decoder_seed)
+        except (TypeError, ValueError, OverflowError):
+            raise InputError(f"decoder seed must be a whole number, got {str(decoder_seed)[:20]!r}") from None
         if seed is not None and seed != -1 and not 0 <= seed <= MAX_SEED:
             raise InputError(f"decoder seed must be -1 (a random one), 0..{MAX_SEED}, or left empty (the image's "
                              f"own), got {seed}")

@@ -40,3 +40,17 @@ def test_an_image_this_app_did_not_save_gets_one_line(client, tmp_path):
     message = str(info.value)
     assert "holiday.png has no stored composition: only images this app saved can be re-decoded" in message
     assert "\n" not in message.strip() and str(tmp_path) not in message
+
+
+def test_what_the_page_boxes_accept():
+    from sote_ui.core.errors import InputError
+    from sote_ui.ui.generate.gallery import typed_number
+
+    assert typed_number(" 12 ", "decoder steps", True) == 12
+    assert typed_number("", "decoder steps", True) is None
+    assert typed_number("1.5", "decoder CFG", False) == 1.5
+    for bad in ("1e400", "nan", "2.5", "many"):
+        with pytest.raises(InputError, match="^decoder steps must be a whole number or empty, got "):
+            typed_number(bad, "decoder steps", True)
+    with pytest.raises(InputError, match="^decoder CFG must be a number or empty, got 'inf'$"):
+        typed_number("inf", "decoder CFG", False)

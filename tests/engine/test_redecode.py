@@ -113,6 +113,10 @@ def test_a_png_without_a_stored_latent_gets_one_line(studio, tmp_path):
     shots, _ = studio.generate({**REQUEST})
     with pytest.raises(InputError, match="decoder_steps"):
         studio.redecode(shots[0].path, decoder_steps=0)
+    with pytest.raises(InputError, match="^decoder seed must be a whole number, got 'abc'$"):
+        studio.redecode(shots[0].path, decoder_seed="abc")
+    with pytest.raises(InputError, match="^decoder seed must be -1"):
+        studio.redecode(shots[0].path, decoder_seed=-5)
 
 
 def test_an_image_finished_from_a_stopped_prior_re_decodes_from_what_the_prior_reached(engine):

@@ -3,6 +3,7 @@ Re-decode: a new version of the selected image from its stored composition, the 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import gradio as gr
@@ -139,7 +140,7 @@ def typed_number(text, label: str, whole: bool) -> int | float | None:
         return None
     try:
         value = float(text)
-        if whole and value != int(value):
+        if not math.isfinite(value) or (whole and value != int(value)):
             raise ValueError
     except ValueError:
         kind = "a whole number" if whole else "a number"
