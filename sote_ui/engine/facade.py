@@ -36,10 +36,12 @@ from ..core import memory
 from ..core.errors import Cancelled, GenerationError, InputError, ModelError
 from ..core.memory import Mode, Placement, Plan, choose_mode, parse_mode, smaller_mode, unsupported_reason
 from ..core.metadata import ModelInfo, format_parameters, init_image_note
+from ..core.outputs import LatentRecord
 from ..core.request import GenerationRequest, final_size
 from . import devices
 from .caches import LruCache
 from .encoding import TRAINED_CHUNKS, PromptEmbeds, check_chunks, chunk_token_counts, count_tokens, encode_pair
+from .latents import prior_output
 from .loading import Components, Folders, component_sizes, fetch, load_components
 from .lora import Adapters, LoraFile, read_lora
 from .models import ModelSource, default_source, recorded_name
@@ -493,7 +495,7 @@ class Engine:
         extra["Version"] = f"sote-studio {__version__}"
         parameters = format_parameters(job, job.seed, self.model_info(), extra=extra)
         return GeneratedImage(image, job, parameters, prior.reused, time.perf_counter() - prior.started,
-                              prior.stopped_at)
+                              prior.stopped_at, prior.output)
 
     def draft(self, job: GenerationRequest, prior: PriorRun) -> Draft:
         """A prior-only image: a sketch of its stage-C latent (the prior stays cached for finishing)."""
@@ -756,6 +758,60 @@ class Engine:
                     f"switch to {self._smaller_mode(self.plan)} or a smaller size")
             return GenerationResult(images, self.counters.since(before), time.perf_counter() - start, warnings,
                                     drafts)
+
+    def redecode(self, request: GenerationRequest, latent: LatentRecord, decoder_seed: int | None = None,
+                 on_progress: Callable[[Progress], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None, extra: dict[str, str] | None = None,
+                 ) -> GenerationResult:
+        """Run only the decoder on a stored stage-C latent: the same composition, new details.
+
+        ``request`` is the image's own request with the decoder settings
+        wanted (steps, CFG); ``latent`` what :func:`.latents.latent_record`
+        kept of its prior. Without ``decoder_seed`` the decoder draws the
+        image's own noise again (same settings: the same pixels); with one,
+        new noise from that seed, which the parameters record as
+        ``Decoder seed``. ``extra`` adds parameters (``Re-decoded from``).
+        The prior never runs. Raises InputError for a latent that is not one,
+        GenerationError (out of memory) or Cancelled.
+        """
+        try:
+            stored = prior_output(latent)
+        except ValueError:
+            raise InputError("the stored composition is not a stage-C latent this app can read") from None
+        with self._lock:
+            start = time.perf_counter()
+            before = self.counters.snapshot()
+            self.load()
+            job = replace(request, count=1, references=())
+            run = RunContext(1, job.decoder_steps, on_progress, should_stop)
+            latents = stored.latents.to(self._decoder_pipe._execution_device, torch_dtype(self.plan.compute_dtype))
+            state = stored.generator_state if decoder_seed is None else \
+                torch.Generator("cpu").manual_seed(int(decoder_seed)).get_state()
+            self.stage_order = []
+            self._last_run = ""
+            oom = False
+            try:
+                embeds = self.encode(job)
+                image = self.decoder(job, 0, embeds, PriorRun(PriorOutput(latents, state), True, start), run)
+            except Exception as exc:
+                self._release_models()
+                if not is_oom(exc):
+                    raise
+                forget_frames(exc)
+                oom = True
+            finally:
+                self._stage = ""
+            if oom:
+                devices.free_memory(self.device)
+                raise GenerationError(f"out of GPU memory in the decoder ({self.plan.mode.value}); memory was freed: "
+                                      f"switch to {self._smaller_mode(self.plan)} or a smaller size")
+            notes = dict(extra or {})
+            if decoder_seed is not None:
+                notes["Decoder seed"] = str(int(decoder_seed))
+            notes["Version"] = f"sote-studio {__version__}"
+            image.parameters = format_parameters(job, job.seed, self.model_info(), extra=notes)
+            image.prior = stored
+            return GenerationResult([image], self.counters.since(before), time.perf_counter() - start)
 
     def _release_models(self) -> None:
         """After a stop or a failure mid-pipeline, move offloaded models back to the CPU."""

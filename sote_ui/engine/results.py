@@ -85,6 +85,7 @@ class GeneratedImage:
     prior_reused: bool
     seconds: float
     prior_stopped_at: tuple[int, int] | None = None  # (k, N): Stop and finish ended its prior after step k of N
+    prior: PriorOutput | None = None  # the stage-C latent it was decoded from (kept to re-decode it)
 
 
 @dataclass

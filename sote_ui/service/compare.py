@@ -16,12 +16,13 @@ Example::
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from PIL import Image, ImageDraw, ImageFont
 
-from ..core import loras
+from ..core import loras, tags
 from ..core.errors import Cancelled, InputError
 from ..core.metadata import format_parameters
 from ..core.request import DECODER_KEYS, DEFAULT_LIMITS, PRIOR_KEYS, GenerationRequest, Limits, build_request
@@ -117,6 +118,45 @@ def compare(engine, a: GenerationRequest, b: GenerationRequest, seeds: list[int]
         seconds_b=sum(p[1].seconds for p in pairs),
         stopped=stopped,
     )
+
+
+PICKER_KEYS = ("aesthetic", "quality", "date", "custom", "rating")
+
+
+def tag_sides(values: dict[str, Any], tag: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A tag-level A/B: A is ``values`` as they are, B the same without ``tag``.
+
+    ``tag`` is one tag of the prompt as written (``(smile:1.2)`` too: each
+    occurrence goes, the rest of the text keeps its commas and line breaks)
+    or a picker's value (``very aesthetic``, ``art by NAME``: that picker is
+    set to none in B). Raises InputError if the tag is in neither.
+    """
+    wanted = " ".join(str(tag or "").split()).lower()
+    if not wanted:
+        raise InputError("click a tag to compare with and without it")
+    b = dict(values)
+    found = False
+    parts = re.split(r"([,\n])", str(values.get("prompt") or ""))  # tags at even places, separators between
+    for i in range(0, len(parts), 2):
+        if " ".join(parts[i].split()).lower() == wanted:
+            found = True
+            parts[i] = None
+            # The separator before the tag goes with it (after it, for the first tag).
+            side = i - 1 if i > 0 else i + 1
+            if 0 <= side < len(parts):
+                parts[side] = None
+    if found:
+        text = "".join(part for part in parts if part is not None)
+        b["prompt"] = re.sub(r"^[\s,]+|[\s,]+$", "", text)
+    for key in PICKER_KEYS:
+        if str(values.get(key) or "").lower() == wanted:
+            b[key], found = tags.NONE, True
+    artist = " ".join(str(values.get("artist") or "").split()).lower()
+    if artist and wanted in (artist, tags.ARTIST_PREFIX + artist):
+        b["artist"], found = "", True
+    if not found:
+        raise InputError(f"'{' '.join(str(tag).split())[:60]}' is not a tag of the prompt nor a picker's value")
+    return dict(values), b
 
 
 def axis_field(key: str) -> str:

@@ -73,11 +73,13 @@ class Signals:
 
 def run_task(task: str, args: tuple, kwargs: dict, engine, on_progress: Callable | None = None,
              should_stop: Callable | None = None, signals: Signals | None = None) -> Any:
-    """Run one GPU job on ``engine``: ``generate`` (engine.generate_many), ``compare`` or ``grid``."""
+    """Run one GPU job on ``engine``: ``generate`` (engine.generate_many), ``redecode``, ``compare`` or ``grid``."""
     if task == "generate":
         if signals is not None:
             kwargs = {"should_skip": signals.take_skip, "should_finish": signals.finishing, **kwargs}
         return engine.generate_many(*args, on_progress=on_progress, should_stop=should_stop, **kwargs)
+    if task == "redecode":
+        return engine.redecode(*args, on_progress=on_progress, should_stop=should_stop, **kwargs)
     from .compare import compare, run_grid
 
     work = {"compare": compare, "grid": run_grid}[task]

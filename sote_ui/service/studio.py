@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import atexit
 import functools
+import json
 import os
+import random
 import shutil
 import tempfile
 import threading
@@ -27,7 +29,7 @@ from typing import Any, Callable
 from ..core import outputs_index
 from ..core.errors import Cancelled, InputError
 from ..core.metadata import parse_parameters, read_parameters
-from ..core.outputs import open_image, save_png
+from ..core.outputs import load_latent, open_image, save_latent, save_png
 from ..core.presets import SHIPPED_DIR, PresetStore, default_user_dir
 from ..core.request import DEFAULT_LIMITS, MAX_SEED, REQUEST_KEYS, GenerationRequest, Limits, build_request
 from .jobs import WAITING_CANCELLED, JobRunner, gpu_seconds
@@ -437,9 +439,92 @@ class Studio:
         """Save a generated image (never over another file) and describe it for the session.
 
         ``side`` ("A" or "B") ends a comparison's file names, so the two sides are told apart.
+        The image's stage-C latent is kept beside it, so it can be re-decoded (:meth:`redecode`).
         """
         path = save_png(item.image, item.parameters, self._output_path(item.request.seed, side))
+        self._keep_latent(path, item)
         return Shot(str(path), item.parameters, item.request, item.seconds, item.prior_reused)
+
+    def _keep_latent(self, path: Path, item) -> None:
+        prior = getattr(item, "prior", None)
+        if prior is None:
+            return
+        from ..engine.latents import latent_record
+
+        request = {k: v for k, v in item.request.to_dict().items() if k not in ("images", "image_strengths")}
+        meta = {"request": json.dumps(request), "parameters": item.parameters}
+        if getattr(item, "prior_stopped_at", None):
+            meta["prior_stopped_at"] = "{}/{}".format(*item.prior_stopped_at)
+        try:
+            save_latent(path, latent_record(prior, meta))
+        except OSError:  # re-decoding is a bonus: a full disk must not cost the image its place
+            pass
+
+    # 2b. Re-decoding a saved image ------------------------------------------------
+
+    def redecode(self, path, decoder_seed: int | None = None, decoder_steps: int | None = None,
+                 decoder_cfg: float | None = None, session: str = "", on_progress: Callable | None = None,
+                 ) -> tuple[Shot, dict[str, Any]]:
+        """A new version of a saved image: the decoder alone on its stored stage-C latent.
+
+        ``path`` is the PNG (this server's file, or a copy of it: the latent
+        is found by the PNG's name in the outputs folder). The image keeps its
+        composition; ``decoder_seed`` (None: the image's own noise; -1: a random seed),
+        ``decoder_steps`` and ``decoder_cfg`` (None: the image's own) change
+        the details. The new PNG says ``Re-decoded from`` and ``Decoder seed``
+        and gets its own copy of the latent. Raises InputError (no stored
+        composition, a bad value), GenerationError or Cancelled.
+        """
+        png = Path(str(path or ""))
+        if not str(path or "").strip():
+            raise InputError("pick an image to re-decode first")
+        record = self._latent_of(png)
+        try:
+            seed = None if decoder_seed is None or decoder_seed == "" else int(decoder_seed)
+        except (TypeError, ValueError, OverflowError):
+            raise InputError(f"decoder seed must be a whole number, got {str(decoder_seed)[:20]!r}") from None
+        if seed is not None and seed != -1 and not 0 <= seed <= MAX_SEED:
+            raise InputError(f"decoder seed must be -1 (a random one), 0..{MAX_SEED}, or left empty (the image's "
+                             f"own), got {seed}")
+        if seed == -1:
+            seed = random.SystemRandom().randint(0, MAX_SEED)
+        stored = json.loads(record.meta.get("request", "{}"))
+        changes = {k: v for k, v in (("decoder_steps", decoder_steps), ("decoder_cfg", decoder_cfg)) if v is not None}
+        request = self.request_from({**stored, **changes, "count": 1})
+        extra = {"Re-decoded from": png.name}
+        if record.meta.get("prior_stopped_at"):
+            extra["Prior stopped at"] = record.meta["prior_stopped_at"]
+        started = time.perf_counter()
+        result = self._run("redecode", (request, record, seed), {"extra": extra},
+                           gpu_seconds([replace(request, prior_steps=0)]), session, on_progress)
+        shot = self._keep(result.images[0], "redecoded")
+        self._remember_shots(session, [shot])
+        report = {"from": png.name, "seed": request.seed, "decoder_seed": seed, "decoder_steps": request.decoder_steps,
+                  "decoder_cfg": request.decoder_cfg, "prior_runs": result.counters.prior_runs,
+                  "decoder_steps_run": result.counters.decoder_steps,
+                  "seconds": round(time.perf_counter() - started, 3)}
+        return shot, report
+
+    def _latent_of(self, png: Path):
+        """The stored latent of ``png``, looked up by name in this server's folders, checked against its text."""
+        folders = [self._outputs_or_none(), self._tmp]
+        record = next((found for folder in folders if folder is not None
+                       for found in [load_latent(png, folder)] if found is not None), None)
+        if record is None:
+            raise InputError(f"{png.name[:80]} has no stored composition: only images this app saved can be "
+                             "re-decoded (the latest thousand keep theirs)")
+        try:
+            with open_image(png) as image:
+                text = read_parameters(image)
+        except InputError:
+            text = None
+        if text and record.meta.get("parameters") and text != record.meta["parameters"]:
+            raise InputError(f"{png.name[:80]} is not the image saved under that name: its stored composition "
+                             "belongs to another one")
+        return record
+
+    def _outputs_or_none(self) -> Path | None:
+        return Path(self.config.outputs).expanduser() if self.config.outputs else None
 
     def _run(self, task: str, args: tuple, kwargs: dict, seconds: int, session: str,
              on_progress: Callable | None, preview_kind: str | None = None, used: dict | None = None):

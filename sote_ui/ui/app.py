@@ -21,7 +21,7 @@ from ..core.presets import CURRENT
 from ..service.studio import DEMO_PREFIX, Studio
 from .compare_tab import build_compare_tab
 from .generate import build_generate_tab
-from .generate.prompt_tools import script_head
+from .generate.prompt_tools import script_head, suggest_routes
 from .grid_tab import build_grid_tab
 from .keyboard import keyboard_head, shortcuts_html
 from .outputs_tab import build_outputs_tab
@@ -187,4 +187,6 @@ def launch_options(studio: Studio) -> dict[str, Any]:
     outputs = studio.config.outputs
     allowed = [str(Path(outputs).expanduser().resolve())] if outputs else None
     # Uploads over the limit are refused while they stream in, before anything is stored.
-    return {"css": CSS, "js": JS, "allowed_paths": allowed, "max_file_size": MAX_UPLOAD_BYTES, "head": script_head() + keyboard_head()}
+    # Tag suggestions have a plain route beside Gradio's, for speed while a run is going (ui/generate/prompt_tools.py).
+    return {"css": CSS, "js": JS, "allowed_paths": allowed, "max_file_size": MAX_UPLOAD_BYTES,
+            "head": script_head() + keyboard_head(), "app_kwargs": {"routes": suggest_routes()}}

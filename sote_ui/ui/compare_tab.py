@@ -4,6 +4,10 @@ Left: what to compare (presets with their descriptions, prompt, tags, seed,
 and size/steps for both sides). Right: an image slider of the selected seed,
 a strip of every seed's A and B, the settings that differ with each side's
 time, and buttons that take A's or B's settings to the Generate tab.
+
+Tag-level A/B: clicking one of the tags listed under Generate's prompt box
+(``prompt_tools.js``) fills this tab with A = the Generate tab's settings and
+B = the same without that tag, at the same seed, and runs it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import gradio as gr
 from ..core import tags
 from ..core.errors import Cancelled
 from ..core.presets import CURRENT
-from ..core.request import MAX_SEED
+from ..core.request import FIELD_NAMES, MAX_SEED
+from ..service.compare import tag_sides
 from ..service.studio import Studio
 from .form import form_updates
 from .generate import GenerateTab
@@ -26,6 +31,13 @@ from .wiring import named_api, session_id, user_error, wire, wire_stoppable
 
 FROM_PRESET = "(from each preset)"
 SENT = {"a": "(image sent as A)", "b": "(image sent as B)"}
+# A tag-level A/B's sides differ in their prompt or a picker: the tab's prompt and pickers are not laid over them.
+TAG_SIDE_KEYS = ("seed", "width", "height", "prior_steps", "decoder_steps")
+
+
+def sent_label(sent: dict | None, side: str) -> str:
+    """The preset pickers' name for the settings held for ``side``: a sent image's, or a tag A/B's side."""
+    return ((sent or {}).get("names") or {}).get(side, SENT[side])
 
 
 def _tag_choices(values) -> list[tuple[str, str]]:
@@ -116,7 +128,7 @@ def build_compare_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs, gene
     sent_state = gr.State({})
 
     def choices_with_sent(sent: dict | None):
-        extra = [SENT[side] for side in ("a", "b") if sent and side in sent]
+        extra = [sent_label(sent, side) for side in ("a", "b") if sent and side in sent]
         return [CURRENT] + studio.presets.names() + extra
 
     def refreshed(sent: dict | None = None):
@@ -133,6 +145,8 @@ def build_compare_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs, gene
                 text = "the Generate tab's current settings"
             elif name in SENT.values():
                 text = "the settings of the image sent from the gallery"
+            elif name.startswith(("(with ", "(without ")):
+                text = f"the Generate tab's settings {name.strip('()')} (the prompt and tags here don't apply)"
             else:
                 text = "not a preset"
             lines.append(f"**{side}:** {text}")
@@ -152,6 +166,11 @@ def build_compare_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs, gene
         return values
 
     def side(name: str, current: dict[str, Any], extra: dict[str, Any], sent: dict | None):
+        for key in ("a", "b"):
+            names = (sent or {}).get("names") or {}
+            if key in names and name == names[key] and key in sent:
+                kept = {k: v for k, v in extra.items() if k in TAG_SIDE_KEYS}
+                return studio.side_request(CURRENT, sent[key], kept)
         for key, label in SENT.items():
             if name == label:
                 if not sent or key not in sent:
@@ -247,9 +266,10 @@ def build_compare_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs, gene
 
         def apply(session, sent):
             _, shot = generate.selected_shot(session)
-            sent = {**(sent or {}), which: shot.request.to_dict()}
-            names = choices_with_sent(sent)
-            dropdowns = [gr.update(choices=names, value=SENT[k]) if k == which else gr.update(choices=names)
+            names = {k: v for k, v in ((sent or {}).get("names") or {}).items() if k != which}
+            sent = {**(sent or {}), which: shot.request.to_dict(), "names": names}
+            choices = choices_with_sent(sent)
+            dropdowns = [gr.update(choices=choices, value=SENT[k]) if k == which else gr.update(choices=choices)
                          for k in ("a", "b")]
             return (sent, *dropdowns, shot.request.prompt, shot.request.seed,
                     f"seed {shot.request.seed} is side {which.upper()} in Compare",
@@ -260,6 +280,9 @@ def build_compare_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs, gene
     for button, which in ((generate.gallery.to_a, "a"), (generate.gallery.to_b, "b")):
         wire(button.click, receive(which), [generate.state, sent_state],
              [sent_state, preset_a, preset_b, prompt, seed, generate.image_note, tabs], note=5)
+
+    wire_tag_ab(generate, tabs, sent_state, choices_with_sent,
+                [preset_a, preset_b, prompt, seed, width, height, prior_steps, decoder_steps, status])
 
     if tab is not None:
         def start_from_generate(own: str, generate_prompt: str):
@@ -279,6 +302,44 @@ def build_compare_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs, gene
         event.then(refresh_from, sent_state, refresh_outputs, api_visibility="private", show_progress="hidden")
 
     return CompareTab([preset_a, preset_b], describe, descriptions)
+
+
+def wire_tag_ab(generate: GenerateTab, tabs: gr.Tabs, sent_state: gr.State, choices_with_sent: Callable,
+                fields: list) -> None:
+    """A tag clicked under Generate's prompt box: Compare gets A = the Generate tab's settings and B = the same
+    without the tag, at the same seed (the last run's when the seed box says random), and runs.
+
+    The page's script writes the tag into a hidden box and presses a hidden
+    button; once this tab is filled it presses Compare, so the run is the
+    Compare button's own (Stop, the sheet, Use A's/B's settings).
+    """
+    with gr.Row(visible="hidden"):
+        tag = gr.Textbox(elem_id="ab_tag_value", label="tag")
+        start = gr.Button("A/B", elem_id="ab_tag_run")
+
+    def fill(clicked: str, *values_and_state):
+        *values, session, sent = values_and_state
+        current = dict(zip(FIELD_NAMES, values))
+        seed = int(current.get("seed") if current.get("seed") is not None else -1)
+        if seed < 0:
+            seed = session.last_seed if session and session.last_seed is not None else \
+                random.SystemRandom().randint(0, MAX_SEED)
+        a, b = tag_sides({**current, "seed": seed}, clicked)
+        name = " ".join(clicked.split())
+        names = {"a": f"(with {name})", "b": f"(without {name})"}
+        sent = {**(sent or {}), "a": a, "b": b, "names": names}
+        choices = choices_with_sent(sent)
+        return (sent, gr.update(choices=choices, value=names["a"]), gr.update(choices=choices, value=names["b"]),
+                current.get("prompt") or "", seed, 0, 0, 0, 0,
+                f"A/B of `{name}` at seed {seed}: with it (A) and without it (B)", gr.Tabs(selected="compare"))
+
+    filled = wire(start.click, fill, [tag] + generate.inputs + [generate.state, sent_state],
+                  [sent_state, *fields, tabs], note=len(fields), show_progress="hidden")
+    # Once the tab shows the two sides, Compare runs them as its own button does (not after a refusal, which
+    # the status line shows with its warning sign).
+    filled.then(None, fields[-1], None, api_visibility="private",
+                js="(line) => { if (line && !String(line).startsWith('⚠️')) "
+                   "setTimeout(() => document.getElementById('compare')?.click(), 50); }")
 
 
 def _clock() -> float:

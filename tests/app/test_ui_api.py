@@ -203,7 +203,7 @@ def test_the_api_page_lists_the_public_endpoints_only(app):
     assert sorted(info["named_endpoints"]) == sorted(
         ["/generate", "/draft", "/stop", "/skip", "/stop_and_finish", "/compare", "/grid", "/list_presets",
          "/load_preset", "/save_preset", "/delete_preset", "/png_info", "/set_mode", "/status", "/suggest_tags",
-         "/prompt_history", "/fix_prompt"])
+         "/prompt_history", "/fix_prompt", "/redecode"])
     assert not info.get("unnamed_endpoints")
     assert "randomize_seed" not in [p["parameter_name"] for p in info["named_endpoints"]["/generate"]["parameters"]]
 

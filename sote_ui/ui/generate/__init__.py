@@ -20,7 +20,7 @@ from ..wiring import wire
 from .controls import Controls, build_controls
 from .drafts import build_drafts_box, wire_drafts
 from .fixer_box import FixerBox, build_fixer_box, wire_fixer_box
-from .gallery import SESSION_TTL, Gallery, build_gallery, drop_session, selected_shot, wire_gallery
+from .gallery import SESSION_TTL, Gallery, build_gallery, drop_session, selected_shot, wire_gallery, wire_redecode
 from .history_panel import HistoryPanel
 from .img2img_box import sent_to_panel
 from .memory_box import MemoryBox, build_memory_box, device_markdown, mode_choices, wire_memory_box
@@ -152,6 +152,7 @@ def build_generate_tab(studio: Studio, waiting: Callable[[str], int] | None = No
     box = controls.img2img
     wire(to_img2img.click, send_selected, state, [box.init_image, box.accordion, box.note, gallery.image_note],
          note=3)
+    wire_redecode(studio, gallery, state, status)
     preset_events = wire_presets_box(studio, presets, controls)
     wire_memory_box(studio, memory, status)
     # Tag suggestions, keyboard habits and the prompt history (below the tab's two columns).

@@ -1,16 +1,20 @@
-"""The session's gallery: its order, captions, the selected image, and the actions on it."""
+"""The session's gallery: its order, captions, the selected image, and the actions on it (among them
+Re-decode: a new version of the selected image from its stored composition, the decoder alone)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import gradio as gr
 
 from ...core import loras
+from ...core.errors import InputError
 from ...core.request import GenerationRequest
+from ...service.studio import Studio
 from ..form import form_updates
 from ..session import SessionState
-from ..wiring import wire
+from ..wiring import session_id, user_error, wire
 from .controls import Controls
 
 SESSION_TTL = 24 * 3600  # a session's images list is dropped a day after its last change at the latest
@@ -80,6 +84,16 @@ def drop_session(session: SessionState | None) -> None:
 
 
 @dataclass
+class Redecode:
+    """Re-decode the selected image: its decoder seed, steps and CFG, and the button."""
+
+    seed: gr.Textbox
+    steps: gr.Textbox
+    cfg: gr.Textbox
+    button: gr.Button
+
+
+@dataclass
 class Gallery:
     """The gallery, its action buttons and the lines about the selected image."""
 
@@ -91,6 +105,7 @@ class Gallery:
     remove: gr.Button
     image_note: gr.Markdown
     selected_prompt: gr.Textbox
+    redecode: Redecode | None = None
 
 
 def build_gallery() -> Gallery:
@@ -106,7 +121,81 @@ def build_gallery() -> Gallery:
     image_note = gr.Markdown(elem_id="image_note")
     selected_prompt = gr.Textbox(label="Prompt of the selected image", interactive=False,
                                  buttons=["copy"], elem_id="selected_prompt", lines=2)
-    return Gallery(gallery, reuse, to_a, to_b, to_info, remove, image_note, selected_prompt)
+    with gr.Accordion("Re-decode the selected image: same composition, new details", open=False,
+                      elem_id="redecode_box"):
+        with gr.Row():
+            # Text boxes, as an empty number box reaches the server as 0: empty here is "the image's own".
+            seed = gr.Textbox("-1", label="Decoder seed (-1: random, empty: the image's own)", elem_id="redecode_seed",
+                              min_width=120)
+            steps = gr.Textbox("", label="Decoder steps (empty: the image's)", elem_id="redecode_steps",
+                               min_width=120)
+            cfg = gr.Textbox("", label="Decoder CFG (empty: the image's)", elem_id="redecode_cfg", min_width=120)
+        redecode = gr.Button("Re-decode", size="sm", elem_id="redecode", min_width=100)
+    return Gallery(gallery, reuse, to_a, to_b, to_info, remove, image_note, selected_prompt,
+                   Redecode(seed, steps, cfg, redecode))
+
+
+def typed_number(text, label: str, whole: bool) -> int | float | None:
+    """A number typed into a text box ('' is None), or a one-line InputError naming the box."""
+    text = str(text if text is not None else "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+        if not math.isfinite(value) or (whole and value != int(value)):
+            raise ValueError
+    except ValueError:
+        kind = "a whole number" if whole else "a number"
+        raise InputError(f"{label} must be {kind} or empty, got {text[:20]!r}") from None
+    return int(value) if whole else value
+
+
+def redecoded_line(report: dict) -> str:
+    """The status line after a re-decode."""
+    noise = "its own decoder noise" if report["decoder_seed"] is None else f"decoder seed {report['decoder_seed']}"
+    return (f"re-decoded seed {report['seed']} with {noise}: {report['decoder_steps_run']} decoder steps at CFG "
+            f"{report['decoder_cfg']:g} in {report['seconds']:.1f} s; the prior did not run again")
+
+
+def wire_redecode(studio: Studio, box: Gallery, state: gr.State, status) -> None:
+    """Re-decode on the page (the selected image joins the gallery, selected) and as ``/redecode``.
+
+    ``/redecode`` takes the PNG (``handle_file(path)``: an image this app
+    saved, found by its name), ``decoder_seed`` (None: the image's own noise,
+    -1: random), ``decoder_steps`` and ``decoder_cfg`` (None: the image's);
+    it returns the new PNG and a report (``decoder_seed``, ``prior_runs``: 0).
+    """
+    controls = box.redecode
+
+    def on_page(session: SessionState, seed, steps, cfg, request: gr.Request):
+        _, shot = selected_shot(session)
+        values = (typed_number(seed, "decoder seed", True), typed_number(steps, "decoder steps", True),
+                  typed_number(cfg, "decoder CFG", False))
+        new, report = studio.redecode(shot.path, *values, session_id(request))
+        keep_shots(session, [new])
+        gallery, prompt, note = shown(session)
+        return session, gallery, prompt, note, redecoded_line(report)
+
+    wire(controls.button.click, on_page, [state, controls.seed, controls.steps, controls.cfg],
+         [state, box.gallery, box.selected_prompt, box.image_note, status], note=4, concurrency_id="gpu",
+         show_progress_on=[status])
+
+    def redecode(image, decoder_seed=None, decoder_steps=None, decoder_cfg=None, request: gr.Request = None):
+        try:
+            shot, report = studio.redecode(image, decoder_seed, decoder_steps, decoder_cfg, session_id(request))
+        except Exception as exc:
+            raise user_error(exc) from None
+        return shot.path, report
+
+    with gr.Row(visible=False):
+        image = gr.File(label="image", file_types=[".png"])
+        seed = gr.Number(None, label="decoder_seed", precision=0)
+        steps = gr.Number(None, label="decoder_steps", precision=0)
+        cfg = gr.Number(None, label="decoder_cfg")
+        result = gr.File(label="redecoded")
+        report = gr.JSON(label="report")
+    gr.Button(visible=False).click(redecode, [image, seed, steps, cfg], [result, report], api_name="redecode",
+                                   concurrency_id="gpu")
 
 
 def wire_gallery(box: Gallery, controls: Controls, state: gr.State, status) -> None:

@@ -1,5 +1,6 @@
 // Sote Studio prompt tools, in the page: Danbooru tag suggestions while typing, Ctrl+Enter to
-// generate, Ctrl+Up / Ctrl+Down to change a tag's weight. Loaded once through launch(head=...);
+// generate, Ctrl+Up / Ctrl+Down to change a tag's weight, and the tags of the prompt as sent, each a
+// button for a with/without A/B in Compare. Loaded once through launch(head=...);
 // it listens on the document, so it works on boxes Gradio renders later.
 (() => {
   if (window.soteStudioPromptTools) return;
@@ -17,7 +18,8 @@
     wildcard: "#0d9488", lora: "#7c3aed",
   };
   const MIN_CHARS = 2;
-  const DELAY_MS = 40;
+  // A short pause for a burst of keys: the plain route answers in a few ms, so waiting longer only adds delay.
+  const DELAY_MS = 15;
 
   function boxOf(target) {
     if (!target || !(target instanceof HTMLTextAreaElement || target instanceof HTMLInputElement)) return null;
@@ -28,10 +30,13 @@
     return null;
   }
 
-  function apiUrl(name) {
+  // The plain suggestion route beside the app (prompt_tools.py): no queue, so it answers at once,
+  // also while a run is going.
+  function suggestUrl(typed, category) {
     const config = window.gradio_config;
     const root = (config && config.root) || window.location.href.split(/[?#]/)[0];
-    return root.replace(/\/$/, "") + "/gradio_api/run/" + name;
+    const query = new URLSearchParams({ text: typed, category: category || "" });
+    return root.replace(/\/$/, "") + "/sote_api/suggest_tags?" + query;
   }
 
   // Tell Gradio the box changed, as typing would.
@@ -134,14 +139,9 @@
     const seq = ++state.seq;
     let items;
     try {
-      const reply = await fetch(apiUrl("suggest_tags"), {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ data: [typed, box.category || ""] }),
-        credentials: "same-origin",
-      });
+      const reply = await fetch(suggestUrl(typed, box.category), { credentials: "same-origin" });
       if (!reply.ok) return;
-      items = (await reply.json()).data[0];
+      items = await reply.json();
     } catch (error) {
       return; // suggestions are a convenience: typing goes on without them
     }
@@ -227,6 +227,80 @@
     el.setSelectionRange(innerStart, innerStart + inner.length);
     changed(el);
   }
+
+  // ---- 2b. A/B a tag: the prompt as sent, one button per tag -------------------------------------
+
+  // The composed line under the prompt box reads "... sent: `tags`"; its tags (the prompt's and the
+  // pickers') become buttons under it. A click asks Compare for A = as is, B = without that tag.
+  function sentTags() {
+    const line = document.getElementById("composed");
+    if (!line) return null;
+    for (const code of line.querySelectorAll("code")) {
+      const before = code.previousSibling;
+      if (before && /sent:\s*$/.test(before.textContent || "")) {
+        return code.textContent.split(",").map((t) => t.trim()).filter(Boolean);
+      }
+    }
+    return [];
+  }
+
+  let shownTags = "";
+  function renderTagButtons() {
+    const line = document.getElementById("composed");
+    const found = sentTags();
+    if (!line || found === null) return;
+    let row = document.getElementById("ab_tags");
+    if (!row || row.previousElementSibling !== line) {
+      if (row) row.remove();
+      row = document.createElement("div");
+      row.id = "ab_tags";
+      row.style.cssText = "display:flex;flex-wrap:wrap;gap:4px;align-items:center;font-size:12px;margin:2px 0 4px";
+      line.insertAdjacentElement("afterend", row);
+      shownTags = null;
+    }
+    const key = found.join("\n");
+    if (key === shownTags) return;
+    shownTags = key;
+    row.replaceChildren();
+    row.style.display = found.length ? "flex" : "none";
+    const label = document.createElement("span");
+    label.textContent = "A/B a tag:";
+    label.title = "With and without the tag, at the same seed, in Compare";
+    label.style.opacity = ".75";
+    row.appendChild(label);
+    for (const tag of found) {
+      const chip = document.createElement("button");
+      chip.type = "button";
+      chip.className = "sote-ab-tag";
+      chip.textContent = tag;
+      chip.title = "Compare with and without " + tag + " at the same seed";
+      chip.style.cssText = "border:1px solid var(--border-color-primary,#ccc);border-radius:10px;padding:0 8px;" +
+        "background:var(--background-fill-secondary,#f5f5f5);color:inherit;cursor:pointer;line-height:1.7";
+      chip.addEventListener("click", () => abTag(tag));
+      row.appendChild(chip);
+    }
+  }
+
+  // The tag goes to a hidden box of the Compare tab, whose contents exist once the tab is shown.
+  function abTag(tag) {
+    const tab = [...document.querySelectorAll("button[role=tab]")].find((b) => b.textContent.trim() === "Compare");
+    if (tab) tab.click();
+    let tries = 0;
+    const send = () => {
+      const box = document.querySelector("#ab_tag_value textarea, #ab_tag_value input");
+      const run = document.getElementById("ab_tag_run");
+      if (!box || !run) {
+        if (++tries < 50) setTimeout(send, 100);
+        return;
+      }
+      box.value = tag;
+      changed(box);
+      setTimeout(() => run.click(), 30); // once Gradio has the box's new value
+    };
+    send();
+  }
+
+  setInterval(renderTagButtons, 400);
 
   // ---- 3. Keys -------------------------------------------------------------------------------------
 
