@@ -196,3 +196,17 @@ def test_a_refused_start_image_leaves_the_panel_with_its_reason(page, tmp_path):
     page.wait_for_function("() => !document.querySelector('#init_image img')")
     page.wait_for_timeout(500)  # the panel's own change has run: the reason is still there
     assert "1x1" in page.locator("#init_note").inner_text()
+
+
+def test_the_grid_offers_the_samplers_hi_res_and_denoise_as_axes(page):
+    page.get_by_role("tab", name="X/Y grid").click()
+    pick(page, "grid_x", "Prior sampler")
+    expect_value(page.locator("#grid_x_values textarea, #grid_x_values input").first, "ddpm, dpmpp_2m, euler_a")
+    pick(page, "grid_y", "Hi-res upscale")
+    expect_value(page.locator("#grid_y_values textarea, #grid_y_values input").first, "1, 1.5, 2")
+    box = page.locator("#grid_x input[role=combobox]")
+    box.click()
+    listbox = page.locator(f"[id='{box.get_attribute('aria-controls')}']")
+    offered = [text.replace("✓", "").strip() for text in listbox.get_by_role("option").all_inner_texts()]
+    assert {"Denoise", "Hi-res upscale", "Hi-res denoise", "Prior sampler", "Decoder sampler", "Prior shift",
+            "Decoder shift"} <= set(offered), offered
