@@ -210,3 +210,18 @@ def test_the_grid_offers_the_samplers_hi_res_and_denoise_as_axes(page):
     offered = [text.replace("✓", "").strip() for text in listbox.get_by_role("option").all_inner_texts()]
     assert {"Denoise", "Hi-res upscale", "Hi-res denoise", "Prior sampler", "Decoder sampler", "Prior shift",
             "Decoder shift"} <= set(offered), offered
+
+
+def test_on_a_phone_the_panel_and_the_hi_res_box_fit_the_screen_width(phone, tmp_path):
+    start = tmp_path / "start.png"
+    Image.new("RGB", (200, 300), (200, 60, 60)).save(start)
+    phone.locator("#size_steps > button").click()  # a phone starts with the size panel folded
+    phone.locator("#hires_on input").check()
+    phone.locator("#final_size").filter(has_text="hi-res fix").wait_for()
+    open_panel(phone)
+    phone.locator("#init_image input[type=file]").set_input_files(str(start))
+    phone.locator("#init_note").filter(has_text="the 200x300 start image is cropped to fill").wait_for()
+    for elem_id in ("hires_box", "img2img_box", "init_preview", "resize_mode"):
+        box = phone.locator(f"#{elem_id}").first.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390, elem_id
+    assert phone.evaluate("() => document.documentElement.scrollWidth") <= 390
