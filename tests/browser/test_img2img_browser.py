@@ -54,6 +54,10 @@ def test_a_start_image_dropped_in_the_panel_makes_an_image_to_image_run(page, ap
     assert values["init_image_note"].startswith("start.png sha256:")
     captions = page.locator("#gallery .grid-container .caption-label, #gallery .preview .caption-label")
     assert any(text.startswith("seed 321") for text in captions.all_inner_texts())
+    # What a person reads of the image: its parameters, through the gallery's PNG info.
+    page.locator("#to_png_info").click()
+    expect_value(page.locator("#png_raw textarea"), "Denoising strength: 0.5")
+    page.get_by_role("tab", name="Generate").click()
 
     # Removing the image is text to image again: the next image records no denoise.
     page.locator("#init_image").get_by_role("button", name="Remove Image").click()
