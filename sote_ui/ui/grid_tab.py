@@ -73,7 +73,8 @@ def build_grid_tab(studio: Studio, generate: GenerateTab, tab: gr.Tab, tabs: gr.
     with gr.Row(elem_id="grid_layout"):
         with gr.Column(scale=4, min_width=320):
             gr.Markdown("**Starting point** (copied from the Generate tab when you open this tab; edit freely). "
-                        "Tags and the negative prompt come from the Generate tab.", elem_classes=["hint"])
+                        "Tags, the negative prompt, the start image, the hi-res fix and the samplers come from the Generate "
+                        "tab.", elem_classes=["hint"])
             prompt = gr.Textbox(d.prompt, label="Your tags", lines=2, elem_id="grid_prompt")
             with gr.Row():
                 width = gr.Slider(limits.min_side, min(limits.max_side, 2560), value=d.width, step=128, label="Width",

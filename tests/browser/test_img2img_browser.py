@@ -54,6 +54,10 @@ def test_a_start_image_dropped_in_the_panel_makes_an_image_to_image_run(page, ap
     assert values["init_image_note"].startswith("start.png sha256:")
     captions = page.locator("#gallery .grid-container .caption-label, #gallery .preview .caption-label")
     assert any(text.startswith("seed 321") for text in captions.all_inner_texts())
+    # What a person reads of the image: its parameters, through the gallery's PNG info.
+    page.locator("#to_png_info").click()
+    expect_value(page.locator("#png_raw textarea"), "Denoising strength: 0.5")
+    page.get_by_role("tab", name="Generate").click()
 
     # Removing the image is text to image again: the next image records no denoise.
     page.locator("#init_image").get_by_role("button", name="Remove Image").click()
@@ -196,3 +200,32 @@ def test_a_refused_start_image_leaves_the_panel_with_its_reason(page, tmp_path):
     page.wait_for_function("() => !document.querySelector('#init_image img')")
     page.wait_for_timeout(500)  # the panel's own change has run: the reason is still there
     assert "1x1" in page.locator("#init_note").inner_text()
+
+
+def test_the_grid_offers_the_samplers_hi_res_and_denoise_as_axes(page):
+    page.get_by_role("tab", name="X/Y grid").click()
+    pick(page, "grid_x", "Prior sampler")
+    expect_value(page.locator("#grid_x_values textarea, #grid_x_values input").first, "ddpm, dpmpp_2m, euler_a")
+    pick(page, "grid_y", "Hi-res upscale")
+    expect_value(page.locator("#grid_y_values textarea, #grid_y_values input").first, "1, 1.5, 2")
+    box = page.locator("#grid_x input[role=combobox]")
+    box.click()
+    listbox = page.locator(f"[id='{box.get_attribute('aria-controls')}']")
+    offered = [text.replace("✓", "").strip() for text in listbox.get_by_role("option").all_inner_texts()]
+    assert {"Denoise", "Hi-res upscale", "Hi-res denoise", "Prior sampler", "Decoder sampler", "Prior shift",
+            "Decoder shift"} <= set(offered), offered
+
+
+def test_on_a_phone_the_panel_and_the_hi_res_box_fit_the_screen_width(phone, tmp_path):
+    start = tmp_path / "start.png"
+    Image.new("RGB", (200, 300), (200, 60, 60)).save(start)
+    phone.locator("#size_steps > button").click()  # a phone starts with the size panel folded
+    phone.locator("#hires_on input").check()
+    phone.locator("#final_size").filter(has_text="hi-res fix").wait_for()
+    open_panel(phone)
+    phone.locator("#init_image input[type=file]").set_input_files(str(start))
+    phone.locator("#init_note").filter(has_text="the 200x300 start image is cropped to fill").wait_for()
+    for elem_id in ("hires_box", "img2img_box", "init_preview", "resize_mode"):
+        box = phone.locator(f"#{elem_id}").first.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390, elem_id
+    assert phone.evaluate("() => document.documentElement.scrollWidth") <= 390

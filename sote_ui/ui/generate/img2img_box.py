@@ -82,9 +82,8 @@ def build_hires_box(defaults: GenerationRequest, limits: Limits) -> HiresBox:
                                step=0.05, label="Upscale by", elem_id="hires_factor", min_width=160)
             hires_denoise = gr.Slider(0, 1, value=defaults.hires_denoise, step=0.01, label="Hi-res denoise",
                                       elem_id="hires_denoise", min_width=160)
-            hires_steps = gr.Slider(0, min(limits.max_prior_steps, 80), value=defaults.hires_steps, step=1,
-                                    label="Hi-res steps", info="0 = as many as the prior's", elem_id="hires_steps",
-                                    min_width=160)
+        hires_steps = gr.Slider(0, min(limits.max_prior_steps, 80), value=defaults.hires_steps, step=1,
+                                label="Hi-res steps", info="0 = as many as the prior's", elem_id="hires_steps")
     return HiresBox(enabled, factor, hires_scale, hires_denoise, hires_steps, final_line)
 
 
