@@ -277,7 +277,7 @@ def read_lora(path: str | Path, prior, text_encoder=None, *, name: str | None = 
         if target in seen:
             raise InputError(f"LoRA {name!r}: {base[:80]} and {seen[target][:80]} are the same layer")
         seen[target] = base
-        down, up = parts["down"].float(), parts["up"].float()
+        down, up = parts["down"], parts["up"]  # kept as stored (fp16 in most files): hooks stack them in fp32
         rank = down.shape[0]
         alpha = float(parts["alpha"].float().item()) if "alpha" in parts else float(rank)
         layer = LoraLayer(target.part, target.module, down, up, alpha / rank if rank else 0.0)
