@@ -365,7 +365,7 @@ def _read_stability(name, digest, tensors, prior, text_encoder) -> LoraFile:
     for filters in _STABILITY_FILTERS:
         wanted = [c for c in candidates if filters is None or any(f in c[0] for f in filters)]
         if len(wanted) == count and all(
-                up.shape[0] == shape[0] and down.shape[1] == math_prod(shape[1:]) for (down, up), (_, _, shape)
+                up.shape[0] == shape[0] and down.shape[1] == _prod(shape[1:]) for (down, up), (_, _, shape)
                 in zip(pairs, wanted)):
             chosen = wanted
             break
@@ -404,7 +404,7 @@ def _read_stability(name, digest, tensors, prior, text_encoder) -> LoraFile:
     return LoraFile(name, digest, "stability", layers, embeddings, notes)
 
 
-def math_prod(values) -> int:
+def _prod(values) -> int:
     total = 1
     for value in values:
         total *= int(value)
