@@ -24,6 +24,7 @@ from . import tags
 from .emphasis import check_weights
 from .errors import InputError
 from .loras import MAX_LORAS, LoraRef, merge, parse_ref, ref_text, split_tags, tag_text
+from .loras import check as check_lora
 from .loras import find as find_lora
 from .wildcards import check_request
 
@@ -406,6 +407,7 @@ def validate(request: GenerationRequest, limits: Limits = DEFAULT_LIMITS) -> Non
     if len(loras) > MAX_LORAS:
         raise InputError(f"{len(loras)} LoRAs; at most {MAX_LORAS} at once")
     for ref in loras:
+        check_lora(ref)
         find_lora(ref.name)
     check_request(request)  # a bad template or missing wildcard file fails here, before any work
     composed = request.composed_prompt()

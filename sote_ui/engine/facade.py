@@ -95,6 +95,7 @@ class Engine:
         self._preview_kind_loaded = None
         self._adapters = Adapters()  # the LoRAs hooked into the prior and text encoder now
         self._lora_files = LruCache(16)  # (file hash, name) -> LoraFile
+        self._lora_paths: dict | None = None  # the loras folder, listed once per generate call
 
     # 1. Loading and memory modes -------------------------------------------------
 
@@ -648,8 +649,12 @@ class Engine:
         for ref in job.active_loras():
             if not every and not ref.weight and not ref.text_weight:
                 continue
-            path = lora_files.find(ref.name)
-            key = (lora_files.file_hash(path), ref.name)
+            path = self._lora_paths.get(ref.name) if self._lora_paths is not None else None
+            path = path or lora_files.find(ref.name)
+            try:
+                key = (lora_files.file_hash(path), ref.name)
+            except OSError:
+                raise InputError(f"LoRA {ref.name!r} can't be read (moved or removed?)") from None
             lora = self._lora_files.get(key)
             if lora is None:
                 pipe = self._prior_pipe
@@ -715,6 +720,7 @@ class Engine:
             self.load()
             jobs = expand(requests)
             warnings = self._check_prompts(jobs)
+            self._lora_paths = lora_files.available() if any(job.active_loras() for job in jobs) else {}
             for job in jobs:  # every LoRA read and mapped before any step runs; what a file lacks, said once
                 for lora, _, _ in self._loras(job):
                     warnings += [note for note in lora.notes if note not in warnings]
@@ -748,6 +754,7 @@ class Engine:
             finally:
                 self._stage = ""
                 self._adapters.clear()  # the models stay as loaded between calls
+                self._lora_paths = None
             if oom_stage is not None:
                 # Out of the handler: the exception and its frames are gone, so this frees the activations
                 # too, before the message goes out.

@@ -277,7 +277,7 @@ def read_lora(path: str | Path, prior, text_encoder=None, *, name: str | None = 
         if target in seen:
             raise InputError(f"LoRA {name!r}: {base[:80]} and {seen[target][:80]} are the same layer")
         seen[target] = base
-        down, up = parts["down"].float(), parts["up"].float()
+        down, up = parts["down"], parts["up"]  # kept as stored (fp16 in most files): hooks stack them in fp32
         rank = down.shape[0]
         alpha = float(parts["alpha"].float().item()) if "alpha" in parts else float(rank)
         layer = LoraLayer(target.part, target.module, down, up, alpha / rank if rank else 0.0)
@@ -365,7 +365,7 @@ def _read_stability(name, digest, tensors, prior, text_encoder) -> LoraFile:
     for filters in _STABILITY_FILTERS:
         wanted = [c for c in candidates if filters is None or any(f in c[0] for f in filters)]
         if len(wanted) == count and all(
-                up.shape[0] == shape[0] and down.shape[1] == math_prod(shape[1:]) for (down, up), (_, _, shape)
+                up.shape[0] == shape[0] and down.shape[1] == _prod(shape[1:]) for (down, up), (_, _, shape)
                 in zip(pairs, wanted)):
             chosen = wanted
             break
@@ -404,7 +404,7 @@ def _read_stability(name, digest, tensors, prior, text_encoder) -> LoraFile:
     return LoraFile(name, digest, "stability", layers, embeddings, notes)
 
 
-def math_prod(values) -> int:
+def _prod(values) -> int:
     total = 1
     for value in values:
         total *= int(value)
