@@ -37,13 +37,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def tiny_model_dir() -> Path:
     """Build the demo model once per machine (it takes a few seconds)."""
-    from sote_ui.engine.builders import build_tiny_pair
+    from sote_ui.engine.builders import EFFNET_FILE, build_tiny_pair
 
     folder = Path(os.environ.get("SOTE_STUDIO_HOME", Path.home() / ".sote-studio")) / "tiny-model"
 
-    def complete() -> bool:  # a demo model of an earlier version has no image encoder: image remix needs one
+    def complete() -> bool:  # a demo model of an earlier version may lack the encoders image remix and
+        # image to image need
         return (folder / "decoder" / "model_index.json").is_file() and \
-            (folder / "prior" / "image_encoder" / "config.json").is_file()
+            (folder / "prior" / "image_encoder" / "config.json").is_file() and \
+            (folder / EFFNET_FILE).is_file()
 
     if not complete():
         tmp = Path(tempfile.mkdtemp(prefix="tiny-", dir=folder.parent if folder.parent.exists() else None))

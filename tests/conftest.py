@@ -54,6 +54,14 @@ def tiny_pair(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_effnet(tmp_path_factory):
+    """The path of a tiny random EfficientNet encoder file in Stability's key layout."""
+    from sote_ui.engine.builders import build_tiny_effnet
+
+    return build_tiny_effnet(tmp_path_factory.mktemp("tiny-effnet"))
+
+
+@pytest.fixture(scope="session")
 def tiny_source(tiny_pair):
     from sote_ui.engine.models import ModelSource
 

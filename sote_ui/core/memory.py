@@ -159,6 +159,23 @@ _COMPONENTS = ("text_encoder", "prior", "decoder", "vqgan")
 IMAGE_ENCODER_PARAMS = 303_966_208
 _IMAGE_ENCODER_ACTIVATIONS = int(0.1 * GiB)  # one 224x224 image through ViT-L
 
+# Image to image's EfficientNet encoder (Stability's effnet_encoder.safetensors: EfficientNetV2-S features
+# and the mapper), counted on the meta device: 0.04 GB in bf16, 0.08 GB in fp32. It encodes the start image,
+# and hi-res fix's upscaled first pass, at 32 pixels per latent pixel (0.56 times the image's pixels).
+EFFNET_PARAMS = 20_197_968
+# Its activations grow with the pixels it encodes: measured as the host's peak during one fp32 encode
+# of the full-size architecture (192 MB at 768x1152, the 1024x1536 image's; 356 MB at 1152x1728, the
+# 1536x2304 one's: a 2-core CPU, torch 2.13), 0.22 GiB per megapixel at most; bf16 halves it on a GPU.
+_EFFNET_GIB_PER_MEGAPIXEL = 0.22
+_RESOLUTION_MULTIPLE = 42.67  # the prior's pixels per latent pixel (diffusers' StableCascadePriorPipeline)
+
+
+def effnet_bytes(width: int, height: int, fp32: bool) -> tuple[int, int]:
+    """(weights, peak activations) of the EfficientNet encoder encoding a ``width`` x ``height`` image."""
+    pixels = (32 * -(-height // _RESOLUTION_MULTIPLE)) * (32 * -(-width // _RESOLUTION_MULTIPLE))
+    activations = _EFFNET_GIB_PER_MEGAPIXEL * GiB * pixels / 1e6 / (1 if fp32 else 2)
+    return int(EFFNET_PARAMS * (4 if fp32 else 2) * _SLACK), int(activations)
+
 
 def bytes_per_param(weights: Weights, component: str, backend: str | None = None) -> float:
     """Measured bytes per parameter of ``component`` stored as ``weights`` (fp8: with ``backend``)."""
@@ -207,8 +224,15 @@ def computes_in_fp32(mode: Mode, device: DeviceInfo | None) -> bool:
     return mode.weights == Weights.FP8 and device is not None and device.is_gpu and not device.bf16
 
 
-def estimate(mode: Mode, sizes: ComponentSizes, width: int, height: int, device: DeviceInfo | None = None) -> int:
+def estimate(mode: Mode, sizes: ComponentSizes, width: int, height: int, device: DeviceInfo | None = None, *,
+             init_image: bool = False, hires_size: tuple[int, int] | None = None) -> int:
     """Estimated peak device memory of ``mode`` at ``width`` x ``height`` on ``device``.
+
+    ``init_image``: the job starts from an image (image to image), so the
+    EfficientNet encoder encodes it at ``width`` x ``height``. ``hires_size``:
+    the (width, height) of hi-res fix's second pass, whose stages work at that
+    larger size (their activations are what grows) after the encoder has
+    encoded the upscaled first pass at it.
 
     The weights are the measured bytes per parameter of each component (see
     ``MEASURED_WEIGHT_BYTES``) times its real parameter count. All on the
@@ -218,21 +242,34 @@ def estimate(mode: Mode, sizes: ComponentSizes, width: int, height: int, device:
     stage counts the decoder too: several images keep it there). Sequential
     offload: one layer at a time plus activations. Image remix's encoder
     (``IMAGE_ENCODER_PARAMS``) visits the device to encode new references:
-    beside every weight when all are there, alone in the offload modes.
+    beside every weight when all are there, alone in the offload modes. The
+    EfficientNet encoder (``EFFNET_PARAMS``) stays on the device beside the
+    models when they all are there, and visits it alone in the offload modes.
     """
     fp32 = computes_in_fp32(mode, device)
     backend = fp8_backend(device) if device is not None and mode.weights == Weights.FP8 else None
     weights = component_weight_bytes(mode.weights, sizes, backend, fp32)
     acts = stage_activations(width, height, fp32)
+    if hires_size is not None:  # the second pass is the larger: its stages' activations are the peak ones
+        second = stage_activations(*hires_size, fp32)
+        acts = {stage: max(act, second[stage]) for stage, act in acts.items()}
     encoder = IMAGE_ENCODER_PARAMS * (4 if fp32 else 2) * _SLACK + _IMAGE_ENCODER_ACTIVATIONS
+    effnet_weights, effnet_acts = 0, 0
+    for encoded, size in ((init_image, (width, height)), (hires_size is not None, hires_size)):
+        if encoded:
+            effnet_weights, act = effnet_bytes(*size, fp32)
+            effnet_acts = max(effnet_acts, act)
     if mode.placement == Placement.DEVICE:
-        peak = sum(weights.values()) * _SLACK + max(max(acts.values()), encoder)
+        peak = (sum(weights.values()) * _SLACK + effnet_weights
+                + max(max(acts.values()), encoder, effnet_acts))
     elif mode.placement == Placement.OFFLOAD:
         # Several images keep the decoder on the device through their VQGAN decodes.
         weights["vqgan"] += weights["decoder"]
-        peak = max(max(weights[stage] * _SLACK + act for stage, act in acts.items()), encoder)
+        peak = max(max(weights[stage] * _SLACK + act for stage, act in acts.items()), encoder,
+                   effnet_weights + effnet_acts)
     else:
-        peak = max(0.25 * GiB * bytes_per_param(mode.weights, "prior", backend) / 2 + max(acts.values()), encoder)
+        peak = max(0.25 * GiB * bytes_per_param(mode.weights, "prior", backend) / 2 + max(acts.values()), encoder,
+                   effnet_weights + effnet_acts)
     return int(peak + _OVERHEAD)
 
 
@@ -280,67 +317,81 @@ def _candidates(device: DeviceInfo) -> list[Mode]:
     return [m for m in modes if unsupported_reason(m, device) is None]
 
 
-def _plan(mode: Mode, device: DeviceInfo, sizes: ComponentSizes, width: int, height: int, reason: str) -> Plan:
+def _plan(mode: Mode, device: DeviceInfo, sizes: ComponentSizes, width: int, height: int, reason: str,
+          **job) -> Plan:
     compute = "float32" if computes_in_fp32(mode, device) else "bfloat16"
     backend = fp8_backend(device) if mode.weights == Weights.FP8 else None
-    return Plan(mode, compute, backend, estimate(mode, sizes, width, height, device), reason)
+    return Plan(mode, compute, backend, estimate(mode, sizes, width, height, device, **job), reason)
+
+
+def _job_note(width: int, height: int, init_image: bool, hires_size: tuple[int, int] | None) -> str:
+    note = f"{width}x{height}"
+    if hires_size is not None:
+        note += f" then {hires_size[0]}x{hires_size[1]} (hi-res fix)"
+    return note + (" from a start image" if init_image else "")
 
 
 def choose_mode(requested: str | Mode, device: DeviceInfo, sizes: ComponentSizes, width: int = 1024,
-                height: int = 1536) -> Plan:
+                height: int = 1536, *, init_image: bool = False, hires_size: tuple[int, int] | None = None) -> Plan:
     """Resolve ``requested`` (``auto`` or an explicit mode) for ``device``.
 
     An explicit mode that can't work raises InputError with the reason.
     ``auto`` picks the first candidate, fastest first, whose estimate fits
     the free memory; if none fits it takes the smallest and says so.
+    ``init_image`` and ``hires_size`` describe the job as :func:`estimate` does.
     """
+    job = {"init_image": init_image, "hires_size": hires_size}
     mode = parse_mode(requested)
     if mode != Mode.AUTO:
         why = unsupported_reason(mode, device)
         if why:
             raise InputError(why)
-        need = estimate(mode, sizes, width, height, device)
+        need = estimate(mode, sizes, width, height, device, **job)
         note = f"{mode.value} as asked; needs ~{need / GiB:.1f} GiB, {device.describe()}"
         if device.is_gpu and mode.weights == Weights.BF16 and not device.bf16:
             note += "; this GPU has no native bf16, so it is emulated and slow (fp32 modes are faster)"
-        return _plan(mode, device, sizes, width, height, note)
+        return _plan(mode, device, sizes, width, height, note, **job)
     tried: list[str] = []
     for candidate in _candidates(device):
-        need = estimate(candidate, sizes, width, height, device)
+        need = estimate(candidate, sizes, width, height, device, **job)
         if need <= device.free_bytes:
             skipped = f" ({'; '.join(tried)})" if tried else ""
-            reason = (f"auto picked {candidate.value}: needs ~{need / GiB:.1f} GiB at {width}x{height}, "
-                      f"{device.describe()}{skipped}")
-            return _plan(candidate, device, sizes, width, height, reason)
+            reason = (f"auto picked {candidate.value}: needs ~{need / GiB:.1f} GiB at "
+                      f"{_job_note(width, height, **job)}, {device.describe()}{skipped}")
+            return _plan(candidate, device, sizes, width, height, reason, **job)
         tried.append(f"{candidate.value} needs ~{need / GiB:.1f} GiB")
     smallest = _candidates(device)[-1]
     reason = (f"auto picked {smallest.value}, the smallest mode, but even it may not fit: "
               f"{'; '.join(tried)}; {device.describe()}")
-    return _plan(smallest, device, sizes, width, height, reason)
+    return _plan(smallest, device, sizes, width, height, reason, **job)
 
 
 def smaller_mode(current: Mode, device: DeviceInfo, sizes: ComponentSizes, width: int = 1024,
-                 height: int = 1536) -> Mode | None:
+                 height: int = 1536, *, init_image: bool = False,
+                 hires_size: tuple[int, int] | None = None) -> Mode | None:
     """The fastest mode this device supports that needs less memory than ``current``.
 
     Prefers one whose estimate fits the device's free memory; None if no
     supported mode is smaller.
     """
-    need = estimate(current, sizes, width, height, device)
+    job = {"init_image": init_image, "hires_size": hires_size}
+    need = estimate(current, sizes, width, height, device, **job)
     smaller = [m for m in _candidates(device)
-               if m != current and estimate(m, sizes, width, height, device) < need]
-    fitting = [m for m in smaller if estimate(m, sizes, width, height, device) <= device.free_bytes]
+               if m != current and estimate(m, sizes, width, height, device, **job) < need]
+    fitting = [m for m in smaller if estimate(m, sizes, width, height, device, **job) <= device.free_bytes]
     return (fitting or smaller or [None])[0]
 
 
 def mode_table(device: DeviceInfo, sizes: ComponentSizes | None, width: int = 1024,
-               height: int = 1536) -> list[tuple[str, str, str]]:
+               height: int = 1536, *, init_image: bool = False,
+               hires_size: tuple[int, int] | None = None) -> list[tuple[str, str, str]]:
     """(mode, estimated need, why not on this device or '') for every mode but ``auto``."""
     rows = []
     for mode in Mode:
         if mode == Mode.AUTO:
             continue
         why = unsupported_reason(mode, device)
-        need = f"~{estimate(mode, sizes, width, height, device) / GiB:.1f} GiB" if sizes else "?"
+        need = (f"~{estimate(mode, sizes, width, height, device, init_image=init_image, hires_size=hires_size) / GiB:.1f}"
+                " GiB") if sizes else "?"
         rows.append((mode.value, need, why or ""))
     return rows

@@ -27,10 +27,15 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from .errors import InputError
-from .request import MAX_SEED, PROMPT_PADDINGS, GenerationRequest
+from .request import HIRES_SCALES, MAX_SEED, PROMPT_PADDINGS, RESIZE_MODES, GenerationRequest
 from .tags import decompose_prompt
 
 SAMPLER = "DDPMWuerstchen"
+# Each sampler's name in the file: A1111's names where it has the sampler, ours for the default.
+SAMPLER_NAMES = {"ddpm": SAMPLER, "dpmpp_2m": "DPM++ 2M", "euler_a": "Euler a", "lcm": "LCM"}
+SCHEDULE = "SGM Uniform"  # the spacing of the cosine-schedule samplers' steps, by A1111's name for it
+UPSCALER = "Lanczos"  # the hi-res fix's upscaler
+_SAMPLERS_READ = {name.lower(): key for key, name in SAMPLER_NAMES.items()} | {"ddpm": "ddpm"}
 PNG_KEY = "parameters"
 MAX_PARAMETERS_CHARS = 64 * 1024
 
@@ -72,6 +77,7 @@ def format_parameters(request: GenerationRequest, seed: int, model: ModelInfo, e
         "Decoder CFG scale": _num(request.decoder_cfg),
         "Prompt padding": request.prompt_padding,
     }
+    pairs.update(refine_pairs(request))
     if model.mode:
         pairs["Memory mode"] = model.mode
     for key, value in (extra or {}).items():
@@ -82,6 +88,38 @@ def format_parameters(request: GenerationRequest, seed: int, model: ModelInfo, e
         lines.append("Negative prompt: " + request.negative_prompt.replace("\n", " "))
     lines.append(tail)
     return "\n".join(lines)
+
+
+def refine_pairs(request: GenerationRequest) -> dict[str, Any]:
+    """The keys of image to image, the hi-res fix, samplers and shifts that differ from the defaults."""
+    pairs: dict[str, Any] = {}
+    if request.prior_sampler != "ddpm":
+        pairs["Sampler"] = SAMPLER_NAMES[request.prior_sampler]
+        pairs["Schedule type"] = SCHEDULE
+    if request.prior_shift != 1.0:
+        pairs["Prior shift"] = _num(request.prior_shift)
+    if request.decoder_sampler != "ddpm":
+        pairs["Decoder sampler"] = SAMPLER_NAMES[request.decoder_sampler]
+    if request.decoder_shift != 1.0:
+        pairs["Decoder shift"] = _num(request.decoder_shift)
+    if request.init_image is not None:
+        pairs["Denoising strength"] = _num(request.denoise)
+        pairs["Resize mode"] = request.resize_mode
+    if request.hires:
+        pairs["Hires upscale"] = _num(request.hires_scale)
+        if request.hires_steps:
+            pairs["Hires steps"] = request.hires_steps
+        pairs["Hires upscaler"] = UPSCALER
+        # A1111's txt2img records the hi-res denoise as "Denoising strength"; beside a start image that key
+        # holds the start image's denoise.
+        pairs["Hires denoising strength" if request.init_image is not None else "Denoising strength"] = \
+            _num(request.hires_denoise)
+    return pairs
+
+
+def init_image_note(name: str, sha256: str) -> str:
+    """``NAME sha256:HASH``: how the start image is recorded (the file itself is not in the image)."""
+    return f"{name} sha256:{sha256}"
 
 
 def _unquote(value: str) -> str:
@@ -169,6 +207,10 @@ _NUMERIC = {
     # Names other Stable Cascade front ends use for the same two settings.
     "Refiner steps": "decoder_steps",
     "Secondary CFG scale": "decoder_cfg",
+    "Hires steps": "hires_steps",
+    "Hires denoising strength": "hires_denoise",
+    "Prior shift": "prior_shift",
+    "Decoder shift": "decoder_shift",
 }
 
 
@@ -180,6 +222,12 @@ _RANGES = {
     "seed": (True, -1, MAX_SEED),
     "prior_cfg": (False, 0.0, 1_000.0),
     "decoder_cfg": (False, 0.0, 1_000.0),
+    "hires_scale": (False, 0.0, 100.0),
+    "hires_steps": (True, 0, 10_000),
+    "hires_denoise": (False, 0.0, 1.0),
+    "denoise": (False, 0.0, 1.0),
+    "prior_shift": (False, 0.0, 1_000.0),
+    "decoder_shift": (False, 0.0, 1_000.0),
 }
 MAX_SIDE = 65_536
 
@@ -231,6 +279,7 @@ def parse_parameters(text: str) -> dict[str, Any]:
             raise InputError(f"the image's 'Prompt padding' value {pairs['Prompt padding'].strip()[:40]!r} is not "
                              f"{' or '.join(PROMPT_PADDINGS)}")
         values["prompt_padding"] = padding
+    _read_refine(pairs, values)
     if "Model" in pairs:
         values["model"] = pairs["Model"]
     if "Decoder" in pairs:
@@ -239,11 +288,43 @@ def parse_parameters(text: str) -> dict[str, Any]:
         values["mode"] = pairs["Memory mode"]
     if "Reference images" in pairs:  # shown, not applied: the images themselves are not in the file
         values["references"] = parse_references(pairs["Reference images"])
-    unused = {key: value.strip()[:80] for key, value in pairs.items()
-              if key not in _READ and not (key == "Sampler" and value.strip() == SAMPLER)}
+    applied = values.pop("_applied")
+    unused = {key: value.strip()[:80] for key, value in pairs.items() if key not in _READ and key not in applied}
     if unused:  # another tool's settings (sampler, hires fix, clip skip...): named to the user, not dropped silently
         values["not_applied"] = unused
     return values
+
+
+def _read_refine(pairs: dict[str, str], values: dict[str, Any]) -> None:
+    """Samplers, image to image and the hi-res fix; ``values["_applied"]`` lists the keys that were used."""
+    applied: list[str] = []
+    if "Denoising strength" in pairs:
+        # A1111's txt2img writes the hi-res denoise here; with a start image (or no hi-res) it is the denoise.
+        hires_only = "Hires upscale" in pairs and "Init image" not in pairs and "Hires denoising strength" not in pairs
+        name = "hires_denoise" if hires_only else "denoise"
+        values[name] = _number("Denoising strength", pairs["Denoising strength"], *_RANGES[name])
+        applied.append("Denoising strength")
+    for key, name in (("Sampler", "prior_sampler"), ("Decoder sampler", "decoder_sampler")):
+        found = _SAMPLERS_READ.get(pairs.get(key, "").strip().lower())
+        if found and (name == "decoder_sampler" or found != "lcm"):  # LCM is a decoder sampler here
+            values[name] = found
+            applied.append(key)
+    if pairs.get("Schedule type", "").strip().lower() in (SCHEDULE.lower(), "automatic", "uniform"):
+        applied.append("Schedule type")  # the only spacing here: nothing to set
+    if "Hires upscale" in pairs:
+        scale = _number("Hires upscale", pairs["Hires upscale"], *_RANGES["hires_scale"])
+        if scale == 1 or HIRES_SCALES[0] <= scale <= HIRES_SCALES[1]:  # other factors are named as not applied
+            values["hires_scale"] = scale
+            applied.append("Hires upscale")
+    if pairs.get("Hires upscaler", "").strip().lower() == UPSCALER.lower():
+        applied.append("Hires upscaler")
+    if pairs.get("Resize mode", "").strip().lower() in RESIZE_MODES:
+        values["resize_mode"] = pairs["Resize mode"].strip().lower()
+        applied.append("Resize mode")
+    if "Init image" in pairs:  # shown, not applied: the image itself is not in the file
+        values["init_image_note"] = pairs["Init image"].strip()[:200]
+        applied.append("Init image")
+    values["_applied"] = applied
 
 
 # Keys this module reads above, and those that only describe the file (no setting to apply).

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from . import tags
 from .emphasis import check_weights
 from .errors import InputError
@@ -30,6 +32,15 @@ MAX_STRENGTH = 2.0
 # (kohya's sd-scripts calls CLIP with no attention mask), "masked" as diffusers' pipelines (the model
 # card's script) encode it.
 PROMPT_PADDINGS = ("unmasked", "masked")
+# Samplers of each stage. "ddpm" is diffusers' Wuerstchen scheduler (the model card's script, today's pixels);
+# the others follow Stable Cascade's cosine noise schedule, with the shift of each stage (1.0 = none).
+PRIOR_SAMPLERS = ("ddpm", "dpmpp_2m", "euler_a")
+DECODER_SAMPLERS = ("ddpm", "dpmpp_2m", "euler_a", "lcm")
+# How a start image meets width x height: cropped to fill, fitted inside (padded), or stretched.
+RESIZE_MODES = ("crop", "fit", "stretch")
+HIRES_SCALES = (1.25, 2.0)  # the hi-res fix's upscale factor, when it is on (1.0 = off)
+SHIFTS = (0.1, 10.0)
+MIN_START_SIDE = 16  # a start image smaller than this on a side holds nothing to start from
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,13 @@ class GenerationRequest:
     decoder 10 steps at CFG 1.0, its quality tags and negative prompt.
     ``seed`` -1 means "pick one at random" (see :meth:`with_seed`).
     ``prompt_padding`` is one of :data:`PROMPT_PADDINGS`.
+
+    Image to image: ``init_image`` (a file path; None = text to image) is resized
+    to width x height by ``resize_mode`` and noised to ``denoise`` (0 = kept as
+    it is, 1 = ignored). Hi-res fix: ``hires_scale`` 1.0 is off; otherwise
+    width x height is the first pass and :func:`final_size` the image's size,
+    its second prior running ``hires_steps`` (0 = ``prior_steps``) at
+    ``hires_denoise``. Samplers and shifts are per stage.
     """
 
     prompt: str = ""
@@ -89,6 +107,16 @@ class GenerationRequest:
     count: int = 1
     references: tuple[Reference, ...] = ()
     prompt_padding: str = PROMPT_PADDINGS[0]
+    init_image: str | None = None
+    denoise: float = 0.75
+    resize_mode: str = RESIZE_MODES[0]
+    hires_scale: float = 1.0
+    hires_denoise: float = 0.5
+    hires_steps: int = 0
+    prior_sampler: str = PRIOR_SAMPLERS[0]
+    decoder_sampler: str = DECODER_SAMPLERS[0]
+    prior_shift: float = 1.0
+    decoder_shift: float = 1.0
 
     def composed_prompt(self) -> str:
         return tags.compose_prompt(
@@ -112,6 +140,11 @@ class GenerationRequest:
         data["image_strengths"] = [ref["strength"] for ref in references]
         return data
 
+    @property
+    def hires(self) -> bool:
+        """Whether the hi-res fix is on (a second pass at :func:`final_size`)."""
+        return self.hires_scale != 1.0
+
     def differences(self, other: "GenerationRequest") -> dict[str, tuple[Any, Any]]:
         """The keys whose values differ, with (self's, other's) values."""
         a, b = self.to_dict(), other.to_dict()
@@ -123,10 +156,13 @@ FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(GenerationRequest) i
 REFERENCE_KEYS = ("images", "image_strengths")
 REQUEST_KEYS: tuple[str, ...] = FIELD_NAMES + REFERENCE_KEYS
 PRIOR_KEYS = ("prompt", "negative_prompt", "aesthetic", "quality", "date", "custom", "rating", "artist",
-              "width", "height", "seed", "prior_steps", "prior_cfg", "prompt_padding")
-DECODER_KEYS = ("decoder_steps", "decoder_cfg")
-_INT_FIELDS = {"width", "height", "seed", "prior_steps", "decoder_steps", "count"}
-_FLOAT_FIELDS = {"prior_cfg", "decoder_cfg"}
+              "width", "height", "seed", "prior_steps", "prior_cfg", "prompt_padding", "init_image", "denoise",
+              "resize_mode", "hires_scale", "hires_denoise", "hires_steps", "prior_sampler", "prior_shift")
+DECODER_KEYS = ("decoder_steps", "decoder_cfg", "decoder_sampler", "decoder_shift")
+_INT_FIELDS = {"width", "height", "seed", "prior_steps", "decoder_steps", "count", "hires_steps"}
+_FLOAT_FIELDS = {"prior_cfg", "decoder_cfg", "denoise", "hires_scale", "hires_denoise", "prior_shift",
+                 "decoder_shift"}
+_NAME_FIELDS = {"prompt_padding", "resize_mode", "prior_sampler", "decoder_sampler"}  # lower-cased choices
 _TEXT_FIELDS = {"prompt", "negative_prompt", "artist"}
 _CHOICE_FIELDS = {"aesthetic", "quality", "date", "custom", "rating"}
 
@@ -194,6 +230,43 @@ def _references(images: Any, strengths: Any, current: tuple[Reference, ...]) -> 
     return tuple(Reference(path, strength) for path, strength in zip(paths, weights))
 
 
+def _init_image_path(value: Any) -> str | None:
+    """The start image's path from a path or an uploaded file's record; '' clears it."""
+    path = value.get("path") if isinstance(value, dict) else value
+    if isinstance(path, Path):
+        path = str(path)
+    if not isinstance(path, str):
+        raise InputError("init_image must be an image file's path")
+    return path.strip() or None
+
+
+def final_size(request: GenerationRequest) -> tuple[int, int]:
+    """The image's size: width x height, or with the hi-res fix on, each side times ``hires_scale``
+    snapped to the nearest multiple of 128 (the one place that computes it)."""
+    if not request.hires:
+        return request.width, request.height
+    return (max(128, round(request.width * request.hires_scale / 128) * 128),
+            max(128, round(request.height * request.hires_scale / 128) * 128))
+
+
+def check_start_image(path: str) -> tuple[int, int]:
+    """The start image's (width, height), or an InputError naming the file: missing, not an image, or too
+    small to start from."""
+    name = Path(path.replace("\x00", "")).name[:80]
+    if "\x00" in path or not Path(path).expanduser().is_file():
+        raise InputError(f"start image {name!r} does not exist")
+    try:
+        with Image.open(Path(path).expanduser()) as image:
+            size = image.size
+            image.verify()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise InputError(f"start image {name!r} is not an image Pillow can read (PNG, JPEG, WebP...)") from None
+    if min(size) < MIN_START_SIDE:
+        raise InputError(f"start image {name!r} is {size[0]}x{size[1]}; it needs at least {MIN_START_SIDE} pixels "
+                         "on each side")
+    return size
+
+
 def build_request(values: dict[str, Any] | None = None, *, base: GenerationRequest | None = None,
                   limits: Limits = DEFAULT_LIMITS) -> GenerationRequest:
     """Merge ``values`` over ``base`` (the defaults), convert and validate.
@@ -217,8 +290,10 @@ def build_request(values: dict[str, Any] | None = None, *, base: GenerationReque
             merged[key] = _as_int(key, value)
         elif key in _FLOAT_FIELDS:
             merged[key] = _as_float(key, value)
-        elif key == "prompt_padding":
+        elif key in _NAME_FIELDS:
             merged[key] = value.strip().lower() if isinstance(value, str) else value
+        elif key == "init_image":
+            merged[key] = _init_image_path(value)
         elif key in _CHOICE_FIELDS:
             try:
                 merged[key] = tags.check_choice(key, str(value))
@@ -261,6 +336,7 @@ def validate(request: GenerationRequest, limits: Limits = DEFAULT_LIMITS) -> Non
     if request.prompt_padding not in PROMPT_PADDINGS:
         raise InputError(f"prompt_padding must be {' or '.join(PROMPT_PADDINGS)}, got "
                          f"{str(request.prompt_padding)[:40]!r}")
+    _validate_refine(request, limits)
     if not 1 <= request.count <= limits.max_count:
         raise InputError(f"count must be between 1 and {limits.max_count}, got {request.count}")
     if request.seed + request.count - 1 > MAX_SEED:  # the images use seed, seed+1, ...
@@ -291,24 +367,65 @@ def validate(request: GenerationRequest, limits: Limits = DEFAULT_LIMITS) -> Non
         raise InputError(str(exc)) from None
 
 
+def _validate_refine(request: GenerationRequest, limits: Limits) -> None:
+    """Image to image, the hi-res fix, samplers and shifts."""
+    for key in ("denoise", "hires_denoise"):
+        value = getattr(request, key)
+        if not math.isfinite(value) or not 0 <= value <= 1:
+            raise InputError(f"{key} must be between 0 and 1, got {value:g}")
+    if request.resize_mode not in RESIZE_MODES:
+        raise InputError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}, got {str(request.resize_mode)[:40]!r}")
+    for key, known in (("prior_sampler", PRIOR_SAMPLERS), ("decoder_sampler", DECODER_SAMPLERS)):
+        name = getattr(request, key)
+        if name not in known:
+            raise InputError(f"unknown {key} {str(name)[:40]!r}; choose one of: {', '.join(known)}")
+    for key in ("prior_shift", "decoder_shift"):
+        shift = getattr(request, key)
+        if not math.isfinite(shift) or not SHIFTS[0] <= shift <= SHIFTS[1]:
+            raise InputError(f"{key} must be between {SHIFTS[0]:g} and {SHIFTS[1]:g}, got {shift:g}")
+    scale = request.hires_scale
+    if not math.isfinite(scale) or (scale != 1.0 and not HIRES_SCALES[0] <= scale <= HIRES_SCALES[1]):
+        raise InputError(f"hires_scale must be 1 (off) or between {HIRES_SCALES[0]:g} and {HIRES_SCALES[1]:g}, "
+                         f"got {scale:g}")
+    if not 0 <= request.hires_steps <= limits.max_prior_steps:
+        raise InputError(f"hires_steps must be between 0 (as many as prior_steps) and {limits.max_prior_steps}, "
+                         f"got {request.hires_steps}")
+    if request.hires:
+        width, height = final_size(request)
+        if max(width, height) > limits.max_side or width * height > limits.max_pixels:
+            raise InputError(
+                f"the hi-res fix makes {request.width}x{request.height} into {width}x{height} "
+                f"({width * height / 1e6:.1f} MP), over the limit of {limits.max_pixels / 1e6:.1f} MP and "
+                f"{limits.max_side} per side; lower hires_scale or the size")
+    if request.init_image is not None:
+        check_start_image(request.init_image)
+
+
 # Parameters that only the decoder reads: changing them can reuse the prior's output.
+# With the hi-res fix on, the first pass's decoder makes the image the second prior starts from, so every
+# setting reaches that prior.
 def decoder_only_difference(a: GenerationRequest, b: GenerationRequest) -> bool:
     diff = a.differences(b)
-    return bool(diff) and all(k in DECODER_KEYS for k in diff)
+    return bool(diff) and not (a.hires or b.hires) and all(k in DECODER_KEYS for k in diff)
 
 
 __all__ = [
     "DECODER_KEYS",
+    "DECODER_SAMPLERS",
     "DEFAULT_LIMITS",
     "FIELD_NAMES",
     "GenerationRequest",
     "Limits",
     "PRIOR_KEYS",
+    "PRIOR_SAMPLERS",
     "PROMPT_PADDINGS",
+    "RESIZE_MODES",
     "REFERENCE_KEYS",
     "REQUEST_KEYS",
     "Reference",
     "build_request",
+    "check_start_image",
     "decoder_only_difference",
+    "final_size",
     "validate",
 ]

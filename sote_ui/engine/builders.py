@@ -13,6 +13,9 @@ Example::
     python -m sote_ui generate --prior ./tiny-model/prior --decoder ./tiny-model/decoder \
         --width 256 --height 256 --prior-steps 2 --decoder-steps 2 --out noise.png
 
+Beside the two folders lies image to image's EfficientNet encoder
+(``effnet_encoder.safetensors``, tiny or full-size, in Stability's key layout).
+
 ``make-tiny --full DIR`` builds the same layout with the real, full-size
 architectures (random bf16 weights, ~13 GB on disk): images are still noise,
 but parameter counts, file sizes, load time, memory and compute per step are
@@ -319,6 +322,8 @@ def build_full_pair(root: str | Path, seed: int = 0, on_status=None) -> tuple[Pa
         model.save_pretrained(folder, max_shard_size=FULL_SHARD)
         del model
         gc.collect()
+    say("building the full-size EfficientNet encoder (random fp32 weights)")
+    build_full_effnet(root, seed)
     # The decoder repo ships its own copy of the text encoder; the app never loads it.
     target = decoder_dir / "text_encoder"
     target.mkdir(parents=True, exist_ok=True)
@@ -380,7 +385,9 @@ def build_tiny_pair(root: str | Path, seed: int = 0, image_encoder: bool = False
     """Write a tiny random-weight prior/decoder pair under ``root``; return both folders.
 
     The prior's model card names its decoder with the published decoder id,
-    like the real card, and the decoder's card names the prior. With
+    like the real card, and the decoder's card names the prior. A tiny
+    EfficientNet encoder for image to image lies beside them
+    (``root/effnet_encoder.safetensors``, see :func:`build_tiny_effnet`). With
     ``image_encoder`` the prior folder also holds a tiny CLIP image encoder
     and its feature extractor (as the base Stable Cascade prior repo does), for
     image remix.
@@ -425,7 +432,70 @@ def build_tiny_pair(root: str | Path, seed: int = 0, image_encoder: bool = False
     (decoder_dir / "README.md").write_text(
         _model_card("prior", str(prior_dir.resolve()), "tiny decoder"), encoding="utf-8"
     )
+    # Image to image's encoder, beside the two folders (the engine finds it there); its own random
+    # stream, so the pair's weights are the same with or without it.
+    build_tiny_effnet(root, seed + 2)
     return prior_dir, decoder_dir
+
+
+EFFNET_FILE = "effnet_encoder.safetensors"  # the published name (root of stabilityai/stable-cascade)
+
+
+def _calibrate(model, images: int, side: int, generator) -> None:
+    """Set every BatchNorm's running statistics from smooth random images, as training would have.
+
+    torch's fresh BatchNorms hold mean 0 and variance 1, so a random network's
+    activations drift in scale from layer to layer; with measured statistics the
+    latent comes out near mean 0 and std 1, like the trained encoder's.
+    """
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # a plain average over the batches below
+    model.train()
+    with torch.no_grad():
+        for _ in range(images):
+            coarse = torch.rand(4, 3, side // 16, side // 16, generator=generator)
+            model(torch.nn.functional.interpolate(coarse, size=(side, side), mode="bilinear"))
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = 0.1
+    model.eval()
+
+
+def build_tiny_effnet(folder: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random EfficientNet encoder (``effnet.TINY``, Stability's key layout) into ``folder``.
+
+    Its BatchNorm statistics are measured on random images, so its latents
+    have about the trained encoder's scale. Returns the file's path.
+    """
+    import torch
+
+    from .effnet import TINY, EfficientNetEncoder, save_effnet
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = EfficientNetEncoder(TINY)
+        _calibrate(model, 4, 128, torch.Generator().manual_seed(seed))
+    return save_effnet(model, Path(folder) / EFFNET_FILE)
+
+
+def build_full_effnet(folder: str | Path, seed: int = 0) -> Path:
+    """Write a full-size random EfficientNet encoder (EfficientNetV2-S + mapper) into ``folder``.
+
+    fp32 like the published file (about 81 MB, the same keys and shapes);
+    its BatchNorms keep torch's fresh statistics. Returns the file's path.
+    """
+    import torch
+
+    from .effnet import V2_S, EfficientNetEncoder, save_effnet
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = EfficientNetEncoder(V2_S)
+    return save_effnet(model, Path(folder) / EFFNET_FILE)
 
 
 def training_init_weight(name: str, shape, shrink: float, generator):

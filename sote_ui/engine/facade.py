@@ -56,8 +56,10 @@ class Engine:
     """
 
     def __init__(self, source: ModelSource | None = None, mode: str | Mode = "auto", device: str | None = None,
-                 *, prior_cache_size: int = 16, text_cache_size: int = 16):
+                 *, prior_cache_size: int = 16, text_cache_size: int = 16, effnet: str | None = None):
         self.source = source or default_source()
+        # Image to image's encoder file (Stability's key layout); None: the pair's own, else the Hub's.
+        self.effnet_path = effnet
         self.requested_mode = parse_mode(mode)
         self.requested_device = device
         self.counters = StepCounters()
@@ -75,6 +77,7 @@ class Engine:
         self._prior_pipe = None
         self._decoder_pipe = None
         self._image_encoder = None
+        self._effnet = None
         self._texts = LruCache(text_cache_size)  # (prompt, negative, prompt padding) -> PromptEmbeds
         self._priors = LruCache(prior_cache_size)  # prior key -> PriorOutput
         self._references = ReferenceEmbeddings(4 * prior_cache_size)
@@ -178,6 +181,7 @@ class Engine:
             self.device = self.device or devices.detect_device(self.requested_device)
             self._prior_pipe, self._decoder_pipe = apply_mode(parts, plan, self.device.torch_device)
             self._image_encoder = None
+            self._effnet = None  # made again in the new plan's dtype and place
             self.clear_caches()
             self.plan = plan
             self.state = "ready"
@@ -200,6 +204,7 @@ class Engine:
         self._prior_pipe = None
         self._decoder_pipe = None
         self._image_encoder = None
+        self._effnet = None
         self.clear_caches()
         if self.device is not None:
             devices.free_memory(self.device)
@@ -287,7 +292,63 @@ class Engine:
             self._image_encoder = encoder
         return self._image_encoder
 
-    # 2c. Live previews -----------------------------------------------------------------
+    # 2c. Start images (image to image) ---------------------------------------------------
+
+    @property
+    def effnet(self):
+        """Image to image's EfficientNet encoder (None until the first start image is encoded)."""
+        return self._effnet
+
+    def load_effnet(self):
+        """The EfficientNet encoder, loaded on first use in the mode's compute dtype.
+
+        Where it lives follows the memory mode: on the device beside the
+        models when they all are there; in CPU memory in the offload modes,
+        visiting the device only while it encodes. The file is ``effnet``
+        given to the engine, else the pair's own (``effnet_encoder.safetensors``
+        beside its prior folder, as the demo model has), else the Hub's.
+        """
+        if self._effnet is None:
+            from .effnet import HUB_FILE, load_effnet
+
+            self._stage = "EfficientNet encoder"
+            path = self.effnet_path
+            if path is None and self.folders is not None and (self.folders.prior.parent / HUB_FILE).is_file():
+                path = self.folders.prior.parent / HUB_FILE
+            home = self.device.torch_device if self.plan.mode.placement == Placement.DEVICE else "cpu"
+            self._effnet = load_effnet(path, home, torch_dtype(self.plan.compute_dtype))
+        return self._effnet
+
+    def encode_image(self, image: Image.Image, width: int, height: int) -> torch.Tensor:
+        """The stage-C latent of ``image`` for a ``width`` x ``height`` generation, fp32 on the CPU.
+
+        Its shape is the one the prior samples at that size, ``(1, 16,
+        ceil(height / 42.67), ceil(width / 42.67))``: the image (already
+        ``width`` x ``height``, see ``core.images.fit_to``) is resized to 32
+        times that before encoding. Loads the model and the encoder on first use.
+
+        Example::
+
+            latent = engine.encode_image(fit_to(open_image("start.png"), 1024, 1536, "crop"), 1024, 1536)
+        """
+        from ..core.images import flatten
+        from .effnet import resize_for_encoder
+
+        if width < 1 or height < 1:
+            raise InputError(f"the size {width}x{height} has no pixels")
+        with self._lock:
+            self.load()
+            encoder = self.load_effnet()
+            self._stage = "EfficientNet encoder"
+            multiple = float(self._prior_pipe.config.resolution_multiple)
+            pixels = resize_for_encoder(flatten(image), width, height, multiple)
+            try:
+                return encoder.encode(pixels, self.device.torch_device)
+            finally:
+                if encoder.device.type == "cpu" and self.device.is_gpu:
+                    devices.free_memory(self.device)  # what the visit to the device held goes back now
+
+    # 2d. Live previews -----------------------------------------------------------------
 
     def previews(self):
         """The preview decoder for ``preview_kind`` (None when previews are off); made on first use."""

@@ -41,6 +41,13 @@ AXIS_LABELS = {
     "quality": "Quality",
     "date": "Date",
     "rating": "Rating",
+    "denoise": "Denoise",
+    "hires_scale": "Hi-res upscale",
+    "hires_denoise": "Hi-res denoise",
+    "prior_sampler": "Prior sampler",
+    "decoder_sampler": "Decoder sampler",
+    "prior_shift": "Prior shift",
+    "decoder_shift": "Decoder shift",
 }
 GRID_KEYS = tuple(AXIS_LABELS)
 MAX_GRID_CELLS = 64
@@ -160,6 +167,8 @@ def parse_values(key: str, text: str, limits: Limits = DEFAULT_LIMITS,
     first term replaced by each term in turn (the first term itself included).
     """
     parts = axis_terms(key, text, limits)
+    if key == "denoise" and (base is None or base.init_image is None):
+        raise InputError("a Denoise axis needs a start image: add one in the Image to image panel")
     if key == "prompt_sr":
         prompt = (base or GenerationRequest()).prompt
         find = parts[0]

@@ -76,7 +76,8 @@ def build_compare_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs, gene
                 quality = gr.Dropdown(_tag_choices(tags.QUALITY), value=FROM_PRESET, label="Quality", min_width=200)
                 date = gr.Dropdown(_tag_choices(tags.DATE), value=FROM_PRESET, label="Date", min_width=200)
                 rating = gr.Dropdown(_tag_choices(tags.RATING), value=FROM_PRESET, label="Rating", min_width=200)
-            gr.Markdown("Size and steps for both sides (0: each preset's own)", elem_classes=["hint"])
+            gr.Markdown("Size and steps for both sides (0: each preset's own). A start image in Generate's Image to "
+                        "image panel is both sides' start image.", elem_classes=["hint"])
             with gr.Row():
                 width = gr.Number(0, label="Width", step=128, minimum=0, elem_id="compare_width", min_width=90)
                 height = gr.Number(0, label="Height", step=128, minimum=0, elem_id="compare_height", min_width=90)
@@ -174,6 +175,8 @@ def build_compare_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs, gene
         try:
             sizes = {"width": width, "height": height, "prior_steps": prior_steps, "decoder_steps": decoder_steps}
             extra = overrides(prompt, aesthetic, quality, date, rating, seed, sizes)
+            if (current or {}).get("init_image"):  # both sides start from Generate's start image
+                extra["init_image"] = current["init_image"]
             a = side(preset_a, current, extra, sent)
             b = side(preset_b, current, extra, sent)
             if not a.differences(b):

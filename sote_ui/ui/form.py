@@ -24,6 +24,9 @@ RESOLUTIONS = [
     ("custom", "custom"),
 ]
 RESOLUTION_VALUES = {value for _, value in RESOLUTIONS}
+# Settings carry no files: a start image named in a preset, a PNG or a stored form is never put in the
+# panel (a path written there would have the server show that file); the panel keeps the image it has.
+FILE_FIELDS = ("init_image",)
 # A1111 prompt syntax this model has no use for here: sent as plain text, so say so.
 _UNSUPPORTED = re.compile(r"<(lora|lyco|hypernet|embedding):[^>]*>", re.IGNORECASE)
 
@@ -40,7 +43,7 @@ def size_to_resolution(width: float, height: float) -> str:
 
 def settings_for_form(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Values ready for the controls (sizes snapped to multiples of 128) and notes on what was changed."""
-    values = {k: v for k, v in values.items() if k in FIELD_NAMES}
+    values = {k: v for k, v in values.items() if k in FIELD_NAMES and k not in FILE_FIELDS}
     notes = []
     sizes = {}
     for key in ("width", "height"):

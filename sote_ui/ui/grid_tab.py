@@ -12,7 +12,7 @@ from typing import Any
 import gradio as gr
 
 from ..core.errors import Cancelled
-from ..core.request import FIELD_NAMES, GenerationRequest
+from ..core.request import DECODER_SAMPLERS, FIELD_NAMES, PRIOR_SAMPLERS, GenerationRequest
 from ..service.compare import AXIS_LABELS
 from ..service.studio import Studio
 from .form import form_updates
@@ -37,6 +37,13 @@ EXAMPLES = {
     "quality": "best quality, high quality, normal quality",
     "date": "newest, recent, mid, early, old",
     "rating": "general, sensitive",
+    "denoise": "0.4, 0.6, 0.8",
+    "hires_scale": "1, 1.5, 2",
+    "hires_denoise": "0.3, 0.5, 0.7",
+    "prior_sampler": ", ".join(PRIOR_SAMPLERS),
+    "decoder_sampler": ", ".join(DECODER_SAMPLERS),
+    "prior_shift": "1, 2, 3",
+    "decoder_shift": "1, 2",
 }
 
 

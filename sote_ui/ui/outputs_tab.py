@@ -1,5 +1,5 @@
 """The Outputs tab: every image of the outputs folder, newest first, 24 to a page; an image's settings, "Reuse
-settings" to Generate, and delete to the folder's trash with Undo.
+settings" to Generate, "Send to image-to-image", and delete to the folder's trash with Undo.
 
 Only names of images directly in the outputs folder are acted on (the studio resolves and checks each);
 where the server keeps no outputs folder (a Space), the tab says so and shows nothing else.
@@ -64,6 +64,7 @@ def build_outputs_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs, gene
                          buttons=["download", "fullscreen"])
     with gr.Row(elem_id="outputs_actions"):
         reuse = gr.Button("Reuse settings", size="sm", elem_id="outputs_reuse", min_width=100)
+        to_img2img = gr.Button("Send to image-to-image", size="sm", elem_id="outputs_to_img2img", min_width=100)
         deletable = studio.outputs_deletable
         delete = gr.Button("Delete", size="sm", variant="stop", elem_id="outputs_delete", min_width=100,
                            visible=deletable)
@@ -129,6 +130,15 @@ def build_outputs_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs, gene
 
     wire(reuse.click, reuse_settings, view, generate.form + [generate.image_note, note, tabs],
          note=len(generate.form) + 1)
+
+    def send_to_img2img(state: OutputsView | None):
+        name = chosen(state)
+        path, _, _ = studio.output_settings(name)
+        message = f"`{name}` is the start image of image to image"
+        return (*generate.send_to_img2img(path, f"`{name}`"), message, gr.Tabs(selected=generate_tab_id))
+
+    wire(to_img2img.click, send_to_img2img, view, generate.img2img_outputs + [note, tabs],
+         note=len(generate.img2img_outputs))
 
     def delete_selected(state: OutputsView | None):
         name = chosen(state)

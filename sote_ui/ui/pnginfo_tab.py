@@ -72,6 +72,9 @@ def build_pnginfo_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs, gene
         settings = {k: v for k, v in values.items() if k in FIELD_NAMES}
         updates, notes = form_updates(settings)
         unused = not_applied_note(values)
+        if values.get("init_image_note"):  # the file itself is not in the PNG: the panel keeps its image
+            notes.append(f"its start image was {values['init_image_note'].split(' sha256:')[0]!r}: drop that image in "
+                         "Image to image to start from it again")
         message = " · ".join(["applied the settings read from the image"] + notes + ([unused] if unused else []))
         return (*updates, message, message, gr.Tabs(selected=generate_tab_id))
 

@@ -217,8 +217,10 @@ def test_settings_this_model_has_no_use_for_are_listed_not_dropped():
             "Seed: 5, Size: 832x1216, Model hash: 1a2b, Model: animagine, Denoising strength: 0.4, Clip skip: 2, "
             "Hires upscale: 1.5, Hires steps: 10, Version: v1.9.4")
     values = parse_parameters(text)
-    assert values["not_applied"] == {"Sampler": "DPM++ 2M", "Schedule type": "Karras", "Denoising strength": "0.4",
-                                     "Clip skip": "2", "Hires upscale": "1.5", "Hires steps": "10"}
+    # The sampler and the hi-res fix apply now; a schedule other than ours and clip skip do not.
+    assert values["not_applied"] == {"Schedule type": "Karras", "Clip skip": "2"}
+    assert (values["prior_sampler"], values["hires_scale"], values["hires_steps"]) == ("dpmpp_2m", 1.5, 10)
+    assert values["hires_denoise"] == 0.4 and "denoise" not in values  # txt2img's hi-res denoise
     assert values["prior_steps"] == 28 and values["seed"] == 5
 
 

@@ -1,6 +1,6 @@
-"""The Generate tab: the request's controls, remix, drafts, presets and memory mode on the left; Generate,
-Stop, Skip, Stop and finish and the session's gallery (led by the live preview while a run goes) on the right;
-the prompt history below.
+"""The Generate tab: the request's controls (with image to image and the hi-res fix), remix, drafts, presets
+and memory mode on the left; Generate, Stop, Skip, Stop and finish and the session's gallery (led by the live
+preview while a run goes, with "Send to image-to-image" under it) on the right; the prompt history below.
 
 Each piece is built and wired in the module named after it; this module lays
 them out and hands the other tabs one typed :class:`GenerateTab`.
@@ -16,11 +16,13 @@ import gradio as gr
 from ...core.request import GenerationRequest
 from ...service.studio import Studio
 from ..session import SessionState
+from ..wiring import wire
 from .controls import Controls, build_controls
 from .drafts import build_drafts_box, wire_drafts
 from .fixer_box import FixerBox, build_fixer_box, wire_fixer_box
 from .gallery import SESSION_TTL, Gallery, build_gallery, drop_session, selected_shot, wire_gallery
 from .history_panel import HistoryPanel
+from .img2img_box import sent_to_panel
 from .memory_box import MemoryBox, build_memory_box, device_markdown, mode_choices, wire_memory_box
 from .persist import attach_persistence
 from .presets_box import PresetEvents, PresetsBox, build_presets_box, wire_presets_box
@@ -46,6 +48,17 @@ class GenerateTab:
     history: HistoryPanel
     compose: Callable[..., str]  # the line under the prompt box, from the tag controls
     fixer: FixerBox | None = None  # the prompt fixer under the prompt box
+    to_img2img: gr.Button | None = None  # under the gallery: the selected image becomes the start image
+
+    def send_to_img2img(self, path: str, what: str) -> tuple:
+        """Updates of :attr:`img2img_outputs` that make ``path`` the start image (``what`` names it)."""
+        return sent_to_panel(path, what)
+
+    @property
+    def img2img_outputs(self) -> list:
+        """What sending an image to image to image writes: the start image, its accordion, the panel's note."""
+        box = self.controls.img2img
+        return [box.init_image, box.accordion, box.note]
 
     @property
     def inputs(self) -> list:
@@ -115,6 +128,7 @@ def build_generate_tab(studio: Studio, waiting: Callable[[str], int] | None = No
             live_preview = gr.Image(label="Live preview", visible=False, interactive=False, format="png",
                                     elem_id="live_preview")
             gallery = build_gallery()
+            to_img2img = gr.Button("Send to image-to-image", size="sm", elem_id="to_img2img")
             summary = gr.Markdown(elem_id="summary")
             with gr.Accordion("Last run, in full", open=False, elem_id="report_box"):
                 report = gr.JSON(label="Last run", elem_id="report")
@@ -129,6 +143,15 @@ def build_generate_tab(studio: Studio, waiting: Callable[[str], int] | None = No
     events = wire_run(studio, controls, inputs, panel, gallery, waiting)
     wire_drafts(studio, drafts, inputs.after(controls), state, gallery, [panel.status, panel.summary])
     wire_gallery(gallery, controls, state, status)
+
+    def send_selected(session):
+        _, shot = selected_shot(session)
+        return (*sent_to_panel(shot.path, f"seed {shot.request.seed}"),
+                f"seed {shot.request.seed} is the start image of image to image")
+
+    box = controls.img2img
+    wire(to_img2img.click, send_selected, state, [box.init_image, box.accordion, box.note, gallery.image_note],
+         note=3)
     preset_events = wire_presets_box(studio, presets, controls)
     wire_memory_box(studio, memory, status)
     # Tag suggestions, keyboard habits and the prompt history (below the tab's two columns).
@@ -137,7 +160,7 @@ def build_generate_tab(studio: Studio, waiting: Callable[[str], int] | None = No
     if page is not None:
         attach_persistence(studio, page, controls, state, gallery, status)
     return GenerateTab(studio, controls, state, panel, gallery, presets, preset_events, memory, events, history,
-                       compose, fixer)
+                       compose, fixer, to_img2img)
 
 
 __all__ = ["GenerateTab", "build_generate_tab"]

@@ -1,5 +1,6 @@
-"""The request's controls: the prompt box, the trained-tag pickers, size, steps, CFG, seed and count, and
-the prompt padding under "Advanced".
+"""The request's controls: the prompt box, the trained-tag pickers, size (with the hi-res fix and the final
+size), steps, CFG, seed and count, the "Image to image" panel, and the prompt padding and each stage's
+sampler and shift under "Advanced".
 
 The controls come in the request's field order (:data:`~sote_ui.core.request.FIELD_NAMES`),
 so a list of values maps onto them one to one.
@@ -13,13 +14,20 @@ from typing import Any, Callable
 import gradio as gr
 
 from ...core import tags
-from ...core.request import FIELD_NAMES, PROMPT_PADDINGS, GenerationRequest
+from ...core.request import DECODER_SAMPLERS, FIELD_NAMES, PRIOR_SAMPLERS, PROMPT_PADDINGS, SHIFTS, GenerationRequest
 from ...service.studio import Studio
 from ..form import RESOLUTIONS, size_to_resolution, snap_side
+from .img2img_box import HiresBox, Img2ImgBox, build_hires_box, build_img2img_box, wire_hires, wire_img2img
 
 RANDOM_SEED_LABEL = "Seed (-1 = random)"
 PADDING_CHOICES = [("unmasked: as the model was trained (default)", PROMPT_PADDINGS[0]),
                    ("masked: as diffusers and the model card's script", PROMPT_PADDINGS[1])]
+SAMPLER_LABELS = {"ddpm": "DDPM (default)", "dpmpp_2m": "DPM++ 2M (SGM uniform)",
+                  "euler_a": "Euler a", "lcm": "LCM"}
+
+
+def sampler_choices(names) -> list[tuple[str, str]]:
+    return [(SAMPLER_LABELS.get(name, name), name) for name in names]
 
 
 def _choices(values) -> list[tuple[str, str]]:
@@ -47,11 +55,23 @@ class Controls:
     decoder_cfg: gr.Slider
     count: gr.Slider
     prompt_padding: gr.Radio
+    init_image: gr.Image
+    denoise: gr.Slider
+    resize_mode: gr.Radio
+    hires_scale: gr.Number  # hidden: the hi-res box's checkbox and factor write it
+    hires_denoise: gr.Slider
+    hires_steps: gr.Slider
+    prior_sampler: gr.Dropdown
+    decoder_sampler: gr.Dropdown
+    prior_shift: gr.Slider
+    decoder_shift: gr.Slider
     resolution_picker: gr.Dropdown  # not a request field: it sets width and height
     composed: gr.Markdown  # the prompt as sent and its token count, under the prompt box
     random_seed: gr.Button
     reuse_seed: gr.Button
     size_note: gr.Markdown
+    img2img: Img2ImgBox  # the start image's panel: its preview and note besides the fields above
+    hires: HiresBox  # the hi-res fix's checkbox, factor and final size line
 
     def as_list(self) -> list:
         return [getattr(self, name) for name in FIELD_NAMES]
@@ -101,6 +121,7 @@ def build_controls(studio: Studio, defaults: GenerationRequest,
             height = gr.Slider(limits.min_side, min(limits.max_side, 2560), value=defaults.height, step=128,
                                label="Height", elem_id="height")
         size_note = gr.Markdown(elem_id="size_note")
+        hires = build_hires_box(defaults, limits)
         with gr.Row():
             prior_steps = gr.Slider(1, min(limits.max_prior_steps, 80), value=defaults.prior_steps, step=1,
                                     label="Prior steps (stage C)")
@@ -119,10 +140,23 @@ def build_controls(studio: Studio, defaults: GenerationRequest,
                 reuse_seed = gr.Button("♻ last seed", elem_id="reuse_seed", size="sm", min_width=100)
             count = gr.Slider(1, limits.max_count, value=defaults.count, step=1, label="Images", scale=4,
                               min_width=180)
+    img2img = build_img2img_box(defaults)
     with gr.Accordion("Advanced", open=False, elem_id="advanced"):
         prompt_padding = gr.Radio(PADDING_CHOICES, value=defaults.prompt_padding, label="Prompt padding",
                                   info="How the text encoder sees the padding after your prompt's end",
                                   elem_id="prompt_padding")
+        with gr.Row(equal_height=True):
+            prior_sampler = gr.Dropdown(sampler_choices(PRIOR_SAMPLERS), value=defaults.prior_sampler,
+                                        label="Prior sampler (stage C)", elem_id="prior_sampler", min_width=200)
+            prior_shift = gr.Slider(SHIFTS[0], SHIFTS[1], value=defaults.prior_shift, step=0.05,
+                                    label="Prior shift", info="1 = none; Stability's code: 2", elem_id="prior_shift", min_width=200)
+        with gr.Row(equal_height=True):
+            decoder_sampler = gr.Dropdown(sampler_choices(DECODER_SAMPLERS), value=defaults.decoder_sampler,
+                                          label="Decoder sampler (stage B)", elem_id="decoder_sampler",
+                                          min_width=200)
+            decoder_shift = gr.Slider(SHIFTS[0], SHIFTS[1], value=defaults.decoder_shift, step=0.05,
+                                      label="Decoder shift", info="1 = none, as Stability's code",
+                                      elem_id="decoder_shift", min_width=200)
     random_seed.click(lambda: -1, None, seed, api_visibility="private", queue=False, show_progress="hidden")
     resolution.input(_resolution_to_size, resolution, [width, height, size_note], api_visibility="private",
                      queue=False, show_progress="hidden")
@@ -132,9 +166,17 @@ def build_controls(studio: Studio, defaults: GenerationRequest,
                   queue=False, show_progress="hidden")
     height.release(_snap_height, [width, height], [height, resolution, size_note], api_visibility="private",
                    queue=False, show_progress="hidden")
-    return Controls(prompt, negative_prompt, aesthetic, quality, date, custom, rating, artist, width, height,
-                    seed, prior_steps, prior_cfg, decoder_steps, decoder_cfg, count, prompt_padding, resolution,
-                    composed, random_seed, reuse_seed, size_note)
+    wire_img2img(img2img, width, height, prior_steps)
+    wire_hires(hires, width, height, limits)
+    return Controls(
+        prompt=prompt, negative_prompt=negative_prompt, aesthetic=aesthetic, quality=quality, date=date,
+        custom=custom, rating=rating, artist=artist, width=width, height=height, seed=seed,
+        prior_steps=prior_steps, prior_cfg=prior_cfg, decoder_steps=decoder_steps, decoder_cfg=decoder_cfg,
+        count=count, prompt_padding=prompt_padding, init_image=img2img.init_image, denoise=img2img.denoise,
+        resize_mode=img2img.resize_mode, hires_scale=hires.hires_scale, hires_denoise=hires.hires_denoise,
+        hires_steps=hires.hires_steps, prior_sampler=prior_sampler, decoder_sampler=decoder_sampler,
+        prior_shift=prior_shift, decoder_shift=decoder_shift, resolution_picker=resolution, composed=composed,
+        random_seed=random_seed, reuse_seed=reuse_seed, size_note=size_note, img2img=img2img, hires=hires)
 
 
 def _snap(key: str, value: float, width: float, height: float):

@@ -19,7 +19,7 @@ import gradio as gr
 from ...core.errors import InputError
 from ...core.request import FIELD_NAMES, build_request
 from ...service.studio import Shot, Studio
-from ..form import RESOLUTION_VALUES
+from ..form import FILE_FIELDS, RESOLUTION_VALUES
 from ..session import SessionState
 from ..wiring import session_id
 from .controls import Controls
@@ -71,7 +71,7 @@ def restorable(stored: Any, limits) -> dict[str, Any]:
     kept = {}
     for name in FIELD_NAMES:
         value = stored.get(name)
-        if value is None:
+        if value is None or name in FILE_FIELDS:  # a path in the visitor's storage must not name a server file
             continue
         if name in TEXT_FIELDS:
             if isinstance(value, str) and len(value) <= MAX_TEXT:
