@@ -111,11 +111,11 @@ def binary(mask: Image.Image) -> Image.Image:
     return mask.convert("L").point(lambda v: 255 if v >= 128 else 0)
 
 
-def load_mask(path: str, size: tuple[int, int]) -> tuple[Image.Image, str | None]:
+def load_mask(path: str, size: tuple[int, int] | None) -> tuple[Image.Image, str | None]:
     """(the mask at ``size``, a note when it had to be resized). InputError: unreadable, empty or all over.
 
     A mask of another size is resized to the picture's (nearest, so it stays
-    black and white) and the note says so.
+    black and white) and the note says so; ``size`` None keeps its own.
     """
     name = Path(path.replace("\x00", "")).name[:80]
     try:
@@ -127,7 +127,7 @@ def load_mask(path: str, size: tuple[int, int]) -> tuple[Image.Image, str | None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         raise InputError(f"mask {name!r} is not an image Pillow can read (PNG, JPEG, WebP...)") from None
     note = None
-    if mask.size != size:
+    if size is not None and mask.size != size:
         note = f"the mask {name!r} is {mask.width}x{mask.height}; it was resized to the picture's {size[0]}x{size[1]}"
         mask = mask.resize(size, Image.NEAREST)
     check_mask(mask, name)

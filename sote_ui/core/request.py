@@ -23,7 +23,7 @@ from PIL import Image
 from . import tags
 from .emphasis import check_weights
 from .errors import InputError
-from .masks import INPAINT_AREAS, MAX_MASK_BLUR, canvas_size, parse_outpaint
+from .masks import INPAINT_AREAS, MAX_MASK_BLUR, canvas_size, load_mask, parse_outpaint
 from .wildcards import check_request
 
 MAX_SEED = 2**32 - 1
@@ -486,6 +486,23 @@ def _validate_inpaint(request: GenerationRequest, limits: Limits) -> None:
             name = Path(path.replace("\x00", "")).name[:80]
             if "\x00" in path or not Path(path).expanduser().is_file():
                 raise InputError(f"{key.replace('_', ' ')} {name!r} does not exist")
+    if request.mask is not None:  # unreadable or empty: said before any model loads
+        load_mask(request.mask, None)
+    if request.control_image is not None and not _is_image(request.control_image):
+        _no_image(request.control_image, "control image")
+
+
+def _is_image(path: str) -> bool:
+    try:
+        with Image.open(Path(path).expanduser()) as image:
+            image.verify()
+        return True
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return False
+
+
+def _no_image(path: str, what: str) -> None:
+    raise InputError(f"{what} {Path(path).name[:80]!r} is not an image Pillow can read (PNG, JPEG, WebP...)")
 
 
 # Parameters that only the decoder reads: changing them can reuse the prior's output.
