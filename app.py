@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     from sote_ui.ui.app import build_demo, launch_options
 
     config = StudioConfig(model=args.model, prior=args.prior, decoder=args.decoder, mode=args.mode,
-                          device=args.device, outputs=args.outputs or None, presets_dir=args.presets_dir,
-                          demo=args.demo)
+                          device=args.device, effnet=args.effnet, outputs=args.outputs or None,
+                          presets_dir=args.presets_dir, demo=args.demo)
     if args.demo:
         folder = tiny_model_dir()
         config.prior, config.decoder, config.model = str(folder / "prior"), str(folder / "decoder"), None

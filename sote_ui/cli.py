@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .core import tags
 from .core.errors import InputError
-from .core.request import MAX_REFERENCES, MAX_STRENGTH
+from .core.request import DECODER_SAMPLERS, MAX_REFERENCES, MAX_STRENGTH, PRIOR_SAMPLERS, RESIZE_MODES
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -49,11 +49,21 @@ REQUEST_FLAGS = {
     "--decoder-cfg": "decoder_cfg",
     "--count": "count",
     "--prompt-padding": "prompt_padding",
+    "--init-image": "init_image",
+    "--denoise": "denoise",
+    "--resize-mode": "resize_mode",
+    "--hires-scale": "hires_scale",
+    "--hires-denoise": "hires_denoise",
+    "--hires-steps": "hires_steps",
+    "--prior-sampler": "prior_sampler",
+    "--decoder-sampler": "decoder_sampler",
+    "--prior-shift": "prior_shift",
+    "--decoder-shift": "decoder_shift",
 }
-# Image to image, inpainting, outpainting and ControlNets: each flag is its field's name.
+# Inpainting, outpainting and ControlNets: each flag is its field's name.
 INPAINT_FLAGS = {f"--{key.replace('_', '-')}": key for key in (
-    "init_image", "denoise", "resize_mode", "mask", "mask_blur", "inpaint_area", "outpaint", "control",
-    "control_image", "control_strength", "control_start", "control_end", "canny_low", "canny_high")}
+    "mask", "mask_blur", "inpaint_area", "outpaint", "control", "control_image", "control_strength",
+    "control_start", "control_end", "canny_low", "canny_high")}
 REQUEST_FLAGS.update(INPAINT_FLAGS)
 
 _HELP = {
@@ -75,9 +85,19 @@ _HELP = {
     "count": "images in this run (default 1)",
     "prompt_padding": "unmasked (default: the text encoder sees the padding, as in training) or masked (as "
                       "diffusers and the model card's script encode)",
-    "init_image": "start image (image to image; with --mask or --outpaint the picture to repaint)",
-    "denoise": "how much of the start image is repainted, 0..1 (default 0.75)",
-    "resize_mode": "how the start image meets the size: crop (default), fit or stretch",
+    "init_image": "image to image: start from this image (resized to width x height by --resize-mode)",
+    "denoise": "image to image: how much of the start image is redrawn, 0 (none: no prior step) to 1 (all: the "
+               "image is ignored); the prior runs round(steps x denoise) steps (default 0.75)",
+    "resize_mode": "how the start image meets width x height: " + ", ".join(RESIZE_MODES) + " (default crop)",
+    "hires_scale": "hi-res fix: 1 (off, default) or 1.25 to 2; width and height are the first pass, the image is "
+                   "that times the factor, each side snapped to a multiple of 128",
+    "hires_denoise": "hi-res fix: denoise of the second pass (default 0.5)",
+    "hires_steps": "hi-res fix: prior steps of the second pass, of which round(N x hires denoise) run (default 0: "
+                   "as many as --prior-steps)",
+    "prior_sampler": "prior sampler: " + ", ".join(PRIOR_SAMPLERS) + " (default ddpm, the model card's)",
+    "decoder_sampler": "decoder sampler: " + ", ".join(DECODER_SAMPLERS) + " (default ddpm)",
+    "prior_shift": "prior noise schedule shift (default 1.0: the model card's; Stability's code uses 2.0)",
+    "decoder_shift": "decoder noise schedule shift (default 1.0)",
     "mask": "mask image over the start image: white = repaint (resized to the start image, with a note)",
     "mask_blur": "feather of the mask's edge in pixels (default 4)",
     "inpaint_area": "whole (default) or masked: generate only a crop around the mask at full size, paste back",
@@ -101,6 +121,9 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--decoder", help="decoder (stage B + VQGAN) folder or Hub id")
     group.add_argument("--mode", default="auto", help="memory mode: " + ", ".join(m.value for m in Mode))
     group.add_argument("--device", default=None, help="auto (default), cuda, cuda:N, xpu, mps or cpu")
+    group.add_argument("--effnet", default=None, metavar="PATH",
+                       help="image to image's EfficientNet encoder: a local effnet_encoder.safetensors (default: "
+                            "the model's own, else downloaded from stabilityai/stable-cascade on first use)")
     group.add_argument("--controlnet", default=None, metavar="PATH",
                        help="a stage-C ControlNet file in Stability's layout (default: the model's own, else "
                             "stabilityai/stable-cascade's controlnet/ file, downloaded on first use)")
@@ -196,7 +219,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .engine.models import resolve_source
 
     source = resolve_source(args.model, args.prior, args.decoder)
-    engine = Engine(source, mode=args.mode, device=args.device, controlnet=getattr(args, "controlnet", None))
+    engine = Engine(source, mode=args.mode, device=args.device, effnet=args.effnet,
+                    controlnet=getattr(args, "controlnet", None))
 
     def status(message: str) -> None:
         if not args.quiet:

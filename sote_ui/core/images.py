@@ -5,14 +5,17 @@ returns (``Engine.encode_image``).
 
 Example::
 
-    image = fit_to(open_image("photo.jpg"), 1024, 1536, "crop")   # 1024x1536, RGB
+    image = fit_to(open_start_image("photo.jpg"), 1024, 1536, "crop")   # 1024x1536, RGB
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PIL import Image, ImageOps
 
 from .errors import InputError
+from .outputs import open_image
 
 RESIZE_MODES = ("crop", "fit", "stretch")
 MIN_SIDE = 16  # smaller start images hold no picture to start from, only a colour or two
@@ -36,6 +39,14 @@ def flatten(image: Image.Image) -> Image.Image:
 def upright(image: Image.Image) -> Image.Image:
     """``image`` turned as its EXIF orientation says (phones store portraits sideways), flattened to RGB."""
     return flatten(ImageOps.exif_transpose(image))
+
+
+def open_start_image(path) -> Image.Image:
+    """The start image at ``path``, upright and in RGB; a one-line InputError naming the file otherwise."""
+    try:
+        return upright(open_image(path))
+    except InputError as exc:
+        raise InputError(f"start image {Path(path).name[:80]!r}: {exc}") from None
 
 
 def _edge_extend(inner: Image.Image, width: int, height: int) -> Image.Image:
@@ -95,4 +106,4 @@ def fit_to(image: Image.Image, width: int, height: int, mode: str = "crop") -> I
     return _edge_extend(inner, width, height)
 
 
-__all__ = ["MIN_SIDE", "RESIZE_MODES", "fit_to", "flatten", "upright"]
+__all__ = ["MIN_SIDE", "RESIZE_MODES", "fit_to", "flatten", "open_start_image", "upright"]

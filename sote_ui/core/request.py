@@ -273,11 +273,11 @@ def _init_image_path(value: Any, key: str = "init_image") -> str | None:
 
 def final_size(request: GenerationRequest) -> tuple[int, int]:
     """The image's size: width x height, or with the hi-res fix on, each side times ``hires_scale``
-    snapped to the nearest multiple of 128 (the one place that computes it)."""
+    snapped to the nearest multiple of 128, halves up (the one place that computes it)."""
     if not request.hires:
         return request.width, request.height
-    return (max(128, round(request.width * request.hires_scale / 128) * 128),
-            max(128, round(request.height * request.hires_scale / 128) * 128))
+    return (max(128, math.floor(request.width * request.hires_scale / 128 + 0.5) * 128),
+            max(128, math.floor(request.height * request.hires_scale / 128 + 0.5) * 128))
 
 
 def check_start_image(path: str) -> tuple[int, int]:
@@ -465,6 +465,9 @@ def _validate_inpaint(request: GenerationRequest, limits: Limits) -> None:
             raise InputError(f"{key} must be between {CANNY_RANGE[0]} and {CANNY_RANGE[1]}, got {value}")
     if request.canny_low > request.canny_high:
         raise InputError(f"canny_low ({request.canny_low}) must not be above canny_high ({request.canny_high})")
+    sides = parse_outpaint(request.outpaint)
+    if (request.mask is not None or sides) and request.hires:
+        raise InputError("the hi-res fix does not combine with a mask or outpaint: inpaint the hi-res image instead")
     sides = parse_outpaint(request.outpaint)
     if (request.mask is not None or sides) and request.init_image is None:
         raise InputError(f"{'a mask' if request.mask is not None else 'outpaint'} needs a start image "

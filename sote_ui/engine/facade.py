@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -33,8 +35,8 @@ from ..core import memory
 from ..core.errors import Cancelled, GenerationError, InputError, ModelError
 from ..core.masks import InpaintPlan, paste_back
 from ..core.memory import Mode, Placement, Plan, choose_mode, parse_mode, smaller_mode, unsupported_reason
-from ..core.metadata import ModelInfo, format_parameters
-from ..core.request import GenerationRequest, control_kind
+from ..core.metadata import ModelInfo, format_parameters, init_image_note
+from ..core.request import GenerationRequest, control_kind, final_size
 from . import devices
 from .caches import LruCache
 from .encoding import TRAINED_CHUNKS, PromptEmbeds, check_chunks, chunk_token_counts, count_tokens, encode_pair
@@ -43,10 +45,11 @@ from .models import ModelSource, default_source, recorded_name
 from .placement.offload import held_on_device, send_back
 from .placement.oom import forget_frames, is_oom
 from .placement.pipelines import apply_mode, torch_dtype
-from .previews import PREVIEW_EVERY, clean_latents, watch_clean_latents
+from .previews import PREVIEW_EVERY
 from .references import ReferenceEmbeddings, reference_strengths
 from .results import Draft, GeneratedImage, GenerationResult, Preview, PriorOutput, Progress, StepCounters
 from .runner import PriorRun, PriorStopped, RunContext, expand, planned_steps, run_in_turn, run_priors_first
+from .sampling import decoder_scheduler, run_prior, steps_for
 
 
 class Engine:
@@ -89,6 +92,7 @@ class Engine:
         self._texts = LruCache(text_cache_size)  # (prompt, negative, prompt padding) -> PromptEmbeds
         self._priors = LruCache(prior_cache_size)  # prior key -> PriorOutput
         self._references = ReferenceEmbeddings(4 * prior_cache_size)
+        self._starts = LruCache(4)  # (start image digest, width, height, resize mode) -> its stage-C latent
         self._stage = ""  # what runs now, for the out-of-memory message
         self._last_run = ""  # the stage that ran last in this call, to count switches
         self._preview_decoder = None
@@ -201,6 +205,7 @@ class Engine:
         self._priors.clear()
         self._references.clear()
         self._inpaint_plans.clear()
+        self._starts.clear()
 
     def cache_counts(self) -> dict[str, int]:
         """How many prompt encodings (``texts``), priors and reference embeddings (``images``) are cached."""
@@ -327,7 +332,12 @@ class Engine:
             if path is None and self.folders is not None and (self.folders.prior.parent / HUB_FILE).is_file():
                 path = self.folders.prior.parent / HUB_FILE
             home = self.device.torch_device if self.plan.mode.placement == Placement.DEVICE else "cpu"
-            self._effnet = load_effnet(path, home, torch_dtype(self.plan.compute_dtype))
+            encoder = load_effnet(path, home, torch_dtype(self.plan.compute_dtype))
+            wanted = self._prior_pipe.prior.config.in_channels
+            if encoder.config.latent_channels != wanted:
+                raise ModelError(f"the EfficientNet encoder gives {encoder.config.latent_channels}-channel latents; "
+                                 f"this prior samples {wanted}")
+            self._effnet = encoder
         return self._effnet
 
     def encode_image(self, image: Image.Image, width: int, height: int) -> torch.Tensor:
@@ -517,46 +527,57 @@ class Engine:
 
     # 3. The stages of one image (the runner calls these) ------------------------------
 
-    def prior(self, job: GenerationRequest, index: int, embeds: PromptEmbeds, run: RunContext) -> PriorRun:
-        """The image's prior, or its cached one; with Stop and finish, what it reached (never cached)."""
+    def prior(self, job: GenerationRequest, index: int, embeds: PromptEmbeds, run: RunContext, *,
+              init_latents: torch.Tensor | None = None, run_steps: int | None = None, key: tuple | None = None
+              ) -> PriorRun:
+        """The image's prior, or its cached one; with Stop and finish, what it reached (never cached).
+
+        With ``init_latents`` (a stage-C latent of width x height) only the last
+        ``run_steps`` of the job's ``prior_steps`` run, from that latent noised to
+        their level; ``key`` is then what decides the result (the cache key).
+        """
         run.stop_if_asked("prior")
         started = time.perf_counter()
         self.stage_order.append(f"prior {index}")
-        key = self._prior_key(job)
+        key = key if key is not None else self._prior_key(job)
         cached = self._priors.get(key)
         if cached is not None:
             self.counters.prior_cache_hits += 1
             return PriorRun(cached, True, started)
+        if init_latents is None and self._starts_from_image(job):
+            init_latents = self.start_latents(job)
+            run_steps = steps_for(job.prior_steps, job.denoise)
         self._stage = "prior"
         self._switch_to("prior")
         generator = torch.Generator("cpu").manual_seed(job.seed)
-        watch_clean_latents(self._prior_pipe)  # previews draw the predicted clean latent
         guided = job.prior_cfg > 1
         stopped = None
         width, height = self.generate_size(job)
         try:
             with reference_strengths(self._prior_pipe.prior, self._references.strengths(job), guided), \
                     self._control(job):
-                output = self._prior_pipe(
-                    **embeds.conditioning(guided=guided),
-                    image_embeds=self._references.conditioning(job, self._prior_pipe._execution_device,
-                                                               self._prior_pipe.prior.dtype),
-                    width=width,
-                    height=height,
-                    num_inference_steps=job.prior_steps,
+                latents = run_prior(
+                    self._prior_pipe,
+                    embeds.conditioning(guided=guided),
+                    self._references.conditioning(job, self._prior_pipe._execution_device,
+                                                  self._prior_pipe.prior.dtype),
+                    width,
+                    height,
+                    steps=job.prior_steps,
                     guidance_scale=job.prior_cfg,
                     generator=generator,
-                    output_type="pt",
-                    callback_on_step_end=self._stepper("prior", job.prior_steps, index, run),
+                    sampler=job.prior_sampler,
+                    shift=job.prior_shift,
+                    init_latents=init_latents,
+                    run_steps=run_steps,
+                    on_step=self._prior_stepper(index, run),
                 )
         except PriorStopped as exc:
             stopped = exc
         if stopped is not None:
-            # The pipeline ended in its step callback, before it could offload its models itself.
+            # The loop ended in its step callback, before it could offload its models itself.
             self._release_models()
             latents = stopped.latents
-        else:
-            latents = output.image_embeddings
         if not torch.isfinite(latents).all():
             raise GenerationError(
                 "the prior produced NaN values; this happens in fp16, or when a GPU emulates bf16 badly: "
@@ -578,15 +599,22 @@ class Engine:
         self._switch_to("decoder")
         generator = torch.Generator("cpu")
         generator.set_state(prior.output.generator_state)  # the image's one generator, where the prior left it
-        output = self._decoder_pipe(
-            image_embeddings=prior.output.latents,
-            **embeds.conditioning(guided=job.decoder_cfg > 1),
-            num_inference_steps=job.decoder_steps,
-            guidance_scale=job.decoder_cfg,
-            generator=generator,
-            output_type="np",
-            callback_on_step_end=self._stepper("decoder", job.decoder_steps, index, run),
-        )
+        pipe = self._decoder_pipe
+        own = pipe.scheduler
+        if (job.decoder_sampler, job.decoder_shift) != ("ddpm", 1.0):  # else diffusers' own scheduler, as today
+            pipe.scheduler = decoder_scheduler(job.decoder_sampler, job.decoder_shift, own.config)
+        try:
+            output = pipe(
+                image_embeddings=prior.output.latents,
+                **embeds.conditioning(guided=job.decoder_cfg > 1),
+                num_inference_steps=job.decoder_steps,
+                guidance_scale=job.decoder_cfg,
+                generator=generator,
+                output_type="np",
+                callback_on_step_end=self._decoder_stepper(job.decoder_steps, index, run),
+            )
+        finally:
+            pipe.scheduler = own
         pixels = output.images[0]
         if not np.isfinite(pixels).all():
             raise GenerationError(
@@ -599,6 +627,8 @@ class Engine:
         if plan is not None:
             image = paste_back(plan, image)  # outside the mask, the source's own pixels
         extra = {"Reference images": self._references.note(job)} if job.references else {}
+        if job.init_image is not None:
+            extra["Init image"] = init_image_note(Path(job.init_image).name, self._start_digest(job.init_image)[:16])
         extra.update(self._control_notes(job))
         if prior.stopped_at:
             extra["Prior stopped at"] = "{}/{}".format(*prior.stopped_at)
@@ -623,26 +653,32 @@ class Engine:
             self.counters.stage_switches += 1
         self._last_run = stage
 
-    def _stepper(self, stage: str, steps: int, index: int, run: RunContext):
-        """The step callback of one stage of one image: counters, previews, progress and stop."""
+    def _prior_stepper(self, index: int, run: RunContext):
+        """The prior loop's step callback: counters, previews of the predicted clean latent, progress and stop."""
 
-        def callback(pipe, i, t, kwargs):
-            if stage == "prior":
-                self.counters.prior_steps += 1
-                if run.on_preview and ((i + 1) % self.preview_every == 0 or i + 1 == steps):
-                    preview = self._preview(clean_latents(pipe, kwargs["latents"]), i + 1, steps, index)
-                    if preview is not None:
-                        run.on_preview(preview)
-            else:
-                self.counters.decoder_steps += 1
-                if i + 1 == steps:
-                    self._stage = "VQGAN"
+        def on_step(step: int, steps: int, latents: torch.Tensor, predicted: torch.Tensor) -> None:
+            self.counters.prior_steps += 1
+            if run.on_preview and (step % self.preview_every == 0 or step == steps):
+                preview = self._preview(predicted, step, steps, index)
+                if preview is not None:
+                    run.on_preview(preview)
             try:
-                run.step_done(stage, i + 1, steps, index)
+                run.step_done("prior", step, steps, index)
             except PriorStopped as exc:
                 # The decoder gets the prior's best guess of its result so far, not the noisy latent.
-                exc.latents = clean_latents(pipe, kwargs["latents"]).clone()
+                exc.latents = predicted.to(latents.dtype).clone()
                 raise
+
+        return on_step
+
+    def _decoder_stepper(self, steps: int, index: int, run: RunContext):
+        """The decoder's step callback: counters, progress and stop."""
+
+        def callback(pipe, i, t, kwargs):
+            self.counters.decoder_steps += 1
+            if i + 1 == steps:
+                self._stage = "VQGAN"
+            run.step_done("decoder", i + 1, steps, index)
             return {}
 
         return callback
@@ -653,9 +689,97 @@ class Engine:
         Reference images count by content and strength, not by file name."""
         guided = request.prior_cfg > 1
         references = tuple((digest, ref.strength) for ref, digest in self._references.active(request))
+        # A start image counts by content, with what decides its latent and how much of it is kept; at
+        # denoise 1 it is ignored, so that prior is the text-to-image one.
+        start = ((self._start_digest(request.init_image), float(request.denoise), request.resize_mode)
+                 if self._starts_from_image(request) else None)
         return (request.composed_prompt(), request.negative_prompt if guided else None, request.prompt_padding,
                 request.width, request.height, request.seed, request.prior_steps,
-                float(request.prior_cfg) if guided else None, references) + self._control_key(request)
+                float(request.prior_cfg) if guided else None, references, request.prior_sampler,
+                float(request.prior_shift), start) + self._control_key(request)
+
+    def _hires_key(self, job: GenerationRequest) -> tuple:
+        """What decides the hi-res fix's second prior: the first pass's prior, its decoder, and the fix."""
+        guided = job.decoder_cfg > 1
+        return ("hires", self._prior_key(replace(job, hires_scale=1.0)), job.decoder_steps,
+                float(job.decoder_cfg) if guided else None, job.negative_prompt if guided else None,
+                job.decoder_sampler, float(job.decoder_shift), final_size(job), float(job.hires_denoise),
+                job.hires_steps or job.prior_steps)
+
+    def prior_passes(self, job: GenerationRequest, prior_only: bool = False) -> list[tuple[tuple, int, int]]:
+        """(prior key, prior steps, decoder steps) of each pass the job runs: one, or two with the hi-res fix
+        (only the second when its prior is cached). ``prior_only``: the first prior alone."""
+        first = (self._prior_key(replace(job, hires_scale=1.0)),
+                 steps_for(job.prior_steps, job.denoise) if self._starts_from_image(job) else job.prior_steps,
+                 0 if prior_only else job.decoder_steps)
+        if not job.hires or prior_only:
+            return [first]
+        steps = job.hires_steps or job.prior_steps
+        second = (self._hires_key(job), steps_for(steps, job.hires_denoise), job.decoder_steps)
+        return [second] if second[0] in self._priors else [first, second]
+
+    # 3b. Image to image and the hi-res fix ------------------------------------------------
+
+    @staticmethod
+    def _starts_from_image(job: GenerationRequest) -> bool:
+        return job.init_image is not None and job.denoise < 1
+
+    def _start_digest(self, path: str) -> str:
+        """The start image's content hash (cached by file name, modification time and size)."""
+        return self._references.digest(path)
+
+    def start_latents(self, job: GenerationRequest) -> torch.Tensor:
+        """The stage-C latent of the job's start image, fitted to its size by ``resize_mode`` (cached)."""
+        from ..core.images import fit_to, open_start_image
+
+        plan = self.inpaint_plan(job)
+        key = (self._start_digest(job.init_image), job.width, job.height, job.resize_mode)
+        if plan is not None:  # inpainting starts from what it generates: the (outpainted) canvas or the crop
+            key += (self._file_digest(job.mask) if job.mask else None, job.inpaint_area, job.outpaint)
+        latents = self._starts.get(key)
+        if latents is None:
+            if plan is not None:
+                image, (width, height) = plan.image, plan.generate_size
+            else:
+                image = fit_to(open_start_image(job.init_image), job.width, job.height, job.resize_mode)
+                width, height = job.width, job.height
+            latents = self.encode_image(image, width, height)
+            self.counters.start_encodes += 1
+            self._starts.put(key, latents)
+        return latents
+
+    def hires(self, job: GenerationRequest, index: int, embeds: PromptEmbeds, run: RunContext) -> GeneratedImage:
+        """The hi-res fix: the image at width x height, upscaled (Lanczos) to :func:`final_size`, encoded, its
+        prior run again at ``hires_denoise`` for the last steps of ``hires_steps``, then the decoder.
+
+        Stopped during the second pass, the first pass's image is kept (handed on and in the
+        :class:`Cancelled`'s images). Stop and finish there decodes what the second prior reached.
+        """
+        width, height = final_size(job)
+        steps = job.hires_steps or job.prior_steps
+        second_job = replace(job, width=width, height=height, prior_steps=steps)
+        key = self._hires_key(job)
+        if key in self._priors:  # the second prior is cached: no first pass needed
+            second = self.prior(second_job, index, embeds, run, key=key)
+            return self.decoder(job, index, embeds, second, run)
+        first_job = replace(job, hires_scale=1.0)
+        first = self.decoder(first_job, index, embeds, self.prior(first_job, index, embeds, run), run)
+        if first.prior_stopped_at:  # Stop and finish in the first prior: that image is the result
+            return first
+        try:
+            run.stop_if_asked("prior")
+            self._stage = "hi-res upscale"
+            upscaled = first.image.resize((width, height), Image.Resampling.LANCZOS)
+            start = self.encode_image(upscaled, width, height)
+            self.counters.start_encodes += 1
+            second = self.prior(second_job, index, embeds, run, init_latents=start,
+                                run_steps=steps_for(steps, job.hires_denoise), key=key)
+            image = self.decoder(job, index, embeds, second, run)
+        except Cancelled as exc:
+            run.finished(first)
+            exc.first_pass = first  # the runner keeps it with the finished images
+            raise
+        return replace(image, seconds=image.seconds + first.seconds)
 
     # 4. Generation ----------------------------------------------------------------
 
@@ -704,7 +828,7 @@ class Engine:
                     warnings.append(note)
             encoded = self._references.prepare(jobs, self.load_image_encoder, self.device.torch_device)
             self.counters.image_encodes += encoded
-            run = RunContext(len(jobs), planned_steps(jobs, self._prior_key, self._priors.__contains__, prior_only),
+            run = RunContext(len(jobs), planned_steps(jobs, self.prior_passes, self._priors.__contains__, prior_only),
                              on_progress, should_stop, on_preview, should_skip, should_finish, on_image)
             images: list[GeneratedImage] = []
             drafts: list[Draft] = []
@@ -712,7 +836,9 @@ class Engine:
             self._last_run = ""
             oom_stage = None
             try:
-                if self.plan.mode.placement == Placement.OFFLOAD and len(jobs) > 1 and not prior_only:
+                # The hi-res fix needs each image's first decoder before its second prior: such runs go in turn.
+                if (self.plan.mode.placement == Placement.OFFLOAD and len(jobs) > 1 and not prior_only
+                        and not any(job.hires for job in jobs)):
                     run_priors_first(self, jobs, run, images, lambda: held_on_device(self._prior_pipe),
                                      lambda: held_on_device(self._decoder_pipe))
                 else:
@@ -763,11 +889,10 @@ class _Remember:
 def _make_plan(job: GenerationRequest) -> tuple[InpaintPlan, str | None]:
     """The inpaint plan of ``job``: its start image fitted to width x height, its mask fitted the same way,
     the outpaint canvas, the crop around the mask; and a note when the mask had to be resized."""
-    from ..core.images import fit_to
+    from ..core.images import fit_to, open_start_image
     from ..core.masks import binary, load_mask, outpaint_canvas, parse_outpaint, plan_inpaint
-    from ..core.outputs import open_image
 
-    start = open_image(job.init_image)
+    start = open_start_image(job.init_image)
     source = fit_to(start, job.width, job.height, job.resize_mode)
     note = None
     mask = None

@@ -22,6 +22,7 @@ class StepCounters:
     prior_cache_hits: int = 0
     text_cache_hits: int = 0
     image_encodes: int = 0
+    start_encodes: int = 0  # start images (image to image, the hi-res fix's second pass) encoded
     previews: int = 0
     stage_switches: int = 0  # runs of one stage (prior, decoder) right after the other stage's
 

@@ -120,6 +120,8 @@ class Stages(Protocol):
 
     def draft(self, job: GenerationRequest, prior: PriorRun) -> Draft: ...
 
+    def hires(self, job: GenerationRequest, index: int, embeds, run: RunContext) -> GeneratedImage: ...
+
     def release(self) -> None: ...
 
 
@@ -133,14 +135,17 @@ def expand(requests: list[GenerationRequest]) -> list[GenerationRequest]:
     return jobs
 
 
-def planned_steps(jobs: list[GenerationRequest], prior_key: Callable[[GenerationRequest], Hashable],
+def planned_steps(jobs: list[GenerationRequest],
+                  passes: Callable[[GenerationRequest, bool], list[tuple[Hashable, int, int]]],
                   cached: Callable[[Hashable], bool], prior_only: bool) -> int:
-    """The steps the jobs need: a prior shared by several jobs (or already cached) counts once (or not at all)."""
+    """The steps the jobs need. ``passes(job, prior_only)`` gives each pass's (prior key, prior steps, decoder
+    steps): one, or two with the hi-res fix. A prior shared by several jobs (or already cached) counts once
+    (or not at all)."""
     total, planned = 0, set()
     for job in jobs:
-        key = prior_key(job)
-        total += (0 if prior_only else job.decoder_steps) + (0 if cached(key) or key in planned else job.prior_steps)
-        planned.add(key)
+        for key, prior_steps, decoder_steps in passes(job, prior_only):
+            total += decoder_steps + (0 if cached(key) or key in planned else prior_steps)
+            planned.add(key)
     return total
 
 
@@ -153,6 +158,18 @@ def run_in_turn(stages: Stages, jobs: list[GenerationRequest], run: RunContext, 
     for index, job in enumerate(jobs):
         embeds = stages.encode(job)
         try:
+            if job.hires and not prior_only:
+                try:
+                    image = stages.hires(job, index, embeds, run)
+                except Cancelled as exc:
+                    if getattr(exc, "first_pass", None) is not None:  # stopped in the second pass
+                        images.append(exc.first_pass)
+                    raise
+                images.append(image)
+                run.finished(image)
+                if run.finishing:
+                    raise Cancelled()
+                continue
             prior = stages.prior(job, index, embeds, run)
             if prior_only:
                 if prior.stopped_at:  # a draft is a whole prior or nothing

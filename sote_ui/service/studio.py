@@ -41,6 +41,7 @@ class StudioConfig:
     decoder: str | None = None
     mode: str = "auto"
     device: str | None = None
+    effnet: str | None = None  # image to image's EfficientNet encoder file (None: the model's own, else the Hub's)
     outputs: str | None = "outputs"  # None: keep images in a temporary folder only
     presets_dir: str | None = field(default_factory=lambda: str(default_user_dir()))
     shipped_presets: str | None = str(SHIPPED_DIR)
@@ -113,7 +114,8 @@ class Studio:
         if self._engine is None:
             from ..engine import Engine  # torch and diffusers load here, not at start
 
-            self._engine = Engine(self.source, mode=self.config.mode, device=self.config.device)
+            self._engine = Engine(self.source, mode=self.config.mode, device=self.config.device,
+                                  effnet=self.config.effnet)
         return self._engine
 
     def _say(self, message: str) -> None:

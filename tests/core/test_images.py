@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from sote_ui.core.errors import InputError
-from sote_ui.core.images import MIN_SIDE, RESIZE_MODES, fit_to, flatten
+from sote_ui.core.images import MIN_SIDE, RESIZE_MODES, fit_to, flatten, open_start_image
 from sote_ui.core.outputs import open_image
 
 RED, GREEN, BLUE = (230, 20, 20), (20, 200, 40), (20, 40, 230)
@@ -94,3 +94,24 @@ def test_a_tiny_image_is_refused_with_its_size():
 def test_an_unknown_mode_lists_the_modes():
     with pytest.raises(InputError, match="unknown resize mode 'zoom'; choose one of: crop, fit, stretch"):
         fit_to(bands(), 256, 256, "zoom")
+
+
+def test_a_start_file_that_is_no_image_is_named(tmp_path):
+    notes = tmp_path / "notes.png"
+    notes.write_text("not an image")
+    with pytest.raises(InputError) as caught:
+        open_start_image(notes)
+    message = str(caught.value)
+    assert message.startswith("start image 'notes.png': the file is not an image") and str(tmp_path) not in message
+    with pytest.raises(InputError, match="start image 'gone.png': gone.png is not a file"):
+        open_start_image(tmp_path / "gone.png")
+
+
+def test_a_start_file_opens_upright_in_rgb(tmp_path):
+    path = tmp_path / "sideways.png"
+    stored = Image.new("RGBA", (80, 40), (20, 40, 230, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(path, exif=exif)
+    image = open_start_image(path)
+    assert image.size == (40, 80) and image.mode == "RGB"

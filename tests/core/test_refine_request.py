@@ -97,8 +97,11 @@ def test_final_size_snaps_the_upscaled_size_to_128():
     assert final_size(build_request(SMALL)) == (256, 256)
     assert final_size(build_request({**SMALL, "hires_scale": 1.5})) == (384, 384)
     assert final_size(build_request({**SMALL, "width": 1024, "height": 1536, "hires_scale": 1.5})) == (1536, 2304)
-    # 384 x 1.3 = 499.2 -> 512; 640 x 1.3 = 832 -> 768 (nearest multiple of 128)
-    assert final_size(build_request({**SMALL, "width": 384, "height": 640, "hires_scale": 1.3})) == (512, 768)
+    # 384 x 1.3 = 499.2 -> 512, 768 x 1.3 = 998.4 -> 1024 (nearest multiple of 128); 640 x 1.3 = 832 and
+    # 384 x 1.5 = 576 lie halfway: up, to 896 and 640
+    assert final_size(build_request({**SMALL, "width": 384, "height": 768, "hires_scale": 1.3})) == (512, 1024)
+    assert final_size(build_request({**SMALL, "width": 640, "height": 128, "hires_scale": 1.3})) == (896, 128)
+    assert final_size(build_request({**SMALL, "width": 384, "height": 384, "hires_scale": 1.5})) == (640, 640)
 
 
 def test_a_hires_size_beyond_the_limits_is_refused():

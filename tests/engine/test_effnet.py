@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -112,6 +114,35 @@ def test_the_tiny_encoder_keeps_the_naming_scheme_and_the_32x_downscale(tiny_eff
     assert tensors["mapper.0.weight"].shape == (16, TINY.head, 1, 1)
     latent = load_effnet(tiny_effnet).encode(picture(96, 64))
     assert latent.shape == (1, 16, 2, 3)
+
+
+def test_it_computes_what_stabilitys_module_on_torchvisions_efficientnet_computes(tmp_path):
+    # Where torchvision imports (not with every torch build), the module is checked against the real one.
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    backbone = torchvision.models.efficientnet_v2_s().features.eval()
+    mapper = torch.nn.Sequential(torch.nn.Conv2d(1280, 16, 1, bias=False),
+                                 torch.nn.BatchNorm2d(16, affine=False)).eval()
+    with torch.no_grad():  # statistics and affines like trained ones, so that they and eps matter
+        for norm in [m for m in (*backbone.modules(), *mapper.modules()) if isinstance(m, torch.nn.BatchNorm2d)]:
+            norm.running_mean.uniform_(-0.5, 0.5)
+            norm.running_var.uniform_(0.05, 2.0)
+            if norm.affine:
+                norm.weight.uniform_(0.5, 1.5)
+                norm.bias.uniform_(-0.2, 0.2)
+    state = {f"backbone.{key}": value for key, value in backbone.state_dict().items()}
+    state |= {f"mapper.{key}": value for key, value in mapper.state_dict().items()}
+    path = tmp_path / HUB_FILE
+    save_file(state, str(path))  # no metadata, like Stability's file
+
+    image = picture(128, 96)
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    normalise = torchvision.transforms.Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    with torch.no_grad():
+        theirs = mapper(backbone(normalise(pixels)))
+    ours = load_effnet(path).encode(image)
+    assert ours.shape == theirs.shape == (1, 16, 3, 4)
+    assert (ours - theirs).abs().max() <= 1e-4 * theirs.abs().max()
 
 
 # 2. Loading -------------------------------------------------------------------------------------------
@@ -277,3 +308,13 @@ def test_on_a_gpu_the_encoder_runs_there_and_lives_where_the_mode_says(tiny_sour
     assert (latent - fp32).abs().mean() < 0.05 * fp32.abs().mean()  # bf16 on the GPU, fp32 on the CPU
     engine.unload()
     assert engine.effnet is None
+
+
+def test_an_encoder_of_another_latent_width_is_refused(tiny_source, tmp_path):
+    from sote_ui.engine.effnet import save_effnet
+
+    path = save_effnet(EfficientNetEncoder(dataclasses.replace(TINY, latent_channels=8)), tmp_path / "eight.safetensors")
+    other = Engine(tiny_source, mode="fp32", device="cpu", effnet=str(path))
+    with pytest.raises(ModelError, match="gives 8-channel latents; this prior samples 16"):
+        other.encode_image(picture(256, 256), 256, 256)
+    assert other.effnet is None
