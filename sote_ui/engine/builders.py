@@ -387,7 +387,8 @@ def build_tiny_pair(root: str | Path, seed: int = 0, image_encoder: bool = False
     The prior's model card names its decoder with the published decoder id,
     like the real card, and the decoder's card names the prior. A tiny
     EfficientNet encoder for image to image lies beside them
-    (``root/effnet_encoder.safetensors``, see :func:`build_tiny_effnet`). With
+    (``root/effnet_encoder.safetensors``, see :func:`build_tiny_effnet`), and
+    tiny ControlNets in ``root/controlnet/`` (:func:`build_tiny_controlnet`). With
     ``image_encoder`` the prior folder also holds a tiny CLIP image encoder
     and its feature extractor (as the base Stable Cascade prior repo does), for
     image remix.
@@ -435,6 +436,9 @@ def build_tiny_pair(root: str | Path, seed: int = 0, image_encoder: bool = False
     # Image to image's encoder, beside the two folders (the engine finds it there); its own random
     # stream, so the pair's weights are the same with or without it.
     build_tiny_effnet(root, seed + 2)
+    # Tiny ControlNets in the Hub repo's layout (root/controlnet/<name>.safetensors), found there the same way.
+    for offset, kind in enumerate(("canny", "inpaint", "sr")):
+        build_tiny_controlnet(root / "controlnet", kind, seed + 3 + offset)
     return prior_dir, decoder_dir
 
 
