@@ -75,6 +75,8 @@ def build_pnginfo_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs, gene
         if values.get("init_image_note"):  # the file itself is not in the PNG: the panel keeps its image
             notes.append(f"its start image was {values['init_image_note'].split(' sha256:')[0]!r}: drop that image in "
                          "Image to image to start from it again")
+        if values.get("mask_note"):
+            notes.append(values["mask_note"])
         message = " · ".join(["applied the settings read from the image"] + notes + ([unused] if unused else []))
         return (*updates, message, message, gr.Tabs(selected=generate_tab_id))
 
