@@ -87,3 +87,14 @@ def test_the_outpaint_buttons_grow_the_canvas(page, app, tmp_path):
         assert image.size == (512, 256)
         kept = np.asarray(image.convert("RGB"))[:, :256 - reach]
     assert np.array_equal(kept, np.asarray(Image.open(start).convert("RGB"))[:, :256 - reach])
+
+
+def test_send_to_inpaint_puts_the_selected_image_under_the_mask_editor(page):
+    small_settings(page, prior_steps=2, decoder_steps=1)
+    page.locator("#seed input").fill("79")
+    generate_and_wait(page)
+    page.locator("#to_inpaint").click()
+    page.locator("#inpaint_note").filter(has_text="seed 79 is the picture to repaint").wait_for()
+    page.locator("#mask_editor canvas").first.wait_for(state="visible")
+    page.get_by_text("Image to image: start from a picture").click()  # the start image is the sent one
+    page.locator("#init_image img").wait_for()
