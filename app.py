@@ -42,10 +42,10 @@ def tiny_model_dir() -> Path:
     folder = Path(os.environ.get("SOTE_STUDIO_HOME", Path.home() / ".sote-studio")) / "tiny-model"
 
     def complete() -> bool:  # a demo model of an earlier version may lack the encoders image remix and
-        # image to image need
+        # image to image need, or the ControlNets (super-resolution's is written last)
         return (folder / "decoder" / "model_index.json").is_file() and \
             (folder / "prior" / "image_encoder" / "config.json").is_file() and \
-            (folder / EFFNET_FILE).is_file()
+            (folder / EFFNET_FILE).is_file() and (folder / "controlnet" / "super_resolution.safetensors").is_file()
 
     if not complete():
         tmp = Path(tempfile.mkdtemp(prefix="tiny-", dir=folder.parent if folder.parent.exists() else None))

@@ -135,3 +135,20 @@ def test_bad_input_is_one_line(cli, model_flags, nets, start, mask, tmp_path, ex
     assert code != 0
     assert one_error(err) == expected
     assert not (tmp_path / "x.png").exists()
+
+
+def test_the_demo_model_has_controlnets_and_an_older_one_is_rebuilt(tmp_path, monkeypatch):
+    import importlib.util
+
+    from support import ROOT
+
+    monkeypatch.setenv("SOTE_STUDIO_HOME", str(tmp_path))
+    spec = importlib.util.spec_from_file_location("sote_app_entry_cn", ROOT / "app.py")
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    folder = app.tiny_model_dir()
+    names = sorted(path.name for path in (folder / "controlnet").iterdir())
+    assert names == ["canny.safetensors", "inpainting.safetensors", "super_resolution.safetensors"]
+    (folder / "controlnet" / "super_resolution.safetensors").unlink()  # as a demo model of an earlier version
+    assert app.tiny_model_dir() == folder
+    assert (folder / "controlnet" / "super_resolution.safetensors").is_file()
