@@ -763,7 +763,10 @@ class Engine:
             second = self.prior(second_job, index, embeds, run, key=key)
             return self.decoder(job, index, embeds, second, run)
         first_job = replace(job, hires_scale=1.0)
+        second_steps = steps_for(steps, job.hires_denoise)
+        run.pending = second_steps + job.decoder_steps  # what Skip in the first pass takes off the budget too
         first = self.decoder(first_job, index, embeds, self.prior(first_job, index, embeds, run), run)
+        run.pending = 0
         if first.prior_stopped_at:  # Stop and finish in the first prior: that image is the result
             return first
         try:
@@ -772,8 +775,7 @@ class Engine:
             upscaled = first.image.resize((width, height), Image.Resampling.LANCZOS)
             start = self.encode_image(upscaled, width, height)
             self.counters.start_encodes += 1
-            second = self.prior(second_job, index, embeds, run, init_latents=start,
-                                run_steps=steps_for(steps, job.hires_denoise), key=key)
+            second = self.prior(second_job, index, embeds, run, init_latents=start, run_steps=second_steps, key=key)
             image = self.decoder(job, index, embeds, second, run)
         except Cancelled as exc:
             run.finished(first)

@@ -57,6 +57,7 @@ class RunContext:
     on_image: Callable[[GeneratedImage], None] | None = None
     done: int = 0  # steps done so far
     finishing: bool = False  # Stop and finish was seen: the image in progress is the last one
+    pending: int = 0  # steps of the image in progress's later pass (the hi-res fix's second), not yet begun
     _skipped_at: tuple[str, int, int] = ("", 0, 0)
 
     def finish_asked(self) -> bool:
@@ -87,7 +88,8 @@ class RunContext:
     def skipped(self, job: GenerationRequest, prior_only: bool = False) -> None:
         """``job`` was skipped: the run needs the steps it would still have run fewer."""
         stage, step, steps = self._skipped_at
-        left = steps - step + (job.decoder_steps if stage == "prior" and not prior_only else 0)
+        left = steps - step + (job.decoder_steps if stage == "prior" and not prior_only else 0) + self.pending
+        self.pending = 0
         self.total = max(self.done, self.total - left)
 
     def finished(self, image: GeneratedImage) -> None:

@@ -159,3 +159,19 @@ def test_hires_with_a_start_image(engine, start):
     assert (c.prior_steps, c.start_encodes) == (2 + 3, 2)  # round(4 * 0.5) then round(6 * 0.5)
     pairs = parse_pairs(result.images[0].parameters.splitlines()[-1])
     assert (pairs["Denoising strength"], pairs["Hires denoising strength"]) == ("0.5", "0.5")
+
+
+def test_skip_in_the_first_pass_takes_both_passes_off_the_budget(engine):
+    request = build_request({**HIRES, "count": 2, "seed": 40})
+    seen, pressed = [], []
+
+    def skip():
+        if seen and seen[-1].image == 0 and seen[-1].step == 2 and seen[-1].stage == "prior" and not pressed:
+            pressed.append(True)
+            return True
+        return False
+
+    result = engine.generate_many([request], on_progress=seen.append, should_skip=skip)
+    assert [image.request.seed for image in result.images] == [41]
+    # Image 1 ran 2 of its first pass's 4 prior steps; image 2 ran both passes (4 + 2 + 3 + 2).
+    assert seen[-1].done == seen[-1].total == 2 + 11
