@@ -54,10 +54,10 @@ def tiny_model_dir() -> Path:
     folder = Path(os.environ.get("SOTE_STUDIO_HOME", Path.home() / ".sote-studio")) / "tiny-model"
 
     def complete() -> bool:  # a demo model of an earlier version may lack the encoders image remix and
-        # image to image need
+        # image to image need, or the ControlNets (super-resolution's is written last)
         return (folder / "decoder" / "model_index.json").is_file() and \
             (folder / "prior" / "image_encoder" / "config.json").is_file() and \
-            (folder / EFFNET_FILE).is_file()
+            (folder / EFFNET_FILE).is_file() and (folder / "controlnet" / "super_resolution.safetensors").is_file()
 
     if not complete():
         tmp = Path(tempfile.mkdtemp(prefix="tiny-", dir=folder.parent if folder.parent.exists() else None))
@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     except InputError as exc:
         sys.exit(f"error: {exc}")
     config = StudioConfig(model=args.model, prior=args.prior, decoder=args.decoder, mode=args.mode,
-                          device=args.device, devices=devices, effnet=args.effnet, outputs=args.outputs or None,
+                          device=args.device, devices=devices, effnet=args.effnet,
+                          controlnet=args.controlnet, outputs=args.outputs or None,
                           presets_dir=args.presets_dir, demo=args.demo, ray=ray_options)
     if args.demo:
         folder = tiny_model_dir()

@@ -62,6 +62,11 @@ REQUEST_FLAGS = {
     "--prior-shift": "prior_shift",
     "--decoder-shift": "decoder_shift",
 }
+# Inpainting, outpainting and ControlNets: each flag is its field's name.
+INPAINT_FLAGS = {f"--{key.replace('_', '-')}": key for key in (
+    "mask", "mask_blur", "inpaint_area", "outpaint", "control", "control_image", "control_strength",
+    "control_start", "control_end", "canny_low", "canny_high")}
+REQUEST_FLAGS.update(INPAINT_FLAGS)
 
 _HELP = {
     "prompt": "your tags, e.g. '1girl, solo, smile' (picked tags are added in the dataset's order)",
@@ -95,6 +100,17 @@ _HELP = {
     "decoder_sampler": "decoder sampler: " + ", ".join(DECODER_SAMPLERS) + " (default ddpm)",
     "prior_shift": "prior noise schedule shift (default 1.0: the model card's; Stability's code uses 2.0)",
     "decoder_shift": "decoder noise schedule shift (default 1.0)",
+    "mask": "mask image over the start image: white = repaint (resized to the start image, with a note)",
+    "mask_blur": "feather of the mask's edge in pixels (default 4)",
+    "inpaint_area": "whole (default) or masked: generate only a crop around the mask at full size, paste back",
+    "outpaint": "extend the canvas: left:N,right:N,up:N,down:N (multiples of 128), the new area repainted",
+    "control": "ControlNet: none, canny, inpaint (the default with --mask/--outpaint) or sr (super-resolution)",
+    "control_image": "the ControlNet's image (default: the start image): canny finds its edges; sr upscales it 2x",
+    "control_strength": "ControlNet strength, 0..2 (default 1; 0 = as without it)",
+    "control_start": "where in the prior's steps control starts, 0..1 (default 0)",
+    "control_end": "where in the prior's steps control ends, 0..1 (default 1)",
+    "canny_low": "Canny's lower threshold (default 100)",
+    "canny_high": "Canny's upper threshold (default 200)",
 }
 
 
@@ -110,6 +126,9 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--effnet", default=None, metavar="PATH",
                        help="image to image's EfficientNet encoder: a local effnet_encoder.safetensors (default: "
                             "the model's own, else downloaded from stabilityai/stable-cascade on first use)")
+    group.add_argument("--controlnet", default=None, metavar="PATH",
+                       help="a stage-C ControlNet file in Stability's layout (default: the model's own, else "
+                            "stabilityai/stable-cascade's controlnet/ file, downloaded on first use)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,6 +221,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
         if note := missing_note(found.get("prompt", ""), found.get("lora_hashes")):
             print(f"note: {note}", file=sys.stderr)
+        if "mask_note" in found:
+            print(f"note: {found['mask_note']}", file=sys.stderr)
     values.update(_request_values(args))
     request = build_request(values, base=base).with_seed()
 
@@ -210,7 +231,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .engine.models import resolve_source
 
     source = resolve_source(args.model, args.prior, args.decoder)
-    engine = Engine(source, mode=args.mode, device=args.device, effnet=args.effnet)
+    engine = Engine(source, mode=args.mode, device=args.device, effnet=args.effnet,
+                    controlnet=getattr(args, "controlnet", None))
 
     def status(message: str) -> None:
         if not args.quiet:
@@ -225,6 +247,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     result = engine.generate(request, on_progress=progress)
     if not args.quiet:
         print(file=sys.stderr)
+    for warning in result.warnings:
+        print(f"note: {warning}", file=sys.stderr)
     paths = _output_paths(args.out, [img.request.seed for img in result.images])
     for item, path in zip(result.images, paths):
         save_png(item.image, item.parameters, path)

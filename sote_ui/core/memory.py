@@ -170,6 +170,24 @@ _EFFNET_GIB_PER_MEGAPIXEL = 0.22
 _RESOLUTION_MULTIPLE = 42.67  # the prior's pixels per latent pixel (diffusers' StableCascadePriorPipeline)
 
 
+# Stability's stage-C ControlNets, counted on the meta device: canny and inpainting (EfficientNetV2-S
+# features and eight projection heads) 54.3M parameters, super-resolution (1x1 convolutions and residual
+# blocks) 203.5M. The EfficientNet ones see the image at the generation's full size.
+CONTROLNET_PARAMS = {"canny": 54_255_776, "inpaint": 54_256_424, "sr": 203_491_584}
+
+
+def controlnet_bytes(kind: str, width: int, height: int, fp32: bool) -> tuple[int, int]:
+    """(weights, peak activations) of the ControlNet of ``kind`` computing its controls at ``width`` x ``height``.
+
+    Its activations are those of the EfficientNet backbone on the whole image (super-resolution's
+    work on a 32 times smaller grid and are counted as the same, an upper bound).
+    """
+    if kind not in CONTROLNET_PARAMS:
+        return 0, 0
+    activations = _EFFNET_GIB_PER_MEGAPIXEL * GiB * width * height / 1e6 / (1 if fp32 else 2)
+    return int(CONTROLNET_PARAMS[kind] * (4 if fp32 else 2) * _SLACK), int(activations)
+
+
 def effnet_bytes(width: int, height: int, fp32: bool) -> tuple[int, int]:
     """(weights, peak activations) of the EfficientNet encoder encoding a ``width`` x ``height`` image."""
     pixels = (32 * -(-height // _RESOLUTION_MULTIPLE)) * (32 * -(-width // _RESOLUTION_MULTIPLE))
@@ -225,7 +243,7 @@ def computes_in_fp32(mode: Mode, device: DeviceInfo | None) -> bool:
 
 
 def estimate(mode: Mode, sizes: ComponentSizes, width: int, height: int, device: DeviceInfo | None = None, *,
-             init_image: bool = False, hires_size: tuple[int, int] | None = None) -> int:
+             init_image: bool = False, hires_size: tuple[int, int] | None = None, control: str = "none") -> int:
     """Estimated peak device memory of ``mode`` at ``width`` x ``height`` on ``device``.
 
     ``init_image``: the job starts from an image (image to image), so the
@@ -245,6 +263,8 @@ def estimate(mode: Mode, sizes: ComponentSizes, width: int, height: int, device:
     beside every weight when all are there, alone in the offload modes. The
     EfficientNet encoder (``EFFNET_PARAMS``) stays on the device beside the
     models when they all are there, and visits it alone in the offload modes.
+    ``control`` (canny, inpaint, sr) counts that ControlNet (``CONTROLNET_PARAMS``)
+    the same way as the EfficientNet encoder.
     """
     fp32 = computes_in_fp32(mode, device)
     backend = fp8_backend(device) if device is not None and mode.weights == Weights.FP8 else None
@@ -259,6 +279,13 @@ def estimate(mode: Mode, sizes: ComponentSizes, width: int, height: int, device:
         if encoded:
             effnet_weights, act = effnet_bytes(*size, fp32)
             effnet_acts = max(effnet_acts, act)
+    if control != "none":  # the ControlNet and the encoder are on the device in turn, or both beside the models
+        net_weights, net_acts = controlnet_bytes(control, width, height, fp32)
+        if mode.placement == Placement.DEVICE:
+            effnet_weights += net_weights
+            effnet_acts = max(effnet_acts, net_acts)
+        elif net_weights + net_acts > effnet_weights + effnet_acts:
+            effnet_weights, effnet_acts = net_weights, net_acts
     if mode.placement == Placement.DEVICE:
         peak = (sum(weights.values()) * _SLACK + effnet_weights
                 + max(max(acts.values()), encoder, effnet_acts))
@@ -324,23 +351,26 @@ def _plan(mode: Mode, device: DeviceInfo, sizes: ComponentSizes, width: int, hei
     return Plan(mode, compute, backend, estimate(mode, sizes, width, height, device, **job), reason)
 
 
-def _job_note(width: int, height: int, init_image: bool, hires_size: tuple[int, int] | None) -> str:
+def _job_note(width: int, height: int, init_image: bool, hires_size: tuple[int, int] | None,
+              control: str = "none") -> str:
     note = f"{width}x{height}"
     if hires_size is not None:
         note += f" then {hires_size[0]}x{hires_size[1]} (hi-res fix)"
-    return note + (" from a start image" if init_image else "")
+    note += " from a start image" if init_image else ""
+    return note + (f" with the {control} ControlNet" if control != "none" else "")
 
 
 def choose_mode(requested: str | Mode, device: DeviceInfo, sizes: ComponentSizes, width: int = 1024,
-                height: int = 1536, *, init_image: bool = False, hires_size: tuple[int, int] | None = None) -> Plan:
+                height: int = 1536, *, init_image: bool = False, hires_size: tuple[int, int] | None = None,
+                control: str = "none") -> Plan:
     """Resolve ``requested`` (``auto`` or an explicit mode) for ``device``.
 
     An explicit mode that can't work raises InputError with the reason.
     ``auto`` picks the first candidate, fastest first, whose estimate fits
     the free memory; if none fits it takes the smallest and says so.
-    ``init_image`` and ``hires_size`` describe the job as :func:`estimate` does.
+    ``init_image``, ``hires_size`` and ``control`` describe the job as :func:`estimate` does.
     """
-    job = {"init_image": init_image, "hires_size": hires_size}
+    job = {"init_image": init_image, "hires_size": hires_size, "control": control}
     mode = parse_mode(requested)
     if mode != Mode.AUTO:
         why = unsupported_reason(mode, device)
@@ -368,13 +398,13 @@ def choose_mode(requested: str | Mode, device: DeviceInfo, sizes: ComponentSizes
 
 def smaller_mode(current: Mode, device: DeviceInfo, sizes: ComponentSizes, width: int = 1024,
                  height: int = 1536, *, init_image: bool = False,
-                 hires_size: tuple[int, int] | None = None) -> Mode | None:
+                 hires_size: tuple[int, int] | None = None, control: str = "none") -> Mode | None:
     """The fastest mode this device supports that needs less memory than ``current``.
 
     Prefers one whose estimate fits the device's free memory; None if no
     supported mode is smaller.
     """
-    job = {"init_image": init_image, "hires_size": hires_size}
+    job = {"init_image": init_image, "hires_size": hires_size, "control": control}
     need = estimate(current, sizes, width, height, device, **job)
     smaller = [m for m in _candidates(device)
                if m != current and estimate(m, sizes, width, height, device, **job) < need]

@@ -28,7 +28,8 @@ from PIL import Image, PngImagePlugin
 
 from .errors import InputError
 from .loras import parse_hashes
-from .request import HIRES_SCALES, MAX_SEED, PROMPT_PADDINGS, RESIZE_MODES, GenerationRequest
+from .masks import AREA_NAMES, format_outpaint, parse_outpaint
+from .request import CONTROLS, HIRES_SCALES, MAX_SEED, PROMPT_PADDINGS, RESIZE_MODES, GenerationRequest, control_kind
 from .tags import decompose_prompt
 
 SAMPLER = "DDPMWuerstchen"
@@ -79,6 +80,7 @@ def format_parameters(request: GenerationRequest, seed: int, model: ModelInfo, e
         "Prompt padding": request.prompt_padding,
     }
     pairs.update(refine_pairs(request))
+    pairs.update(inpaint_pairs(request))
     if model.mode:
         pairs["Memory mode"] = model.mode
     for key, value in (extra or {}).items():
@@ -116,6 +118,63 @@ def refine_pairs(request: GenerationRequest) -> dict[str, Any]:
         pairs["Hires denoising strength" if request.init_image is not None else "Denoising strength"] = \
             _num(request.hires_denoise)
     return pairs
+
+
+def inpaint_pairs(request: GenerationRequest) -> dict[str, Any]:
+    """The keys of inpainting, outpainting and the ControlNet (A1111's ``Mask blur`` where it has one)."""
+    pairs: dict[str, Any] = {}
+    if request.mask is not None or request.outpaint:
+        pairs["Mask blur"] = request.mask_blur
+        pairs["Inpaint area"] = AREA_NAMES[request.inpaint_area]
+    if request.outpaint:
+        pairs["Outpaint"] = request.outpaint
+    kind = control_kind(request)
+    if kind != "none":
+        pairs["Control"] = kind
+        pairs["Control strength"] = _num(request.control_strength)
+        if (request.control_start, request.control_end) != (0.0, 1.0):
+            pairs["Control steps"] = f"{_num(request.control_start)}-{_num(request.control_end)}"
+        if kind == "canny":
+            pairs["Canny thresholds"] = f"{request.canny_low}/{request.canny_high}"
+    return pairs
+
+
+MASK_NOT_RESTORED = "the mask itself is not stored in the image: draw or upload it again"
+
+
+def _read_inpaint(pairs: dict[str, str], values: dict[str, Any], applied: list[str]) -> None:
+    """Inpainting, outpainting and ControlNet keys (the mask and control images are not in the file)."""
+    if "Mask blur" in pairs:
+        values["mask_blur"] = _number("Mask blur", pairs["Mask blur"], True, 0, 10_000)
+        applied.append("Mask blur")
+    area = {name.lower(): key for key, name in AREA_NAMES.items()}.get(pairs.get("Inpaint area", "").strip().lower())
+    if area:
+        values["inpaint_area"] = area
+        applied.append("Inpaint area")
+    if "Outpaint" in pairs:
+        values["outpaint"] = format_outpaint(parse_outpaint(pairs["Outpaint"]))
+        applied.append("Outpaint")
+    kind = pairs.get("Control", "").strip().lower()
+    if kind in CONTROLS:
+        values["control"] = kind
+        applied.append("Control")
+    if "Control strength" in pairs:
+        values["control_strength"] = _number("Control strength", pairs["Control strength"], False, 0.0, 1_000.0)
+        applied.append("Control strength")
+    match = re.fullmatch(r"\s*([0-9.]+)\s*-\s*([0-9.]+)\s*", pairs.get("Control steps", ""))
+    if match:
+        values["control_start"] = _number("Control steps", match.group(1), False, 0.0, 1.0)
+        values["control_end"] = _number("Control steps", match.group(2), False, 0.0, 1.0)
+        applied.append("Control steps")
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", pairs.get("Canny thresholds", ""))
+    if match:
+        values["canny_low"], values["canny_high"] = int(match.group(1)), int(match.group(2))
+        applied.append("Canny thresholds")
+    if "Mask hash" in pairs:
+        values["mask_note"] = MASK_NOT_RESTORED
+        applied.append("Mask hash")
+    if "Control model hash" in pairs:
+        applied.append("Control model hash")
 
 
 def init_image_note(name: str, sha256: str) -> str:
@@ -327,6 +386,7 @@ def _read_refine(pairs: dict[str, str], values: dict[str, Any]) -> None:
     if "Init image" in pairs:  # shown, not applied: the image itself is not in the file
         values["init_image_note"] = pairs["Init image"].strip()[:200]
         applied.append("Init image")
+    _read_inpaint(pairs, values, applied)
     values["_applied"] = applied
 
 

@@ -26,6 +26,7 @@ from .errors import InputError
 from .loras import MAX_LORAS, LoraRef, merge, parse_ref, ref_text, split_tags, tag_text
 from .loras import check as check_lora
 from .loras import find as find_lora
+from .masks import INPAINT_AREAS, MAX_MASK_BLUR, canvas_size, load_mask, parse_outpaint
 from .wildcards import check_request
 
 MAX_SEED = 2**32 - 1
@@ -43,6 +44,9 @@ DECODER_SAMPLERS = ("ddpm", "dpmpp_2m", "euler_a", "lcm")
 RESIZE_MODES = ("crop", "fit", "stretch")
 HIRES_SCALES = (1.25, 2.0)  # the hi-res fix's upscale factor, when it is on (1.0 = off)
 SHIFTS = (0.1, 10.0)
+# Stability's stage-C ControlNets: an edge map, inpainting (the image and its mask), super-resolution.
+CONTROLS = ("none", "canny", "inpaint", "sr")
+CANNY_RANGE = (1, 1000)  # Canny's thresholds on the L1 gradient magnitude (cv2.Canny's scale)
 MIN_START_SIDE = 16  # a start image smaller than this on a side holds nothing to start from
 
 
@@ -90,6 +94,15 @@ class GenerationRequest:
     width x height is the first pass and :func:`final_size` the image's size,
     its second prior running ``hires_steps`` (0 = ``prior_steps``) at
     ``hires_denoise``. Samplers and shifts are per stage.
+
+    Inpainting: ``mask`` (white = repaint) over the start image, feathered by
+    ``mask_blur`` pixels; ``inpaint_area`` "masked" generates only a crop
+    around the mask at width x height and pastes it back. ``outpaint``
+    ("left:256,down:128") grows the canvas, the new area masked. ``control``
+    names a ControlNet (canny, inpaint, sr; a mask or outpaint without one
+    uses inpaint) fed ``control_image`` (else the start image) at
+    ``control_strength`` between ``control_start`` and ``control_end`` of
+    the prior's way; canny's edge map uses ``canny_low``/``canny_high``.
     """
 
     prompt: str = ""
@@ -122,6 +135,18 @@ class GenerationRequest:
     decoder_shift: float = 1.0
     # LoRA (stage C and its text encoder): the picker's LoRAs; ``<lora:...>`` tags in the prompt add to them.
     loras: tuple[LoraRef, ...] = ()
+    # Inpainting, outpainting and ControlNets.
+    mask: str | None = None
+    mask_blur: int = 4
+    inpaint_area: str = INPAINT_AREAS[0]
+    outpaint: str = ""
+    control: str = CONTROLS[0]
+    control_image: str | None = None
+    control_strength: float = 1.0
+    control_start: float = 0.0
+    control_end: float = 1.0
+    canny_low: int = 100
+    canny_high: int = 200
 
     def composed_prompt(self) -> str:
         """The prompt the text encoder reads: tag pickers composed in, ``<lora:...>`` tags left out."""
@@ -180,12 +205,18 @@ REFERENCE_KEYS = ("images", "image_strengths")
 REQUEST_KEYS: tuple[str, ...] = FIELD_NAMES + REFERENCE_KEYS
 PRIOR_KEYS = ("prompt", "negative_prompt", "aesthetic", "quality", "date", "custom", "rating", "artist",
               "width", "height", "seed", "prior_steps", "prior_cfg", "prompt_padding", "init_image", "denoise",
-              "resize_mode", "hires_scale", "hires_denoise", "hires_steps", "prior_sampler", "prior_shift", "loras")
+              "resize_mode", "hires_scale", "hires_denoise", "hires_steps", "prior_sampler", "prior_shift", "loras",
+              # the mask's feather and paste-back happen after the decoder, but a new mask is a new picture
+              "mask", "mask_blur", "inpaint_area", "outpaint", "control", "control_image", "control_strength",
+              "control_start", "control_end", "canny_low", "canny_high")
 DECODER_KEYS = ("decoder_steps", "decoder_cfg", "decoder_sampler", "decoder_shift")
-_INT_FIELDS = {"width", "height", "seed", "prior_steps", "decoder_steps", "count", "hires_steps"}
+_INT_FIELDS = {"width", "height", "seed", "prior_steps", "decoder_steps", "count", "hires_steps", "mask_blur",
+               "canny_low", "canny_high"}
 _FLOAT_FIELDS = {"prior_cfg", "decoder_cfg", "denoise", "hires_scale", "hires_denoise", "prior_shift",
-                 "decoder_shift"}
-_NAME_FIELDS = {"prompt_padding", "resize_mode", "prior_sampler", "decoder_sampler"}  # lower-cased choices
+                 "decoder_shift", "control_strength", "control_start", "control_end"}
+_NAME_FIELDS = {"prompt_padding", "resize_mode", "prior_sampler", "decoder_sampler", "inpaint_area",
+                "control"}  # lower-cased choices
+_PATH_FIELDS = {"init_image", "mask", "control_image"}  # a path or an uploaded file's record; '' clears it
 _TEXT_FIELDS = {"prompt", "negative_prompt", "artist"}
 _CHOICE_FIELDS = {"aesthetic", "quality", "date", "custom", "rating"}
 
@@ -253,13 +284,13 @@ def _references(images: Any, strengths: Any, current: tuple[Reference, ...]) -> 
     return tuple(Reference(path, strength) for path, strength in zip(paths, weights))
 
 
-def _init_image_path(value: Any) -> str | None:
-    """The start image's path from a path or an uploaded file's record; '' clears it."""
+def _init_image_path(value: Any, key: str = "init_image") -> str | None:
+    """An image's path from a path or an uploaded file's record; '' clears it."""
     path = value.get("path") if isinstance(value, dict) else value
     if isinstance(path, Path):
         path = str(path)
     if not isinstance(path, str):
-        raise InputError("init_image must be an image file's path")
+        raise InputError(f"{key} must be an image file's path")
     return path.strip() or None
 
 
@@ -334,8 +365,8 @@ def build_request(values: dict[str, Any] | None = None, *, base: GenerationReque
             merged[key] = _as_float(key, value)
         elif key in _NAME_FIELDS:
             merged[key] = value.strip().lower() if isinstance(value, str) else value
-        elif key == "init_image":
-            merged[key] = _init_image_path(value)
+        elif key in _PATH_FIELDS:
+            merged[key] = _init_image_path(value, key)
         elif key == "loras":
             merged[key] = _loras(value)
         elif key in _CHOICE_FIELDS:
@@ -452,6 +483,82 @@ def _validate_refine(request: GenerationRequest, limits: Limits) -> None:
                 f"{limits.max_side} per side; lower hires_scale or the size")
     if request.init_image is not None:
         check_start_image(request.init_image)
+    _validate_inpaint(request, limits)
+
+
+def control_kind(request: GenerationRequest) -> str:
+    """The ControlNet a request uses: its ``control``, or inpaint for a mask or outpaint without one."""
+    if request.control == "none" and (request.mask is not None or request.outpaint):
+        return "inpaint"
+    return request.control
+
+
+def _validate_inpaint(request: GenerationRequest, limits: Limits) -> None:
+    """Masks, outpainting and ControlNets."""
+    if not 0 <= request.mask_blur <= MAX_MASK_BLUR:
+        raise InputError(f"mask_blur must be between 0 and {MAX_MASK_BLUR} pixels, got {request.mask_blur}")
+    if request.inpaint_area not in INPAINT_AREAS:
+        raise InputError(f"inpaint_area must be one of {', '.join(INPAINT_AREAS)}, got "
+                         f"{str(request.inpaint_area)[:40]!r}")
+    if request.control not in CONTROLS:
+        raise InputError(f"unknown control {str(request.control)[:40]!r}; choose one of: {', '.join(CONTROLS)}")
+    strength = request.control_strength
+    if not math.isfinite(strength) or not 0 <= strength <= MAX_STRENGTH:
+        raise InputError(f"control_strength must be between 0 and {MAX_STRENGTH:g}, got {strength:g}")
+    for key in ("control_start", "control_end"):
+        value = getattr(request, key)
+        if not math.isfinite(value) or not 0 <= value <= 1:
+            raise InputError(f"{key} must be between 0 and 1, got {value:g}")
+    if request.control_start >= request.control_end:
+        raise InputError(f"control_start ({request.control_start:g}) must be below control_end "
+                         f"({request.control_end:g})")
+    for key in ("canny_low", "canny_high"):
+        value = getattr(request, key)
+        if not CANNY_RANGE[0] <= value <= CANNY_RANGE[1]:
+            raise InputError(f"{key} must be between {CANNY_RANGE[0]} and {CANNY_RANGE[1]}, got {value}")
+    if request.canny_low > request.canny_high:
+        raise InputError(f"canny_low ({request.canny_low}) must not be above canny_high ({request.canny_high})")
+    sides = parse_outpaint(request.outpaint)
+    if (request.mask is not None or sides) and request.hires:
+        raise InputError("the hi-res fix does not combine with a mask or outpaint: inpaint the hi-res image instead")
+    sides = parse_outpaint(request.outpaint)
+    if (request.mask is not None or sides) and request.init_image is None:
+        raise InputError(f"{'a mask' if request.mask is not None else 'outpaint'} needs a start image "
+                         "(init_image) to repaint")
+    if sides:
+        width, height = canvas_size(request.width, request.height, sides)
+        if max(width, height) > limits.max_side or width * height > limits.max_pixels:
+            raise InputError(f"outpainting makes {request.width}x{request.height} into {width}x{height} "
+                             f"({width * height / 1e6:.1f} MP), over the limit of {limits.max_pixels / 1e6:.1f} MP "
+                             f"and {limits.max_side} per side")
+    kind = control_kind(request)
+    if kind == "inpaint" and request.mask is None and not sides:
+        raise InputError("control inpaint needs a mask (white = repaint) or outpaint")
+    if kind in ("canny", "sr") and request.control_image is None and request.init_image is None:
+        raise InputError(f"control {kind} needs a control_image (or a start image)")
+    for key in ("mask", "control_image"):
+        path = getattr(request, key)
+        if path is not None:
+            name = Path(path.replace("\x00", "")).name[:80]
+            if "\x00" in path or not Path(path).expanduser().is_file():
+                raise InputError(f"{key.replace('_', ' ')} {name!r} does not exist")
+    if request.mask is not None:  # unreadable or empty: said before any model loads
+        load_mask(request.mask, None)
+    if request.control_image is not None and not _is_image(request.control_image):
+        _no_image(request.control_image, "control image")
+
+
+def _is_image(path: str) -> bool:
+    try:
+        with Image.open(Path(path).expanduser()) as image:
+            image.verify()
+        return True
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return False
+
+
+def _no_image(path: str, what: str) -> None:
+    raise InputError(f"{what} {Path(path).name[:80]!r} is not an image Pillow can read (PNG, JPEG, WebP...)")
 
 
 # Parameters that only the decoder reads: changing them can reuse the prior's output.
@@ -477,7 +584,9 @@ __all__ = [
     "REFERENCE_KEYS",
     "REQUEST_KEYS",
     "Reference",
+    "CONTROLS",
     "build_request",
+    "control_kind",
     "check_start_image",
     "decoder_only_difference",
     "final_size",

@@ -387,7 +387,8 @@ def build_tiny_pair(root: str | Path, seed: int = 0, image_encoder: bool = False
     The prior's model card names its decoder with the published decoder id,
     like the real card, and the decoder's card names the prior. A tiny
     EfficientNet encoder for image to image lies beside them
-    (``root/effnet_encoder.safetensors``, see :func:`build_tiny_effnet`). With
+    (``root/effnet_encoder.safetensors``, see :func:`build_tiny_effnet`), and
+    tiny ControlNets in ``root/controlnet/`` (:func:`build_tiny_controlnet`). With
     ``image_encoder`` the prior folder also holds a tiny CLIP image encoder
     and its feature extractor (as the base Stable Cascade prior repo does), for
     image remix.
@@ -435,13 +436,16 @@ def build_tiny_pair(root: str | Path, seed: int = 0, image_encoder: bool = False
     # Image to image's encoder, beside the two folders (the engine finds it there); its own random
     # stream, so the pair's weights are the same with or without it.
     build_tiny_effnet(root, seed + 2)
+    # Tiny ControlNets in the Hub repo's layout (root/controlnet/<name>.safetensors), found there the same way.
+    for offset, kind in enumerate(("canny", "inpaint", "sr")):
+        build_tiny_controlnet(root / "controlnet", kind, seed + 3 + offset)
     return prior_dir, decoder_dir
 
 
 EFFNET_FILE = "effnet_encoder.safetensors"  # the published name (root of stabilityai/stable-cascade)
 
 
-def _calibrate(model, images: int, side: int, generator) -> None:
+def _calibrate(model, images: int, side: int, generator, channels: int = 3) -> None:
     """Set every BatchNorm's running statistics from smooth random images, as training would have.
 
     torch's fresh BatchNorms hold mean 0 and variance 1, so a random network's
@@ -457,7 +461,7 @@ def _calibrate(model, images: int, side: int, generator) -> None:
     model.train()
     with torch.no_grad():
         for _ in range(images):
-            coarse = torch.rand(4, 3, side // 16, side // 16, generator=generator)
+            coarse = torch.rand(4, channels, side // 16, side // 16, generator=generator)
             model(torch.nn.functional.interpolate(coarse, size=(side, side), mode="bilinear"))
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
@@ -527,3 +531,41 @@ def training_init_weight(name: str, shape, shrink: float, generator):
         gain = shrink
     bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
     return torch.empty(shape).uniform_(-bound, bound, generator=generator)
+
+
+def controlnet_file_name(kind: str) -> str:
+    """The published file name of a ControlNet of ``kind`` (``inpainting.safetensors`` for inpaint...)."""
+    from .controlnet import HUB_FILES
+
+    return Path(HUB_FILES[kind]).name
+
+
+def build_tiny_controlnet(folder: str | Path, kind: str, seed: int = 0) -> Path:
+    """Write a tiny random ControlNet of ``kind`` (canny, inpaint, sr) for the tiny pair's prior into ``folder``.
+
+    Stability's key layout with a smaller table (in the file's metadata): a
+    tiny EfficientNet backbone (or super-resolution's 1x1 stack) and heads
+    for ResBlock calls 0, 2 and 3 of the tiny prior's 4. Returns the file's path.
+    """
+    import torch
+
+    from .controlnet import ControlNet, save_controlnet, tiny_config
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = ControlNet(tiny_config(kind, TINY_HIDDEN))
+        if kind != "sr":
+            _calibrate(model.backbone, 4, 128, torch.Generator().manual_seed(seed), model.config.c_in)
+    return save_controlnet(model, Path(folder) / controlnet_file_name(kind))
+
+
+def build_full_controlnet(folder: str | Path, kind: str, seed: int = 0) -> Path:
+    """Write a full-size random ControlNet of ``kind`` in the published layout (fp32, as published)."""
+    import torch
+
+    from .controlnet import ControlNet, full_config, save_controlnet
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = ControlNet(full_config(kind))
+    return save_controlnet(model, Path(folder) / controlnet_file_name(kind))

@@ -34,10 +34,11 @@ from .. import __version__
 from ..core import loras as lora_files
 from ..core import memory
 from ..core.errors import Cancelled, GenerationError, InputError, ModelError
+from ..core.masks import InpaintPlan, paste_back
 from ..core.memory import Mode, Placement, Plan, choose_mode, parse_mode, smaller_mode, unsupported_reason
 from ..core.metadata import ModelInfo, format_parameters, init_image_note
 from ..core.outputs import LatentRecord
-from ..core.request import GenerationRequest, final_size
+from ..core.request import GenerationRequest, control_kind, final_size
 from . import devices
 from .caches import LruCache
 from .encoding import TRAINED_CHUNKS, PromptEmbeds, check_chunks, chunk_token_counts, count_tokens, encode_pair
@@ -63,10 +64,13 @@ class Engine:
     """
 
     def __init__(self, source: ModelSource | None = None, mode: str | Mode = "auto", device: str | None = None,
-                 *, prior_cache_size: int = 16, text_cache_size: int = 16, effnet: str | None = None):
+                 *, prior_cache_size: int = 16, text_cache_size: int = 16, effnet: str | None = None,
+                 controlnet: str | None = None):
         self.source = source or default_source()
         # Image to image's encoder file (Stability's key layout); None: the pair's own, else the Hub's.
         self.effnet_path = effnet
+        # A ControlNet file in Stability's layout; None: the pair's own controlnet/ folder, else the Hub's.
+        self.controlnet_path = controlnet
         self.requested_mode = parse_mode(mode)
         self.requested_device = device
         self.counters = StepCounters()
@@ -85,6 +89,10 @@ class Engine:
         self._decoder_pipe = None
         self._image_encoder = None
         self._effnet = None
+        self._controlnets: dict = {}  # kind -> ControlNet; one kind is kept at a time
+        self._inpaint_plans = LruCache(8)  # what decides a plan -> (InpaintPlan, note)
+        self._digests: dict[tuple, str] = {}  # (path, size, mtime) -> sha256 of the file
+        self.last_control = None  # the last prior's control deliverer (how many controls it added)
         self._texts = LruCache(text_cache_size)  # (prompt, negative, prompt padding) -> PromptEmbeds
         self._priors = LruCache(prior_cache_size)  # prior key -> PriorOutput
         self._references = ReferenceEmbeddings(4 * prior_cache_size)
@@ -193,6 +201,7 @@ class Engine:
             self._prior_pipe, self._decoder_pipe = apply_mode(parts, plan, self.device.torch_device)
             self._image_encoder = None
             self._effnet = None  # made again in the new plan's dtype and place
+            self._controlnets.clear()
             self.clear_caches()
             self.plan = plan
             self.state = "ready"
@@ -202,6 +211,7 @@ class Engine:
         self._texts.clear()
         self._priors.clear()
         self._references.clear()
+        self._inpaint_plans.clear()
         self._starts.clear()
         self._lora_files.clear()
 
@@ -220,6 +230,7 @@ class Engine:
         self._decoder_pipe = None
         self._image_encoder = None
         self._effnet = None
+        self._controlnets.clear()
         self.clear_caches()
         if self.device is not None:
             devices.free_memory(self.device)
@@ -369,7 +380,144 @@ class Engine:
                 if encoder.device.type == "cpu" and self.device.is_gpu:
                     devices.free_memory(self.device)  # what the visit to the device held goes back now
 
-    # 2d. Live previews -----------------------------------------------------------------
+    # 2d. Inpainting, outpainting and ControlNets ------------------------------------------
+
+    def load_controlnet(self, kind: str):
+        """The ControlNet of ``kind``, loaded on first use in the mode's compute dtype (one kind at a time).
+
+        Where it lives follows the memory mode, like the EfficientNet encoder:
+        on the device when the models all are, else in CPU memory, visiting
+        the device only to compute a prior's controls. The file is
+        ``controlnet`` given to the engine, else the pair's own
+        (``controlnet/<name>.safetensors`` beside its prior folder, as the
+        demo model has), else the Hub's.
+        """
+        if kind not in self._controlnets:
+            from .controlnet import load_controlnet
+
+            self._stage = "ControlNet"
+            self._controlnets.clear()  # the previous kind's weights go before the next one's come
+            home = self.device.torch_device if self.plan.mode.placement == Placement.DEVICE else "cpu"
+            self._controlnets[kind] = load_controlnet(self._controlnet_path(kind), kind, home,
+                                                      torch_dtype(self.plan.compute_dtype))
+        return self._controlnets[kind]
+
+    def _controlnet_path(self, kind: str):
+        from .controlnet import HUB_FILES
+
+        own = self.folders.prior.parent / HUB_FILES[kind] if self.folders is not None else None
+        if self.controlnet_path is None and own is not None and own.is_file():
+            return own
+        return self.controlnet_path
+
+    def generate_size(self, job: GenerationRequest) -> tuple[int, int]:
+        """The size the prior and decoder work at: the request's, an outpainted canvas, or a masked crop's."""
+        plan = self.inpaint_plan(job)
+        return plan.generate_size if plan is not None else (job.width, job.height)
+
+    def _inpaint_entry(self, job: GenerationRequest):
+        if job.mask is None and not job.outpaint:
+            return None
+        key = (self._file_digest(job.init_image), self._file_digest(job.mask) if job.mask else None, job.width,
+               job.height, job.resize_mode, job.mask_blur, job.inpaint_area, job.outpaint)
+        entry = self._inpaint_plans.get(key)
+        if entry is None:
+            entry = _make_plan(job)
+            self._inpaint_plans.put(key, entry)
+        return entry
+
+    def inpaint_plan(self, job: GenerationRequest) -> InpaintPlan | None:
+        """What the job's mask or outpaint repaints and how it goes back (None without either)."""
+        entry = self._inpaint_entry(job)
+        return entry[0] if entry is not None else None
+
+    def inpaint_note(self, job: GenerationRequest) -> str | None:
+        """A note about the job's mask (resized to the picture), or None."""
+        entry = self._inpaint_entry(job)
+        return entry[1] if entry is not None else None
+
+    def _file_digest(self, path: str) -> str:
+        import hashlib
+        import os
+
+        try:
+            stat = os.stat(path)
+        except OSError:
+            raise InputError(f"{os.path.basename(path)[:80]!r} does not exist") from None
+        key = (path, stat.st_size, stat.st_mtime_ns)
+        if key not in self._digests:
+            with open(path, "rb") as handle:
+                self._digests[key] = hashlib.sha256(handle.read()).hexdigest()
+        return self._digests[key]
+
+    def _control_key(self, job: GenerationRequest) -> tuple:
+        """What of the job's mask, outpaint and control decides the prior (file contents, not names)."""
+        kind = control_kind(job)
+        if kind == "none":
+            return ()
+        image = job.control_image or job.init_image
+        return (kind, self._file_digest(image) if kind in ("canny", "sr") else None,
+                self._file_digest(job.mask) if job.mask else None, job.outpaint, job.inpaint_area,
+                job.resize_mode, float(job.control_strength), float(job.control_start), float(job.control_end),
+                (job.canny_low, job.canny_high) if kind == "canny" else None, self.controlnet_path)
+
+    def control_hint(self, job: GenerationRequest) -> torch.Tensor | None:
+        """The ControlNet's input for ``job`` at its generate size (None without control)."""
+        from ..core.images import fit_to
+        from ..core.outputs import open_image
+        from .controlnet import canny, edges_hint, inpaint_hint
+
+        kind = control_kind(job)
+        if kind == "none":
+            return None
+        width, height = self.generate_size(job)
+        if kind == "inpaint":
+            plan = self.inpaint_plan(job)
+            return inpaint_hint(plan.image, plan.crop_mask)
+        picture = open_image(job.control_image or job.init_image)
+        if kind == "canny":
+            return edges_hint(canny(fit_to(picture, width, height, job.resize_mode), job.canny_low, job.canny_high))
+        # Super-resolution: the EfficientNet latent of the half-size picture, each latent pixel doubled
+        # (Stability's SREffnetFilter), so the control grid is the full size's 1/32.
+        half = fit_to(picture, width // 2, height // 2, job.resize_mode)
+        latent = self.load_effnet().encode(half, self.device.torch_device)
+        return torch.nn.functional.interpolate(latent, scale_factor=2, mode="nearest")
+
+    def _control(self, job: GenerationRequest):
+        """The hooks that apply the job's ControlNet around its prior (a no-op context without one)."""
+        import contextlib
+
+        from .controlnet import controlled
+
+        self.last_control = None
+        kind = control_kind(job)
+        if kind == "none" or job.control_strength == 0:
+            return contextlib.nullcontext()
+        hint = self.control_hint(job)
+        net = self.load_controlnet(kind)
+        self._stage = "ControlNet"
+        try:
+            controls = net.project(hint, self._prior_pipe._execution_device)
+        finally:
+            if net.device.type == "cpu" and self.device.is_gpu:
+                devices.free_memory(self.device)
+        self._stage = "prior"
+        return _Remember(self, controlled(self._prior_pipe.prior, controls, job.control_strength,
+                                          job.control_start, job.control_end))
+
+    def _control_notes(self, job: GenerationRequest) -> dict[str, str]:
+        """The PNG keys of the job's ControlNet and mask files: their hashes (the files are not in the image)."""
+        notes: dict[str, str] = {}
+        kind = control_kind(job)
+        if kind != "none" and kind in self._controlnets:
+            from .controlnet import controlnet_file, file_hash
+
+            notes["Control model hash"] = file_hash(controlnet_file(self._controlnet_path(kind), kind)[0])
+        if job.mask is not None:
+            notes["Mask hash"] = self._file_digest(job.mask)[:10]
+        return notes
+
+    # 2e. Live previews -----------------------------------------------------------------
 
     def previews(self):
         """The preview decoder for ``preview_kind`` (None when previews are off); made on first use."""
@@ -416,15 +564,17 @@ class Engine:
         generator = torch.Generator("cpu").manual_seed(job.seed)
         guided = job.prior_cfg > 1
         stopped = None
+        width, height = self.generate_size(job)
         try:
-            with reference_strengths(self._prior_pipe.prior, self._references.strengths(job), guided):
+            with reference_strengths(self._prior_pipe.prior, self._references.strengths(job), guided), \
+                    self._control(job):
                 latents = run_prior(
                     self._prior_pipe,
                     embeds.conditioning(guided=guided),
                     self._references.conditioning(job, self._prior_pipe._execution_device,
                                                   self._prior_pipe.prior.dtype),
-                    job.width,
-                    job.height,
+                    width,
+                    height,
                     steps=job.prior_steps,
                     guidance_scale=job.prior_cfg,
                     generator=generator,
@@ -485,12 +635,16 @@ class Engine:
             )
         self.counters.decoder_runs += 1
         image = Image.fromarray((np.clip(pixels, 0.0, 1.0) * 255).round().astype(np.uint8))
+        plan = self.inpaint_plan(job)
+        if plan is not None:
+            image = paste_back(plan, image)  # outside the mask, the source's own pixels
         extra = {"Reference images": self._references.note(job)} if job.references else {}
         if job.init_image is not None:
             extra["Init image"] = init_image_note(Path(job.init_image).name, self._start_digest(job.init_image)[:16])
         if job.active_loras():
             extra["Lora hashes"] = lora_files.hashes_value([(lora.name, lora.digest[:lora_files.SHORT_HASH])
                                                             for lora, _, _ in self._loras(job, every=True)])
+        extra.update(self._control_notes(job))
         if prior.stopped_at:
             extra["Prior stopped at"] = "{}/{}".format(*prior.stopped_at)
         extra["Version"] = f"sote-studio {__version__}"
@@ -557,7 +711,7 @@ class Engine:
         return (request.composed_prompt(), request.negative_prompt if guided else None, request.prompt_padding,
                 request.width, request.height, request.seed, request.prior_steps,
                 float(request.prior_cfg) if guided else None, references, request.prior_sampler,
-                float(request.prior_shift), start, self._lora_key(request))
+                float(request.prior_shift), start, self._lora_key(request)) + self._control_key(request)
 
     def _hires_key(self, job: GenerationRequest) -> tuple:
         """What decides the hi-res fix's second prior: the first pass's prior, its decoder, and the fix."""
@@ -593,11 +747,18 @@ class Engine:
         """The stage-C latent of the job's start image, fitted to its size by ``resize_mode`` (cached)."""
         from ..core.images import fit_to, open_start_image
 
+        plan = self.inpaint_plan(job)
         key = (self._start_digest(job.init_image), job.width, job.height, job.resize_mode)
+        if plan is not None:  # inpainting starts from what it generates: the (outpainted) canvas or the crop
+            key += (self._file_digest(job.mask) if job.mask else None, job.inpaint_area, job.outpaint)
         latents = self._starts.get(key)
         if latents is None:
-            image = fit_to(open_start_image(job.init_image), job.width, job.height, job.resize_mode)
-            latents = self.encode_image(image, job.width, job.height)
+            if plan is not None:
+                image, (width, height) = plan.image, plan.generate_size
+            else:
+                image = fit_to(open_start_image(job.init_image), job.width, job.height, job.resize_mode)
+                width, height = job.width, job.height
+            latents = self.encode_image(image, width, height)
             self.counters.start_encodes += 1
             self._starts.put(key, latents)
         return latents
@@ -724,6 +885,10 @@ class Engine:
             for job in jobs:  # every LoRA read and mapped before any step runs; what a file lacks, said once
                 for lora, _, _ in self._loras(job):
                     warnings += [note for note in lora.notes if note not in warnings]
+            for job in jobs:  # a bad mask fails here, before any work; a resized one is noted
+                note = self.inpaint_note(job)
+                if note and note not in warnings:
+                    warnings.append(note)
             encoded = self._references.prepare(jobs, self.load_image_encoder, self.device.torch_device)
             self.counters.image_encodes += encoded
             run = RunContext(len(jobs), planned_steps(jobs, self.prior_passes, self._priors.__contains__, prior_only),
@@ -824,3 +989,40 @@ class Engine:
         """After a stop or a failure mid-pipeline, move offloaded models back to the CPU."""
         if self.plan is not None and self.plan.mode.placement == Placement.OFFLOAD:
             send_back(self._prior_pipe, self._decoder_pipe)
+
+
+class _Remember:
+    """Enters a control context and keeps its deliverer on the engine (``last_control``) for checks."""
+
+    def __init__(self, engine: Engine, manager):
+        self.engine, self.manager = engine, manager
+
+    def __enter__(self):
+        self.engine.last_control = self.manager.__enter__()
+        return self.engine.last_control
+
+    def __exit__(self, *exc):
+        return self.manager.__exit__(*exc)
+
+
+def _make_plan(job: GenerationRequest) -> tuple[InpaintPlan, str | None]:
+    """The inpaint plan of ``job``: its start image fitted to width x height, its mask fitted the same way,
+    the outpaint canvas, the crop around the mask; and a note when the mask had to be resized."""
+    from ..core.images import fit_to, open_start_image
+    from ..core.masks import binary, load_mask, outpaint_canvas, parse_outpaint, plan_inpaint
+
+    start = open_start_image(job.init_image)
+    source = fit_to(start, job.width, job.height, job.resize_mode)
+    note = None
+    mask = None
+    if job.mask is not None:
+        mask, note = load_mask(job.mask, start.size)
+        # The mask was drawn over the start image: it meets width x height the way the start image does.
+        mask = binary(fit_to(mask.convert("RGB"), job.width, job.height, job.resize_mode))
+    sides = parse_outpaint(job.outpaint)
+    if sides:
+        source, new_area = outpaint_canvas(source, sides)
+        if mask is not None:
+            new_area.paste(mask, (sides.get("left", 0), sides.get("up", 0)), mask)
+        mask = new_area
+    return plan_inpaint(source, mask, job.mask_blur, job.inpaint_area, job.width, job.height), note

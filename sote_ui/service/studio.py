@@ -46,6 +46,7 @@ class StudioConfig:
     mode: str = "auto"
     device: str | None = None
     effnet: str | None = None  # image to image's EfficientNet encoder file (None: the model's own, else the Hub's)
+    controlnet: str | None = None  # a stage-C ControlNet file (None: the model's own, else the Hub's)
     devices: list[str] = field(default_factory=list)  # several: one engine each, one queue (see pool.py)
     ray: Any = None  # a ray_backend.RayOptions: jobs run on Ray Serve replicas instead of engines here
     outputs: str | None = "outputs"  # None: keep images in a temporary folder only
@@ -136,7 +137,7 @@ class Studio:
 
     def engine_options(self) -> dict[str, Any]:
         """What every engine of this studio is built with besides model, mode and device (the file options)."""
-        return {"effnet": self.config.effnet}
+        return {"effnet": self.config.effnet, "controlnet": self.config.controlnet}
 
     def device_names(self) -> list[str]:
         """The devices of ``config.devices`` (``all`` counted once torch is loaded); [] for the one-device default."""

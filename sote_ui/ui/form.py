@@ -28,7 +28,7 @@ RESOLUTIONS = [
 RESOLUTION_VALUES = {value for _, value in RESOLUTIONS}
 # Settings carry no files: a start image named in a preset, a PNG or a stored form is never put in the
 # panel (a path written there would have the server show that file); the panel keeps the image it has.
-FILE_FIELDS = ("init_image",)
+FILE_FIELDS = ("init_image", "mask", "control_image")
 # A1111 prompt syntax this model has no use for here: sent as plain text, so say so.
 _UNSUPPORTED = re.compile(r"<(lora|lyco|hypernet|embedding):[^>]*>", re.IGNORECASE)
 

@@ -77,6 +77,8 @@ def build_pnginfo_tab(studio: Studio, generate: GenerateTab, tabs: gr.Tabs, gene
         if values.get("init_image_note"):  # the file itself is not in the PNG: the panel keeps its image
             notes.append(f"its start image was {values['init_image_note'].split(' sha256:')[0]!r}: drop that image in "
                          "Image to image to start from it again")
+        if values.get("mask_note"):
+            notes.append(values["mask_note"])
         missing = loras.missing_note(values.get("prompt", ""), values.get("lora_hashes"))
         message = " · ".join(["applied the settings read from the image"] + notes + ([unused] if unused else [])
                              + ([missing] if missing else []))

@@ -129,6 +129,7 @@ def build_generate_tab(studio: Studio, waiting: Callable[[str], int] | None = No
                                     elem_id="live_preview")
             gallery = build_gallery()
             to_img2img = gr.Button("Send to image-to-image", size="sm", elem_id="to_img2img")
+            to_inpaint = gr.Button("Send to inpaint", size="sm", elem_id="to_inpaint")
             summary = gr.Markdown(elem_id="summary")
             with gr.Accordion("Last run, in full", open=False, elem_id="report_box"):
                 report = gr.JSON(label="Last run", elem_id="report")
@@ -153,6 +154,15 @@ def build_generate_tab(studio: Studio, waiting: Callable[[str], int] | None = No
     wire(to_img2img.click, send_selected, state, [box.init_image, box.accordion, box.note, gallery.image_note],
          note=3)
     wire_redecode(studio, gallery, state, status)
+
+    def send_to_inpaint(session):
+        _, shot = selected_shot(session)
+        what = f"seed {shot.request.seed}"
+        return (shot.path, gr.Accordion(open=True), f"{what} is the picture to repaint: paint the mask over it",
+                f"{what} is the start image of inpainting")
+
+    wire(to_inpaint.click, send_to_inpaint, state,
+         [box.init_image, controls.inpaint.accordion, controls.inpaint.note, gallery.image_note], note=3)
     preset_events = wire_presets_box(studio, presets, controls)
     wire_memory_box(studio, memory, status)
     # Tag suggestions, keyboard habits and the prompt history (below the tab's two columns).

@@ -18,7 +18,11 @@ from ...core.request import DECODER_SAMPLERS, FIELD_NAMES, PRIOR_SAMPLERS, PROMP
 from ...service.studio import Studio
 from ..form import RESOLUTIONS, size_to_resolution, snap_side
 from .img2img_box import HiresBox, Img2ImgBox, build_hires_box, build_img2img_box, wire_hires, wire_img2img
+from .inpaint_box import InpaintBox, build_inpaint_box, wire_inpaint
 from .lora_box import LoraBox, build_lora_box
+
+INPAINT_FIELDS = ("mask", "mask_blur", "inpaint_area", "outpaint", "control", "control_image", "control_strength",
+                  "control_start", "control_end", "canny_low", "canny_high")
 
 RANDOM_SEED_LABEL = "Seed (-1 = random)"
 PADDING_CHOICES = [("unmasked: as the model was trained (default)", PROMPT_PADDINGS[0]),
@@ -66,6 +70,17 @@ class Controls:
     decoder_sampler: gr.Dropdown
     prior_shift: gr.Slider
     decoder_shift: gr.Slider
+    mask: gr.Image
+    mask_blur: gr.Slider
+    inpaint_area: gr.Radio
+    outpaint: gr.Textbox
+    control: gr.Dropdown
+    control_image: gr.Image
+    control_strength: gr.Slider
+    control_start: gr.Slider
+    control_end: gr.Slider
+    canny_low: gr.Slider
+    canny_high: gr.Slider
     resolution_picker: gr.Dropdown  # not a request field: it sets width and height
     composed: gr.Markdown  # the prompt as sent and its token count, under the prompt box
     random_seed: gr.Button
@@ -73,6 +88,7 @@ class Controls:
     size_note: gr.Markdown
     img2img: Img2ImgBox  # the start image's panel: its preview and note besides the fields above
     hires: HiresBox  # the hi-res fix's checkbox, factor and final size line
+    inpaint: InpaintBox  # the mask editor, outpaint and ControlNet panel
     # LoRA: the request's ``loras`` control lives in the picker's box
     lora_box: LoraBox | None = None
 
@@ -149,6 +165,7 @@ def build_controls(studio: Studio, defaults: GenerationRequest,
             count = gr.Slider(1, limits.max_count, value=defaults.count, step=1, label="Images", scale=4,
                               min_width=180)
     img2img = build_img2img_box(defaults)
+    inpaint = build_inpaint_box(defaults)
     with gr.Accordion("Advanced", open=False, elem_id="advanced"):
         prompt_padding = gr.Radio(PADDING_CHOICES, value=defaults.prompt_padding, label="Prompt padding",
                                   info="How the text encoder sees the padding after your prompt's end",
@@ -175,6 +192,7 @@ def build_controls(studio: Studio, defaults: GenerationRequest,
     height.release(_snap_height, [width, height], [height, resolution, size_note], api_visibility="private",
                    queue=False, show_progress="hidden")
     wire_img2img(img2img, width, height, prior_steps)
+    wire_inpaint(inpaint, img2img.init_image)
     wire_hires(hires, width, height, limits)
     return Controls(
         prompt=prompt, negative_prompt=negative_prompt, aesthetic=aesthetic, quality=quality, date=date,
@@ -185,7 +203,7 @@ def build_controls(studio: Studio, defaults: GenerationRequest,
         hires_steps=hires.hires_steps, prior_sampler=prior_sampler, decoder_sampler=decoder_sampler,
         prior_shift=prior_shift, decoder_shift=decoder_shift, resolution_picker=resolution, composed=composed,
         random_seed=random_seed, reuse_seed=reuse_seed, size_note=size_note, img2img=img2img, hires=hires,
-        lora_box=lora_box)
+        lora_box=lora_box, inpaint=inpaint, **{name: getattr(inpaint, name) for name in INPAINT_FIELDS})
 
 
 def _snap(key: str, value: float, width: float, height: float):
