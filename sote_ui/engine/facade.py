@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ from ..core import loras as lora_files
 from ..core import memory
 from ..core.errors import Cancelled, GenerationError, InputError, ModelError
 from ..core.masks import InpaintPlan, paste_back
-from ..core.memory import Mode, Placement, Plan, choose_mode, parse_mode, smaller_mode, unsupported_reason
+from ..core.memory import Mode, Placement, Plan, choose_mode, estimate, parse_mode, smaller_mode, unsupported_reason
 from ..core.metadata import ModelInfo, format_parameters, init_image_note
 from ..core.outputs import LatentRecord
 from ..core.request import GenerationRequest, control_kind, final_size
@@ -252,6 +252,43 @@ class Engine:
             self._drop()
             self.plan = None
             return self._load(mode, on_status)
+
+    @staticmethod
+    def _memory_job(job: GenerationRequest) -> dict[str, Any]:
+        """What besides its size decides a job's memory, as :func:`~sote_ui.core.memory.estimate` takes it."""
+        return {"init_image": job.init_image is not None, "hires_size": final_size(job) if job.hires else None,
+                "control": control_kind(job)}
+
+    def _fit_mode_to(self, jobs: list[GenerationRequest], on_status: Callable[[str], None] | None = None,
+                     ) -> str | None:
+        """With ``auto``, a run that needs more than the loaded mode was chosen for (a hi-res pass, a start
+        image, a ControlNet, a larger size) switches to the mode ``auto`` picks for its largest job before
+        any step runs, rather than running out of memory halfway. Returns the note saying so, or None.
+
+        The budget is the free memory measured when the mode was chosen (before its weights loaded). A
+        smaller run afterwards keeps the smaller mode: switching back and forth would reload every time.
+        """
+        if self.requested_mode != Mode.AUTO or self.plan is None or self.sizes is None or self.device is None:
+            return None
+        worst = None
+        for job in jobs:
+            need = estimate(self.plan.mode, self.sizes, job.width, job.height, self.device, **self._memory_job(job))
+            if need > self.device.free_bytes and (worst is None or need > worst[0]):
+                worst = (need, job)
+        if worst is None:
+            return None
+        job = worst[1]
+        plan = choose_mode(Mode.AUTO, self.device, self.sizes, job.width, job.height, **self._memory_job(job))
+        if plan.mode == self.plan.mode:
+            return None
+        old = self.plan.mode.value
+        self._drop()
+        self.plan = None
+        try:
+            self._load(plan.mode, on_status)
+        finally:
+            self.requested_mode = Mode.AUTO  # still auto: the next larger run may switch again
+        return f"auto switched from {old} to {plan.mode.value} for this run: {plan.reason}"
 
     def mode_table(self, width: int = 1024, height: int = 1536) -> list[tuple[str, str, str]]:
         """(mode, estimated need, note) for every mode on this device."""
@@ -889,6 +926,9 @@ class Engine:
                 note = self.inpaint_note(job)
                 if note and note not in warnings:
                     warnings.append(note)
+            switched = self._fit_mode_to(jobs)  # after every check, so bad input never costs a reload
+            if switched:
+                warnings.append(switched)
             encoded = self._references.prepare(jobs, self.load_image_encoder, self.device.torch_device)
             self.counters.image_encodes += encoded
             run = RunContext(len(jobs), planned_steps(jobs, self.prior_passes, self._priors.__contains__, prior_only),
