@@ -3,7 +3,8 @@
 A mask editor over the start image (brush, eraser and brush size from Gradio's editor; "Use drawn mask"
 turns the strokes into the mask, "Invert" and "Clear" work on it), or an uploaded mask (white = repaint);
 the mask's blur and "masked area only"; outpaint buttons that grow the canvas by 128 pixels a side; the
-ControlNet (canny, inpaint, super-resolution) with its image, strength, step range and canny's thresholds.
+ControlNet (canny, inpaint, super-resolution) with its image, strength, step range and canny's thresholds,
+and for canny a preview of the edge map the run follows.
 
 Every request field here is one control, in the request's vocabulary, so presets, PNG info and the API
 set them like any other.
@@ -11,6 +12,7 @@ set them like any other.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import gradio as gr
@@ -28,6 +30,7 @@ from ...core.masks import (
     parse_outpaint,
 )
 from ...core.request import CANNY_RANGE, CONTROLS, MAX_STRENGTH, GenerationRequest
+from ...service.studio import Studio
 
 CONTROL_CHOICES = [("none (a mask or outpaint uses inpaint)", "none"), ("canny: follow the edges", "canny"),
                    ("inpaint", "inpaint"), ("super-resolution (2x of the control image)", "sr")]
@@ -57,6 +60,7 @@ class InpaintBox:
     no_outpaint: gr.Button
     note: gr.Markdown
     accordion: gr.Accordion
+    canny_preview: gr.Image
 
 
 def build_inpaint_box(defaults: GenerationRequest) -> InpaintBox:
@@ -105,10 +109,13 @@ def build_inpaint_box(defaults: GenerationRequest) -> InpaintBox:
                                   elem_id="canny_low", min_width=160)
             canny_high = gr.Slider(CANNY_RANGE[0], 500, value=defaults.canny_high, step=1, label="Canny high",
                                    elem_id="canny_high", min_width=160)
+        canny_preview = gr.Image(label="Canny edge map (what the ControlNet follows)", type="pil",
+                                 interactive=False, visible=False, height=240, elem_id="canny_preview",
+                                 format="png", buttons=[])
         note = gr.Markdown(elem_id="inpaint_note")
     return InpaintBox(mask, mask_blur, inpaint_area, outpaint, control, control_image, control_strength,
                       control_start, control_end, canny_low, canny_high, editor, use_drawn, invert, clear, grow,
-                      no_outpaint, note, accordion)
+                      no_outpaint, note, accordion, canny_preview)
 
 
 def drawn_mask(value) -> tuple[Image.Image | None, str]:
@@ -146,8 +153,29 @@ def grown(text: str, side: str) -> tuple[str, str]:
     return format_outpaint(sides), f"outpaint: {format_outpaint(sides)}"
 
 
-def wire_inpaint(box: InpaintBox, init_image: gr.Image) -> None:
-    """Page-only events: the editor follows the start image; the buttons fill the mask and outpaint fields."""
+CONTROL_IMAGE_REFUSED = "⚠️ control image "
+
+
+def canny_preview(studio: Studio, kind: str, control_path: str | None, init_path: str | None, low: float,
+                  high: float, shown: str) -> tuple:
+    """(the preview's update, the note): the edge map of the image a canny run follows (the control image,
+    else the start image) at the thresholds; hidden for other ControlNets or without an image."""
+    path = control_path or init_path
+    if kind != "canny" or not path:
+        return gr.update(value=None, visible=False), gr.update()
+    try:
+        # Only the control image is this panel's upload to remove; the start image panel checks its own.
+        edges = studio.edge_map(path, low, high, remove_if_refused=bool(control_path))
+    except InputError as exc:
+        return gr.update(value=None, visible=False), f"⚠️ {describe_error(exc)}"
+    # A refusal's line stays until an image is read; other notes are not this preview's to clear.
+    return gr.update(value=edges, visible=True), ("" if (shown or "").startswith(CONTROL_IMAGE_REFUSED)
+                                                   else gr.update())
+
+
+def wire_inpaint(box: InpaintBox, init_image: gr.Image, studio: Studio) -> None:
+    """Page-only events: the editor follows the start image; the buttons fill the mask and outpaint fields;
+    the canny preview follows the ControlNet, its image and both thresholds."""
     private = dict(api_visibility="private", queue=False, show_progress="hidden")
     init_image.change(lambda path: path, init_image, box.editor, **private)
     box.use_drawn.click(drawn_mask, box.editor, [box.mask, box.note], **private)
@@ -156,6 +184,10 @@ def wire_inpaint(box: InpaintBox, init_image: gr.Image) -> None:
     for side, button in box.grow.items():
         button.click(lambda text, side=side: grown(text, side), box.outpaint, [box.outpaint, box.note], **private)
     box.no_outpaint.click(lambda: ("", "no outpaint"), None, [box.outpaint, box.note], **private)
+    # Not queued, so a run holding the GPU never delays it; a dragged threshold draws only its last value.
+    sources = [box.control, box.control_image, init_image, box.canny_low, box.canny_high]
+    gr.on([source.change for source in sources], functools.partial(canny_preview, studio),
+          sources + [box.note], [box.canny_preview, box.note], trigger_mode="always_last", **private)
 
 
-__all__ = ["InpaintBox", "build_inpaint_box", "drawn_mask", "grown", "inverted", "wire_inpaint"]
+__all__ = ["InpaintBox", "build_inpaint_box", "canny_preview", "drawn_mask", "grown", "inverted", "wire_inpaint"]
