@@ -670,9 +670,11 @@ class Studio:
 
         return f"image encoder: {encoder_source(engine.folders.prior)}"
 
-    def edge_map(self, path, low: float, high: float, remove_if_refused: bool = False):
+    def edge_map(self, path, low: float, high: float, size: tuple[int, int] | None = None,
+                 resize_mode: str = "crop", remove_if_refused: bool = False):
         """The Canny edge map (a PIL image, white edges on black) that a canny run draws from the image at
-        ``path``, at the image's own size, e.g. ``studio.edge_map("photo.png", 100, 200)``.
+        ``path``: fitted to ``size`` by ``resize_mode`` first, as a run of that size does, else at the
+        image's own size. E.g. ``studio.edge_map("photo.png", 100, 200, size=(1024, 1536))``.
 
         Plain CPU work: it needs no model and takes no GPU job, so the page can preview while a run goes on.
         With ``remove_if_refused``, an uploaded file (the server's own copy) that can't be read is deleted.
@@ -683,10 +685,11 @@ class Studio:
             if remove_if_refused and isinstance(path, (str, Path)):
                 Path(path).unlink(missing_ok=True)
             raise InputError(f"control image {Path(str(path)).name[:80]!r}: {exc}") from None
-        from ..core.images import upright
+        from ..core.images import fit_to, upright
         from ..engine.controlnet import canny  # lazily: the module brings torch, as the first job would
 
-        return canny(upright(image), low, high)
+        # Canny's edges depend on the scale, so the run's own fitting comes first.
+        return canny(fit_to(image, *size, resize_mode) if size else upright(image), low, high)
 
     # 4. PNG info -------------------------------------------------------------------
 

@@ -79,3 +79,13 @@ def test_the_panel_shows_a_bad_control_image_as_one_line_then_clears_it(studio, 
     assert np.array_equal(np.asarray(preview["value"]), np.asarray(canny(Image.open(picture), 100, 200)))
     preview, kept = canny_preview(studio, "sr", None, str(picture), 100, 200, "the mask is inverted")
     assert preview["visible"] is False and kept == {"__type__": "update"}
+
+
+@pytest.mark.parametrize("mode", ["crop", "fit", "stretch"])
+def test_at_a_size_the_edge_map_is_the_runs(studio, picture, mode):
+    from sote_ui.core.images import fit_to
+
+    edges = studio.edge_map(str(picture), 100, 200, size=(256, 128), resize_mode=mode)
+    expected = canny(fit_to(Image.open(picture), 256, 128, mode), 100, 200)
+    assert edges.size == (256, 128)
+    assert np.array_equal(np.asarray(edges), np.asarray(expected))
