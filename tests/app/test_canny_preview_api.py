@@ -70,14 +70,14 @@ def test_the_panel_shows_a_bad_control_image_as_one_line_then_clears_it(studio, 
 
     bad = tmp_path / "scan.png"
     bad.write_bytes(b"\x89PNG broken")
-    preview, note = canny_preview(studio, "canny", str(bad), None, 100, 200, "")
+    preview, note = canny_preview(studio, "canny", str(bad), None, 100, 200, 192, 160, "crop", "")
     assert preview["visible"] is False and preview["value"] is None
     assert note == "⚠️ control image 'scan.png': the file is not an image this app can read (PNG, JPEG or WebP)"
     assert not bad.exists()  # the refused upload left the server's upload folder
-    preview, cleared = canny_preview(studio, "canny", None, str(picture), 100, 200, note)
+    preview, cleared = canny_preview(studio, "canny", None, str(picture), 100, 200, 192, 160, "crop", note)
     assert preview["visible"] is True and cleared == ""  # the start image stands in for the control image
     assert np.array_equal(np.asarray(preview["value"]), np.asarray(canny(Image.open(picture), 100, 200)))
-    preview, kept = canny_preview(studio, "sr", None, str(picture), 100, 200, "the mask is inverted")
+    preview, kept = canny_preview(studio, "sr", None, str(picture), 100, 200, 192, 160, "crop", "the mask is inverted")
     assert preview["visible"] is False and kept == {"__type__": "update"}
 
 

@@ -192,7 +192,7 @@ def build_controls(studio: Studio, defaults: GenerationRequest,
     height.release(_snap_height, [width, height], [height, resolution, size_note], api_visibility="private",
                    queue=False, show_progress="hidden")
     wire_img2img(img2img, width, height, prior_steps)
-    wire_inpaint(inpaint, img2img.init_image, studio)
+    wire_inpaint(inpaint, img2img.init_image, studio, [width, height, img2img.resize_mode])
     wire_hires(hires, width, height, limits)
     return Controls(
         prompt=prompt, negative_prompt=negative_prompt, aesthetic=aesthetic, quality=quality, date=date,

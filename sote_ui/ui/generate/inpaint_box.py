@@ -157,15 +157,16 @@ CONTROL_IMAGE_REFUSED = "⚠️ control image "
 
 
 def canny_preview(studio: Studio, kind: str, control_path: str | None, init_path: str | None, low: float,
-                  high: float, shown: str) -> tuple:
-    """(the preview's update, the note): the edge map of the image a canny run follows (the control image,
-    else the start image) at the thresholds; hidden for other ControlNets or without an image."""
+                  high: float, width: int, height: int, resize_mode: str, shown: str) -> tuple:
+    """(the preview's update, the note): the edge map a canny run follows (of the control image, else the
+    start image, fitted to the size) at the thresholds; hidden for other ControlNets or without an image."""
     path = control_path or init_path
     if kind != "canny" or not path:
         return gr.update(value=None, visible=False), gr.update()
     try:
         # Only the control image is this panel's upload to remove; the start image panel checks its own.
-        edges = studio.edge_map(path, low, high, remove_if_refused=bool(control_path))
+        edges = studio.edge_map(path, low, high, size=(int(width), int(height)), resize_mode=resize_mode,
+                                remove_if_refused=bool(control_path))
     except InputError as exc:
         return gr.update(value=None, visible=False), f"⚠️ {describe_error(exc)}"
     # A refusal's line stays until an image is read; other notes are not this preview's to clear.
@@ -173,9 +174,10 @@ def canny_preview(studio: Studio, kind: str, control_path: str | None, init_path
                                                    else gr.update())
 
 
-def wire_inpaint(box: InpaintBox, init_image: gr.Image, studio: Studio) -> None:
+def wire_inpaint(box: InpaintBox, init_image: gr.Image, studio: Studio, size: list[gr.Component]) -> None:
     """Page-only events: the editor follows the start image; the buttons fill the mask and outpaint fields;
-    the canny preview follows the ControlNet, its image and both thresholds."""
+    the canny preview follows the ControlNet, its image, both thresholds and ``size`` (the width, height and
+    resize mode sliders and radio)."""
     private = dict(api_visibility="private", queue=False, show_progress="hidden")
     init_image.change(lambda path: path, init_image, box.editor, **private)
     box.use_drawn.click(drawn_mask, box.editor, [box.mask, box.note], **private)
@@ -185,7 +187,7 @@ def wire_inpaint(box: InpaintBox, init_image: gr.Image, studio: Studio) -> None:
         button.click(lambda text, side=side: grown(text, side), box.outpaint, [box.outpaint, box.note], **private)
     box.no_outpaint.click(lambda: ("", "no outpaint"), None, [box.outpaint, box.note], **private)
     # Not queued, so a run holding the GPU never delays it; a dragged threshold draws only its last value.
-    sources = [box.control, box.control_image, init_image, box.canny_low, box.canny_high]
+    sources = [box.control, box.control_image, init_image, box.canny_low, box.canny_high, *size]
     gr.on([source.change for source in sources], functools.partial(canny_preview, studio),
           sources + [box.note], [box.canny_preview, box.note], trigger_mode="always_last", **private)
 
