@@ -45,6 +45,7 @@ def test_suggestions_show_while_a_run_is_going(page):
     small_settings(page, prior_steps=60, decoder_steps=2)
     set_number(page, "Width", 640)
     set_number(page, "Height", 640)
+    set_number(page, "Images", 6)  # a run that outlasts the check on a quiet machine too; Stop ends it
     page.locator("#generate").click()
     expect(page.locator("#stop")).to_be_enabled(timeout=30_000)
     negative = page.locator("#negative_prompt textarea")
