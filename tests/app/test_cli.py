@@ -13,32 +13,10 @@ import pytest
 from PIL import Image
 from support import ROOT
 
-from sote_ui.cli import build_parser, main
+from sote_ui.cli import build_parser
 from sote_ui.core.metadata import parse_parameters, read_parameters
 
 FAST = ["--width", "256", "--height", "256", "--prior-steps", "2", "--decoder-steps", "2", "--quiet"]
-
-
-@pytest.fixture
-def model_flags(tiny_pair):
-    prior, decoder = tiny_pair
-    return ["--prior", str(prior), "--decoder", str(decoder), "--mode", "fp32", "--device", "cpu"]
-
-
-@pytest.fixture
-def cli(capsys, tmp_path, monkeypatch):
-    """Run main([...]) and return (exit code, stdout, stderr); presets go to a private folder."""
-    monkeypatch.setenv("SOTE_STUDIO_HOME", str(tmp_path / "home"))
-
-    def call(*argv: str):
-        try:
-            code = main(list(argv))
-        except SystemExit as exc:  # argparse errors exit through SystemExit
-            code = exc.code
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return call
 
 
 def _settings(path):

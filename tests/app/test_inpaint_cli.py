@@ -6,33 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from sote_ui.cli import main
 from sote_ui.core.metadata import MASK_NOT_RESTORED, parse_parameters, read_parameters
 from sote_ui.engine.builders import build_tiny_controlnet
 
 FAST = ["--width", "256", "--height", "256", "--prior-steps", "2", "--decoder-steps", "2", "--quiet",
         "--prompt", "1girl, solo", "--seed", "5"]
-
-
-@pytest.fixture
-def model_flags(tiny_pair):
-    prior, decoder = tiny_pair
-    return ["--prior", str(prior), "--decoder", str(decoder), "--mode", "fp32", "--device", "cpu"]
-
-
-@pytest.fixture
-def cli(capsys, tmp_path, monkeypatch):
-    monkeypatch.setenv("SOTE_STUDIO_HOME", str(tmp_path / "home"))
-
-    def call(*argv: str):
-        try:
-            code = main(list(argv))
-        except SystemExit as exc:
-            code = exc.code
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return call
 
 
 @pytest.fixture(scope="module")

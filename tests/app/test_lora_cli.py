@@ -11,7 +11,6 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from sote_ui.cli import main
 from sote_ui.core.loras import addnet_hash
 from sote_ui.core.metadata import parse_parameters, read_parameters
 
@@ -39,27 +38,6 @@ def lora_dir(tmp_path, monkeypatch):
     write_kohya(folder / "flat-color.safetensors", 2)
     monkeypatch.setenv("SOTE_LORA_DIR", str(folder))
     return folder
-
-
-@pytest.fixture
-def model_flags(tiny_pair):
-    prior, decoder = tiny_pair
-    return ["--prior", str(prior), "--decoder", str(decoder), "--mode", "fp32", "--device", "cpu"]
-
-
-@pytest.fixture
-def cli(capsys, tmp_path, monkeypatch):
-    monkeypatch.setenv("SOTE_STUDIO_HOME", str(tmp_path / "home"))
-
-    def call(*argv: str):
-        try:
-            code = main(list(argv))
-        except SystemExit as exc:
-            code = exc.code
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return call
 
 
 def _read(path):
