@@ -108,16 +108,36 @@ def stream_job(work: Callable[[Callable, Callable, Callable], Any], on_progress:
 
     thread = threading.Thread(target=worker, name="sote-job", daemon=True)
     thread.start()
-    while (event := events.get()) is not None:
-        kind, item = event
-        if kind == "progress":
-            on_progress(item)
-        else:
-            yield kind, item
+    ended = False
+    while not ended:
+        for event in fresh_events(events):
+            if event is None:
+                ended = True
+                break
+            kind, item = event
+            if kind == "progress":
+                on_progress(item)
+            else:
+                yield kind, item
     thread.join()
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
+
+
+def fresh_events(events: queue.Queue) -> list:
+    """The events waiting in ``events`` (at least one: it waits for the first), less the live previews a
+    later preview replaces. A page slower than the engine (a busy machine, a far browser) then shows the
+    step the run is at, not one it left seconds ago; every progress tick and finished image still comes."""
+    waiting = [events.get()]
+    while True:
+        try:
+            waiting.append(events.get_nowait())
+        except queue.Empty:
+            break
+    previews = [index for index, event in enumerate(waiting) if event is not None and event[0] == "preview"]
+    stale = set(previews[:-1])
+    return [event for index, event in enumerate(waiting) if index not in stale]
 
 
 def preview_caption(step: int, steps: int, index: int, images: int) -> str:
