@@ -28,34 +28,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import re
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _runs import ROOT, generate_command, machine, print_runs, run
+
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-
-
-def run(argv: list[str]) -> dict:
-    """Run one command; its wall seconds, peak RSS (bytes) and the seconds it reports for generating."""
-    started = time.perf_counter()
-    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - started
-    out, err = process.stdout.read(), process.stderr.read()
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise SystemExit(f"failed ({process.returncode}): {' '.join(argv)}\n{err[-2000:]}")
-    found = re.search(r"image\(s\) in ([0-9.]+) s", err)
-    rss = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    return {"wall_s": round(wall, 2), "generate_s": float(found.group(1)) if found else None, "peak_rss": rss,
-            "file": out.strip()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,13 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         effnet = args.effnet
     request = build_request({"prompt": "1girl, solo", "width": width, "height": height, "hires_scale": args.scale})
     final = final_size(request)
-    common = [sys.executable, "-m", "sote_ui", "generate", "--prompt", "1girl, solo", "--seed", str(args.seed),
-              "--prior-steps", str(prior_steps), "--decoder-steps", str(decoder_steps), "--prior", str(prior),
-              "--decoder", str(decoder), "--mode", mode]
-    if args.device:
-        common += ["--device", args.device]
-    if effnet:
-        common += ["--effnet", str(effnet)]
+    common = generate_command(prior, decoder, mode=mode, seed=args.seed, prior_steps=prior_steps,
+                              decoder_steps=decoder_steps, device=args.device, effnet=effnet)
     runs = {
         "hires": common + ["--width", str(width), "--height", str(height), "--hires-scale", str(args.scale),
                            "--hires-denoise", str(args.hires_denoise), "--out", str(work / "hires.png")],
@@ -113,10 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     results = {}
     for name, command in runs.items():
-        print(f"{name}: {' '.join(command[3:])}", file=sys.stderr)
         results[name] = run(command)
     figures = {
-        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
+        "machine": machine(),
         "pair": "full-size" if args.full else "tiny",
         "mode": mode,
         "first_pass": f"{width}x{height}",
@@ -128,9 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_wall": round(results["hires"]["wall_s"] / results["direct"]["wall_s"], 3),
         "ratio_peak_rss": round(results["hires"]["peak_rss"] / results["direct"]["peak_rss"], 3),
     }
-    print(f"{'run':8} {'wall s':>8} {'generate s':>11} {'peak RSS GB':>12}")
-    for name, r in results.items():
-        print(f"{name:8} {r['wall_s']:8.2f} {r['generate_s'] or 0:11.2f} {r['peak_rss'] / 1e9:12.2f}")
+    print_runs(results, rss=True)
     print(f"hires/direct: wall x{figures['ratio_wall']}, peak RSS x{figures['ratio_peak_rss']} "
           f"({width}x{height} -> {final[0]}x{final[1]}, {figures['pair']} pair, {mode})")
     if args.json:

@@ -28,30 +28,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _runs import ROOT, generate_command, machine, print_runs, run
+
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-
-
-def run(argv: list[str]) -> dict:
-    """Run one command; its wall seconds and the seconds it reports for generating."""
-    started = time.perf_counter()
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"failed ({done.returncode}): {' '.join(argv)}\n{done.stderr[-2000:]}")
-    found = re.search(r"image\(s\) in ([0-9.]+) s", done.stderr)
-    return {"wall_s": round(wall, 2), "generate_s": float(found.group(1)) if found else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,11 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         width, height = args.width or 256, args.height or 384
         prior_steps, decoder_steps = args.prior_steps or 8, args.decoder_steps or 4
         mode = args.mode or "fp32"
-    common = [sys.executable, "-m", "sote_ui", "generate", "--prompt", "1girl, solo", "--seed", str(args.seed),
-              "--prior-steps", str(prior_steps), "--decoder-steps", str(decoder_steps), "--prior", str(prior),
-              "--decoder", str(decoder), "--mode", mode]
-    common += ["--device", args.device] if args.device else []
-    common += ["--effnet", str(effnet)] if effnet else []
+    common = generate_command(prior, decoder, mode=mode, seed=args.seed, prior_steps=prior_steps,
+                              decoder_steps=decoder_steps, device=args.device, effnet=effnet)
     double = ["--width", str(2 * width), "--height", str(2 * height)]
     source = work / "source.png"
     runs = {
@@ -106,12 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     samples: dict[str, list[dict]] = {name: [] for name in runs}
     for name in ["source"] + ["sr", "direct"] * max(1, args.repeat):
-        print(f"{name}: {' '.join(runs[name][3:])}", file=sys.stderr)
         samples[name].append(run(runs[name]))
     results = {name: {key: statistics.median(r[key] for r in rs) if all(r[key] is not None for r in rs) else None
                       for key in ("wall_s", "generate_s")} for name, rs in samples.items()}
     figures = {
-        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
+        "machine": machine(),
         "pair": "full-size" if args.full else "tiny",
         "mode": mode,
         "source": f"{width}x{height}",
@@ -124,9 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                            if results["sr"]["generate_s"] and results["direct"]["generate_s"] else None),
         "ratio_wall": round(results["sr"]["wall_s"] / results["direct"]["wall_s"], 3),
     }
-    print(f"{'run':8} {'wall s':>8} {'generate s':>11}")
-    for name, r in results.items():
-        print(f"{name:8} {r['wall_s']:8.2f} {r['generate_s'] or 0:11.2f}")
+    print_runs(results)
     print(f"sr/direct: generate x{figures['ratio_generate']}, wall x{figures['ratio_wall']} "
           f"({width}x{height} -> {2 * width}x{2 * height}, {figures['pair']} pair, {mode})")
     if args.json:
