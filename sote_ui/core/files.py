@@ -1,4 +1,5 @@
-"""The user's folder and the one way files are written (atomically) in the whole app.
+"""The user's folder, the one way files are written (atomically) in the whole app, and file hashes
+remembered per size and modification time.
 
 ``SOTE_STUDIO_HOME`` (default ``~/.sote-studio``) holds presets, wildcards and
 the prompt history; it is read when asked for, never at import, so a test or a
@@ -12,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -72,3 +74,35 @@ def publish_new(source: Path, target: Path, taken: str) -> None:
         os.replace(source, target)
         return
     os.unlink(source)
+
+
+_HASHED: dict[tuple[str, str, int, int], str] = {}  # (kind, path, size, mtime) -> hex digest
+
+
+def remembered_hash(path: str | Path, kind: str, compute: Callable[[Path], str]) -> str:
+    """``compute(path)``, worked out again only when the file's size or modification time changed.
+
+    ``kind`` names the hash (one file may have several). A missing file is a one-line :class:`InputError`.
+    """
+    path = Path(path).expanduser()
+    try:
+        stat = path.stat()
+    except OSError:
+        raise InputError(f"{path.name[:80]!r} does not exist or can't be read") from None
+    key = (kind, str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHED:
+        _HASHED[key] = compute(path)
+    return _HASHED[key]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (read in blocks), remembered per path, size and modification time."""
+    return remembered_hash(path, "sha256", _sha256)

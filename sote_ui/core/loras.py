@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
-from .files import user_home
+from .files import remembered_hash, user_home
 
 ENV = "SOTE_LORA_DIR"
 SUFFIX = ".safetensors"
@@ -182,16 +182,9 @@ def addnet_hash(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
 def file_hash(path: str | Path) -> str:
     """:func:`addnet_hash`, remembered per path, size and modification time."""
-    stat = os.stat(path)
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _HASHES:
-        _HASHES[key] = addnet_hash(path)
-    return _HASHES[key]
+    return remembered_hash(path, "addnet", addnet_hash)
 
 
 def short_hash(path: str | Path) -> str:

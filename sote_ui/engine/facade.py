@@ -34,6 +34,7 @@ from .. import __version__
 from ..core import loras as lora_files
 from ..core import memory
 from ..core.errors import Cancelled, GenerationError, InputError, ModelError
+from ..core.files import file_sha256
 from ..core.masks import InpaintPlan, paste_back
 from ..core.memory import Mode, Placement, Plan, choose_mode, estimate, parse_mode, smaller_mode, unsupported_reason
 from ..core.metadata import ModelInfo, format_parameters, init_image_note
@@ -91,7 +92,6 @@ class Engine:
         self._effnet = None
         self._controlnets: dict = {}  # kind -> ControlNet; one kind is kept at a time
         self._inpaint_plans = LruCache(8)  # what decides a plan -> (InpaintPlan, note)
-        self._digests: dict[tuple, str] = {}  # (path, size, mtime) -> sha256 of the file
         self.last_control = None  # the last prior's control deliverer (how many controls it added)
         self._texts = LruCache(text_cache_size)  # (prompt, negative, prompt padding) -> PromptEmbeds
         self._priors = LruCache(prior_cache_size)  # prior key -> PriorOutput
@@ -455,7 +455,7 @@ class Engine:
     def _inpaint_entry(self, job: GenerationRequest):
         if job.mask is None and not job.outpaint:
             return None
-        key = (self._file_digest(job.init_image), self._file_digest(job.mask) if job.mask else None, job.width,
+        key = (file_sha256(job.init_image), file_sha256(job.mask) if job.mask else None, job.width,
                job.height, job.resize_mode, job.mask_blur, job.inpaint_area, job.outpaint)
         entry = self._inpaint_plans.get(key)
         if entry is None:
@@ -473,28 +473,14 @@ class Engine:
         entry = self._inpaint_entry(job)
         return entry[1] if entry is not None else None
 
-    def _file_digest(self, path: str) -> str:
-        import hashlib
-        import os
-
-        try:
-            stat = os.stat(path)
-        except OSError:
-            raise InputError(f"{os.path.basename(path)[:80]!r} does not exist") from None
-        key = (path, stat.st_size, stat.st_mtime_ns)
-        if key not in self._digests:
-            with open(path, "rb") as handle:
-                self._digests[key] = hashlib.sha256(handle.read()).hexdigest()
-        return self._digests[key]
-
     def _control_key(self, job: GenerationRequest) -> tuple:
         """What of the job's mask, outpaint and control decides the prior (file contents, not names)."""
         kind = control_kind(job)
         if kind == "none":
             return ()
         image = job.control_image or job.init_image
-        return (kind, self._file_digest(image) if kind in ("canny", "sr") else None,
-                self._file_digest(job.mask) if job.mask else None, job.outpaint, job.inpaint_area,
+        return (kind, file_sha256(image) if kind in ("canny", "sr") else None,
+                file_sha256(job.mask) if job.mask else None, job.outpaint, job.inpaint_area,
                 job.resize_mode, float(job.control_strength), float(job.control_start), float(job.control_end),
                 (job.canny_low, job.canny_high) if kind == "canny" else None, self.controlnet_path)
 
@@ -547,11 +533,11 @@ class Engine:
         notes: dict[str, str] = {}
         kind = control_kind(job)
         if kind != "none" and kind in self._controlnets:
-            from .controlnet import controlnet_file, file_hash
+            from .controlnet import controlnet_file
 
-            notes["Control model hash"] = file_hash(controlnet_file(self._controlnet_path(kind), kind)[0])
+            notes["Control model hash"] = file_sha256(controlnet_file(self._controlnet_path(kind), kind)[0])[:10]
         if job.mask is not None:
-            notes["Mask hash"] = self._file_digest(job.mask)[:10]
+            notes["Mask hash"] = file_sha256(job.mask)[:10]
         return notes
 
     # 2e. Live previews -----------------------------------------------------------------
@@ -787,7 +773,7 @@ class Engine:
         plan = self.inpaint_plan(job)
         key = (self._start_digest(job.init_image), job.width, job.height, job.resize_mode)
         if plan is not None:  # inpainting starts from what it generates: the (outpainted) canvas or the crop
-            key += (self._file_digest(job.mask) if job.mask else None, job.inpaint_area, job.outpaint)
+            key += (file_sha256(job.mask) if job.mask else None, job.inpaint_area, job.outpaint)
         latents = self._starts.get(key)
         if latents is None:
             if plan is not None:

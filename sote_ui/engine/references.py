@@ -34,7 +34,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ import torch
 from PIL import Image, ImageOps
 
 from ..core.errors import InputError, ModelError
+from ..core.files import file_sha256
 from ..core.outputs import open_image
 from . import hub
 from .caches import LruCache
@@ -70,15 +70,6 @@ def load_reference(path: str | Path) -> Image.Image:
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     return image.convert("RGB")
-
-
-def content_hash(path: str | Path) -> str:
-    """SHA-256 of a file's bytes, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -177,20 +168,13 @@ class ReferenceEmbeddings:
 
     def __init__(self, size: int):
         self._embeds = LruCache(size)  # content hash -> (1, 1, dim) fp32 embedding
-        self._hashes: dict[str, tuple[int, int, str]] = {}  # path -> (mtime_ns, size, sha256)
 
     def digest(self, path: str) -> str:
         """The file's content hash (read again only when its mtime or size changed)."""
         try:
-            stat = Path(path).expanduser().stat()
-            known = self._hashes.get(path)
-            if known and known[:2] == (stat.st_mtime_ns, stat.st_size):
-                return known[2]
-            digest = content_hash(Path(path).expanduser())
-        except OSError:
+            return file_sha256(path)
+        except (InputError, OSError):
             raise InputError(f"reference image {Path(path).name[:80]!r} can't be read") from None
-        self._hashes[path] = (stat.st_mtime_ns, stat.st_size, digest)
-        return digest
 
     def active(self, request) -> list[tuple]:
         """The references that act (strength above 0), each with its content hash."""

@@ -88,7 +88,7 @@ def test_embeddings_are_cached_by_content(remix_pair, refs):
 
 
 def test_references_are_recorded_in_the_png_by_name_hash_and_strength(remix_engine, refs):
-    from sote_ui.engine.references import content_hash
+    from sote_ui.core.files import file_sha256 as content_hash
 
     result = _run(remix_engine, images=[str(refs["red"]), str(refs["blue"])], image_strengths=[1.0, 0.25])
     values = parse_parameters(result.images[0].parameters)
