@@ -34,7 +34,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import json
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -49,6 +48,7 @@ from torch import nn
 from ..core.errors import ModelError
 from . import hub
 from .effnet import TINY, V2_S, EfficientNetEncoder, EffnetConfig
+from .module_files import build_strict, read_tensors, save_module
 
 HUB_REPO = "stabilityai/stable-cascade"
 # The published file of each kind (the request's ``control`` names), in the Hub repo's controlnet/ folder.
@@ -382,29 +382,6 @@ def detect_config(tensors: dict[str, torch.Tensor], metadata: dict[str, str], wh
     return full_config(kind)
 
 
-def _read(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import safe_open
-
-    try:
-        tensors = {}
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            for key in handle.keys():
-                tensors[key] = handle.get_tensor(key)
-        return tensors, metadata
-    except Exception as exc:  # safetensors raises its own error type, or OSError, for a damaged file
-        raise ModelError(f"{what} is not a readable safetensors file ({type(exc).__name__})") from None
-
-
-def file_hash(path: str | Path) -> str:
-    """The first 10 hex digits of the file's SHA-256 (A1111's short model hash)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:10]
-
-
 def controlnet_file(path: str | Path | None, kind: str) -> tuple[Path, Path | None]:
     """(the file to read, the user's path or None): a local file, else the Hub's file of ``kind``."""
     if path is None:
@@ -423,39 +400,23 @@ def load_controlnet(path: str | Path | None, kind: str, device: str | torch.devi
     Every key and shape must match (strict); a file of another kind, a
     damaged or foreign file is a one-line :class:`ModelError`.
     """
-    from .effnet import check_state_dict
-
     if kind not in HUB_FILES:
         raise ModelError(f"unknown ControlNet kind {kind!r}; one of: {', '.join(KINDS)}")
     file, source = controlnet_file(path, kind)
     what = _what(kind, source)
-    tensors, metadata = _read(file, what)
+    tensors, metadata = read_tensors(file, what)
     config = detect_config(tensors, metadata, what)
     if config.kind != kind:
         raise ModelError(f"{what} is {_a(config.kind)} ControlNet; control {kind} needs {_a(kind)} one")
-    with torch.device("meta"):  # no random init: every weight comes from the file
-        model = ControlNet(config)
-    try:
-        check_state_dict(model, tensors, what)
-    except ModelError as exc:
-        raise ModelError(str(exc).replace("EfficientNet encoder", "ControlNet")) from None
-    model.load_state_dict(tensors, strict=True, assign=True)
-    model.requires_grad_(False)
-    return model.to(device=device, dtype=dtype).eval()
+    return build_strict(lambda: ControlNet(config), tensors, what, "Stability's ControlNet", device, dtype)
 
 
 def save_controlnet(model: ControlNet, path: str | Path) -> Path:
     """Write ``model`` as a safetensors file in Stability's key layout (a non-published table in the metadata)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
     metadata = {METADATA_KEY: model.config.to_json()} if model.config != full_config(model.config.kind) else None
-    save_file(tensors, str(path), metadata=metadata)
-    return path
+    return save_module(model, path, metadata)
 
 
 __all__ = ["ControlNet", "ControlNetConfig", "HUB_FILES", "KINDS", "canny", "controlled", "edges_hint",
-           "file_hash", "full_config", "inpaint_hint", "load_controlnet", "resblocks", "save_controlnet",
+           "full_config", "inpaint_hint", "load_controlnet", "resblocks", "save_controlnet",
            "tiny_config"]

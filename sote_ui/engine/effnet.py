@@ -41,9 +41,11 @@ from torch import nn
 
 from ..core.errors import InputError, ModelError
 from . import hub
+from .module_files import build_strict, read_tensors, save_module
 
 HUB_REPO = "stabilityai/stable-cascade"
 HUB_FILE = "effnet_encoder.safetensors"
+LAYOUT = "Stability's EfficientNet encoder"  # what a foreign file is said not to be
 METADATA_KEY = "effnet_config"  # our own files' stage table; the published file has none
 DOWNSCALE = 32  # five stride-2 layers
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -268,43 +270,6 @@ _OFFLINE_HINT = (f"pass a local copy with --effnet PATH, or download it once: "
                  f"huggingface-cli download {HUB_REPO} {HUB_FILE}")
 
 
-def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import safe_open
-
-    try:
-        tensors = {}
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            for key in handle.keys():
-                tensors[key] = handle.get_tensor(key)
-        return tensors, metadata
-    except Exception as exc:  # safetensors raises its own error type, or OSError, for a damaged file
-        raise ModelError(f"{_what(path)} is not a readable safetensors file ({type(exc).__name__}); "
-                         f"download it again: huggingface-cli download {HUB_REPO} {HUB_FILE}") from None
-
-
-def _names(keys, limit: int = 3) -> str:
-    keys = sorted(keys)
-    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
-
-
-def check_state_dict(model: nn.Module, tensors: dict[str, torch.Tensor], what: str) -> None:
-    """ModelError unless ``tensors`` has exactly ``model``'s keys, each with its shape."""
-    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-    missing = expected.keys() - tensors.keys()
-    unexpected = tensors.keys() - expected.keys()
-    if missing or unexpected:
-        parts = ([f"missing {_names(missing)}"] if missing else []) + \
-                ([f"unexpected {_names(unexpected)}"] if unexpected else [])
-        raise ModelError(f"{what} is not Stability's EfficientNet encoder layout: {'; '.join(parts)}")
-    wrong = [key for key in sorted(expected) if tuple(tensors[key].shape) != expected[key]]
-    if wrong:
-        key = wrong[0]
-        raise ModelError(f"{what} has {len(wrong)} tensor(s) of the wrong shape, e.g. {key} is "
-                         f"{tuple(tensors[key].shape)}, expected {expected[key]}")
-
-
 def load_effnet(path: str | Path | None, device: str | torch.device = "cpu",
                 dtype: torch.dtype = torch.float32) -> EfficientNetEncoder:
     """Load the encoder from ``path`` (a local ``effnet_encoder.safetensors``), else from the Hub.
@@ -321,29 +286,18 @@ def load_effnet(path: str | Path | None, device: str | torch.device = "cpu",
         file = source = Path(path).expanduser()
         if not file.is_file():
             raise ModelError(f"{_what(source)} does not exist or is not a file; {_OFFLINE_HINT}")
-    tensors, metadata = _read(file)
+    tensors, metadata = read_tensors(file, _what(source),
+                                     f"download it again: huggingface-cli download {HUB_REPO} {HUB_FILE}")
     try:
         config = EffnetConfig.from_json(metadata[METADATA_KEY]) if METADATA_KEY in metadata else V2_S
     except (ValueError, KeyError, TypeError):
         raise ModelError(f"{_what(source)} has an unreadable {METADATA_KEY} in its metadata") from None
-    with torch.device("meta"):  # no random init: every weight comes from the file
-        model = EfficientNetEncoder(config)
-    check_state_dict(model, tensors, _what(source))
-    model.load_state_dict(tensors, strict=True, assign=True)
-    model.requires_grad_(False)
-    return model.to(device=device, dtype=dtype).eval()
+    return build_strict(lambda: EfficientNetEncoder(config), tensors, _what(source), LAYOUT, device, dtype)
 
 
 def save_effnet(model: EfficientNetEncoder, path: str | Path) -> Path:
     """Write ``model`` as a safetensors file in Stability's key layout (its table in the metadata)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
-    metadata = {METADATA_KEY: model.config.to_json()} if model.config != V2_S else None
-    save_file(tensors, str(path), metadata=metadata)
-    return path
+    return save_module(model, path, {METADATA_KEY: model.config.to_json()} if model.config != V2_S else None)
 
 
 __all__ = ["EfficientNetEncoder", "EffnetConfig", "StageConfig", "TINY", "V2_S", "encoder_size", "latent_size",
