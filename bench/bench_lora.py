@@ -6,12 +6,13 @@ Two synthetic kohya-format LoRAs (``--rank``, every Linear layer of the prior an
 attention and MLP layers, fp16 like kohya's files) are written for the pair, then:
 
 1. **read**: reading and mapping one file (the first use of a LoRA);
-2. **switch**: from LoRA A to LoRA B: adapters swap hooks and place B's matrices on the device (the first
-   forward with B, less one step);
+2. **switch**: from LoRA A to LoRA B: adapters swap hooks (``adapter_hook_s``) and place B's matrices on
+   the device (``adapter_switch_s``: the first forward with B, less one step);
    merging restores the saved weights and adds B (not possible on 8-bit weights: shown n/a);
 3. **seconds per prior step**: the prior UNet's forward at the image's latent size with CFG (batch 2),
    plain, with adapters and merged (the fastest of ``--steps`` runs after one warm-up);
-4. **memory**: extra peak host RSS from reading the file and hooking it in, and on CUDA the extra device
+4. **memory**: extra host RSS from reading both files and running with one hooked in (measured after a
+   plain forward has paged in the base weights), and on CUDA the extra device
    memory the adapters hold; merging keeps a host copy of every touched weight (its size is shown).
 
 Example (from the repository root)::
@@ -27,6 +28,7 @@ the figures measure overhead, not real speed.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -116,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed forwards per variant (the fastest counts)")
     parser.add_argument("--width", type=int, default=None, help="default 1024 (full) or 256 (tiny)")
     parser.add_argument("--height", type=int, default=None, help="default 1536 (full) or 256 (tiny)")
+    parser.add_argument("--no-merge", action="store_true",
+                        help="leave out the merged variant (its copy of every touched weight: ~7 GB at full size)")
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -140,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     engine.load()
     load_s = time.perf_counter() - started
+    # Only the prior and its text encoder are measured: the decoder pipeline goes, which leaves room on a
+    # 24 GB machine for the merged variant's copy of the prior's weights (~7 GB in bf16).
+    engine._decoder_pipe = None
+    gc.collect()
     pipe = engine.prior_pipe
     prior, text_encoder = pipe.prior, pipe.text_encoder
     device = pipe._execution_device
@@ -157,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
                      "height": height, "rank": args.rank, "load_s": round(load_s, 2),
                      "lora_file_mb": round(files["a"][1] / 1e6, 1)}
 
+    # The plain prior first: its forward also pages in every weight (they may be mapped from the files),
+    # so the memory measured next is the LoRA's, not the base weights arriving.
+    inputs = prior_inputs(prior, width, height, device, dtype)
+    results["plain_step_s"] = time_steps(prior, inputs, args.steps, sync)
+    results["rss_with_prior_mb"] = round(rss_mb(), 1)
+
     # 1. read and map
     rss_before = rss_mb()
     started = time.perf_counter()
@@ -166,26 +180,30 @@ def main(argv: list[str] | None = None) -> int:
     results["layers"] = len(lora_a.layers)
 
     # 2 and 3. adapters
-    inputs = prior_inputs(prior, width, height, device, dtype)
-    results["plain_step_s"] = time_steps(prior, inputs, args.steps, sync)
     hooks = Adapters()
     mem_before = torch.cuda.memory_allocated() if cuda else 0
     hooks.use(prior, text_encoder, [(lora_a, 1.0, 1.0)])
     results["adapter_step_s"] = time_steps(prior, inputs, args.steps, sync)
     results["adapter_device_mb"] = round((torch.cuda.memory_allocated() - mem_before) / 1e6, 1) if cuda else None
+    results["extra_rss_mb"] = round(rss_mb() - rss_before, 1)  # both files read, A hooked in and used
     started = time.perf_counter()
     hooks.use(prior, text_encoder, [(lora_b, 1.0, 1.0)])
+    results["adapter_hook_s"] = round(time.perf_counter() - started, 4)  # the hooks swapped, nothing run yet
+    started = time.perf_counter()
     with torch.no_grad():
         prior(**inputs)  # the first forward with B places its matrices on the device
     sync()
     results["adapter_switch_s"] = round(max(0.0, time.perf_counter() - started - results["adapter_step_s"]), 4)
     hooks.clear()
-    results["extra_rss_mb"] = round(rss_mb() - rss_before, 1)
+
+    print("so far:", json.dumps(results), file=sys.stderr, flush=True)  # kept if the merge runs out of RAM
 
     # 2 and 3. merged (plain weights only)
-    if engine.plan.fp8_backend:
+    if engine.plan.fp8_backend or args.no_merge:
         results.update(merge_switch_s=None, merged_step_s=None, merge_copy_mb=None,
-                       merge_note="n/a: 8-bit weights can't take a LoRA's small change without quantizing again")
+                       merge_note="n/a: 8-bit weights can't take a LoRA's small change without quantizing again"
+                       if engine.plan.fp8_backend else "left out (--no-merge); merged weights run the plain "
+                                                       "prior's kernels, so plain_step_s stands for it")
     else:
         saved = merge_into(prior, text_encoder, [(lora_a, 1.0, 1.0)])
         sync()
